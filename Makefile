@@ -10,7 +10,7 @@ export PYTHONHASHSEED := 0
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,vision]'
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,0 +1,72 @@
+"""Shared fixtures. ``tiny_stores`` builds small but valid stores once per test session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from locsens.data import store
+
+
+def build_synthetic_stores(out_dir, n_photos: int = 1200, n_concepts: int = 40, dim: int = 32, seed: int = 0) -> dict:
+    """A small dataset + feature store pair with real signal: tags depend on visual concepts and on place.
+
+    Six towns in three countries on two continents; each photo has 1-2 visual concepts (whose
+    frequency depends on the town) plus, usually, its town and country name as tags.
+    """
+    rng = np.random.default_rng(seed)
+    towns = [("Paris", "Ile-de-France", "France", "Europe", 48.86, 2.35),
+             ("Lyon", "Auvergne-Rhone-Alpes", "France", "Europe", 45.76, 4.84),
+             ("Madrid", "Madrid", "Spain", "Europe", 40.42, -3.70),
+             ("Seville", "Andalusia", "Spain", "Europe", 37.39, -5.98),
+             ("Kyoto", "Kyoto", "Japan", "Asia", 35.01, 135.77),
+             ("Tokyo", "Tokyo", "Japan", "Asia", 35.68, 139.69)]
+    concept_names = [f"concept{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(n_concepts)]
+    place_tags = ["paris", "lyon", "madrid", "seville", "kyoto", "tokyo", "france", "spain", "japan"]
+    vocab = concept_names + place_tags
+    v = len(vocab)
+    town_of = rng.integers(0, len(towns), n_photos)
+    concept_pref = rng.dirichlet(np.full(n_concepts, 0.3), size=len(towns))  # location-dependent concepts
+    prototypes = rng.normal(size=(n_concepts, dim))
+    indptr, indices, feats = [0], [], np.zeros((n_photos, dim), np.float32)
+    for i in range(n_photos):
+        k = rng.integers(1, 3)
+        concepts = rng.choice(n_concepts, size=k, replace=False, p=concept_pref[town_of[i]])
+        tags = list(concepts)
+        if rng.random() < 0.75:
+            tags.append(n_concepts + town_of[i])
+            tags.append(n_concepts + 6 + ["France", "Spain", "Japan"].index(towns[town_of[i]][2]))
+        indices.extend(tags)
+        indptr.append(len(indices))
+        feats[i] = prototypes[concepts].sum(0) + 0.5 * rng.normal(size=dim)
+    counts = np.bincount(np.asarray(indices), minlength=v)
+    order = np.argsort(-counts, kind="stable")  # frequency-ordered vocabulary, as the real store
+    remap = np.empty(v, np.int64)
+    remap[order] = np.arange(v)
+    split = rng.choice(3, size=n_photos, p=[0.7, 0.15, 0.15])
+    lat = np.array([towns[t][4] for t in town_of]) + rng.normal(scale=0.05, size=n_photos)
+    lon = np.array([towns[t][5] for t in town_of]) + rng.normal(scale=0.05, size=n_photos)
+    places = {"town": [t[0] for t in towns], "region": [t[1] for t in towns],
+              "country": ["France", "Spain", "Japan"], "continent": ["Europe", "Asia"]}
+    place_index = {"town": town_of, "region": town_of,
+                   "country": np.array([places["country"].index(towns[t][2]) for t in town_of]),
+                   "continent": np.array([places["continent"].index(towns[t][3]) for t in town_of])}
+    photo_id = rng.choice(10**11, size=n_photos, replace=False).astype(np.int64)
+    user_index = rng.integers(0, 50, n_photos)
+    paths = {"dataset": out_dir / "dataset.h5", "features": out_dir / "features.h5"}
+    store.write_dataset_store(
+        paths["dataset"], photo_id=photo_id, user_index=user_index, users=[f"{u}@N00" for u in range(50)],
+        lat=lat, lon=lon, tags_indptr=np.asarray(indptr), tags_indices=remap[np.asarray(indices)],
+        places=places, place_index=place_index,
+        place_names=["europe", "asia", "france", "spain", "japan", "paris", "lyon", "madrid", "seville", "kyoto", "tokyo",
+                     "iledefrance", "auvergnerhonealpes", "andalusia"],
+        split=split, vocab=[vocab[j] for j in order], vocab_count=counts[order], source="synthetic-fixture",
+    )
+    shuffle = rng.permutation(n_photos)  # feature store rows in another order: joined by photo id
+    store.write_feature_store(paths["features"], photo_id=photo_id[shuffle], features=feats[shuffle], extractor="synthetic-fixture")
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_stores(tmp_path_factory) -> dict:
+    return build_synthetic_stores(tmp_path_factory.mktemp("tiny_stores"))
