@@ -1,0 +1,210 @@
+"""The location-agnostic DataModule: image features + tags + location, batch-at-a-time from HDF5.
+
+Throughput design: the DataLoader runs with ``batch_size=None`` over :class:`EpochBatchSampler`,
+which yields ``(epoch, row_positions)``; one ``__getitem__`` then assembles a whole batch with one
+sorted HDF5 read (or one in-memory gather when the features were preloaded because they fit under
+``preload_max_bytes``). There is no per-sample Python work, so loading runs far ahead of the models
+(``benchmarks/loader.py`` measures the ratio).
+
+Determinism: the sampler's permutation is seeded by ``(seed, epoch)`` and every sample carries a
+``draw`` in [0, 1) computed by a counter-based hash of ``(seed, epoch, dataset row)``. Models that
+need a per-sample random choice (MCC's random target tag) use it, so draws reproduce exactly and do
+not depend on ``num_workers`` or on which worker assembled the batch.
+
+Distributed runs: the sampler shards each epoch's permutation by the trainer's rank itself, so use
+``use_distributed_sampler: false`` in the Trainer (conf/trainer/ddp.yaml does).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from locsens.data.store import SPLIT_NAMES, DatasetStore, FeatureStore
+
+log = logging.getLogger(__name__)
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser: a bijective, well-mixed hash of uint64 values (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+        return x ^ (x >> np.uint64(31))
+
+
+def sample_draws(seed: int, epoch: int, rows: np.ndarray) -> np.ndarray:
+    """Uniform [0, 1) float64 per row, a pure function of (seed, epoch, row): counter-based randomness."""
+    key = _splitmix64(_splitmix64(np.full(len(rows), seed, np.uint64)) ^ np.uint64(epoch))
+    bits = _splitmix64(key ^ np.asarray(rows, dtype=np.uint64))
+    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def padded_tags(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Tags of the given CSR rows as an int64 [len(rows), max_tags] matrix padded with -1."""
+    start, stop = indptr[rows], indptr[rows + 1]
+    counts = stop - start
+    width = int(counts.max()) if len(rows) else 0
+    out = np.full((len(rows), max(width, 1)), -1, dtype=np.int64)
+    which = np.repeat(np.arange(len(rows)), counts)
+    offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    out[which, offset] = indices[np.repeat(start, counts) + offset]
+    return out
+
+
+class EpochBatchSampler:
+    """Yields ``(epoch, positions)`` batches over ``n`` items; shuffled by ``(seed, epoch)`` when asked.
+
+    ``set_epoch`` is called by Lightning before each epoch. With ``world_size > 1`` each rank takes
+    every ``world_size``-th item of the epoch's permutation (equal batch counts on every rank).
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool, rank: int = 0, world_size: int = 1):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.n, self.batch_size, self.shuffle, self.seed, self.drop_last = n, batch_size, shuffle, seed, drop_last
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _positions(self) -> np.ndarray:
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        else:
+            order = np.arange(self.n)
+        per_rank = self.n // self.world_size if self.world_size > 1 else self.n
+        return order[self.rank :: self.world_size][:per_rank]
+
+    def __len__(self) -> int:
+        per_rank = self.n // self.world_size if self.world_size > 1 else self.n
+        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
+
+    def __iter__(self):
+        positions = self._positions()
+        for b in range(len(self)):
+            yield self.epoch, positions[b * self.batch_size : (b + 1) * self.batch_size]
+
+
+class FeatureBatches(Dataset):
+    """Batch-level dataset: item ``(epoch, positions)`` -> a dict of batch tensors.
+
+    ``positions`` index this split's rows. Features come from ``features_in_memory`` (aligned with
+    the split's rows) when given, else from the feature store with one sorted read per batch.
+    """
+
+    def __init__(self, dataset_rows: np.ndarray, feature_rows: np.ndarray, dataset: DatasetStore, features: FeatureStore,
+                 features_in_memory: np.ndarray | None, seed: int):
+        self.dataset_rows = dataset_rows
+        self.feature_rows = feature_rows
+        self.tags_indptr, self.tags_indices = dataset.tags_indptr, dataset.tags_indices
+        self.lat, self.lon = dataset.lat, dataset.lon
+        self.features = features
+        self.features_in_memory = features_in_memory
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset_rows)
+
+    def __getitem__(self, item: tuple[int, np.ndarray]) -> dict[str, torch.Tensor]:
+        epoch, positions = item
+        rows = self.dataset_rows[positions]
+        if self.features_in_memory is not None:
+            feats = self.features_in_memory[positions]
+        else:
+            feats = self.features.read(self.feature_rows[positions])
+        return {
+            "features": torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)),
+            "tags": torch.from_numpy(padded_tags(self.tags_indptr, self.tags_indices, rows)),
+            "lat": torch.from_numpy(self.lat[rows].astype(np.float32)),
+            "lon": torch.from_numpy(self.lon[rows].astype(np.float32)),
+            "row": torch.from_numpy(rows.astype(np.int64)),
+            "draw": torch.from_numpy(sample_draws(self.seed, epoch, rows)),
+        }
+
+
+class AgnosticDataModule(L.LightningDataModule):
+    """Dataset store + feature store joined by photo id; train/val/test from the store's ``split``.
+
+    Photos without valid features are dropped (the count is logged and kept in ``n_without_features``).
+    ``preload_max_bytes``: when all kept features (float32) fit, they are read into memory once in
+    ``setup`` (shared copy-on-write with forked workers); otherwise batches are read from HDF5.
+    """
+
+    def __init__(self, dataset_path: str, features_path: str, batch_size: int = 512, num_workers: int = 0,
+                 preload_max_bytes: int = 2_000_000_000, seed: int = 0, eval_batch_size: int | None = None,
+                 persistent_workers: bool = True):
+        super().__init__()
+        self.dataset_path, self.features_path = str(dataset_path), str(features_path)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.persistent_workers = num_workers, persistent_workers
+        self.preload_max_bytes, self.seed = preload_max_bytes, seed
+        self.dataset: DatasetStore | None = None
+        self.splits: dict[str, FeatureBatches] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        self.dataset = DatasetStore(self.dataset_path)
+        self.features = FeatureStore(self.features_path)
+        feature_rows = self.features.rows_for(self.dataset.photo_id)
+        has_features = feature_rows >= 0
+        self.n_without_features = int((~has_features).sum())
+        if self.n_without_features:
+            log.warning("%s: %d of %d photos have no valid features in %s and are dropped",
+                        self.dataset_path, self.n_without_features, len(self.dataset), self.features_path)
+        kept = np.flatnonzero(has_features)
+        preload = len(kept) * self.features.dim * 4 <= self.preload_max_bytes
+        all_features = self.features.read_all() if preload else None
+        for split_id, name in enumerate(SPLIT_NAMES):
+            rows = kept[self.dataset.split[kept] == split_id]
+            in_memory = all_features[feature_rows[rows]] if preload else None
+            self.splits[name] = FeatureBatches(rows, feature_rows[rows], self.dataset, self.features, in_memory, self.seed)
+        log.info("%s: %s photos with features (train/val/test), features %s", self.dataset_path,
+                 "/".join(str(len(self.splits[s])) for s in SPLIT_NAMES), "preloaded" if preload else "read from HDF5")
+
+    @property
+    def vocab(self) -> list[str]:
+        return self.dataset.vocab
+
+    def model_kwargs(self) -> dict[str, int]:
+        """Dimensions the models take from the data (train() fills null model config keys with them)."""
+        return {"input_dim": self.features.dim, "num_tags": self.dataset.num_tags}
+
+    def describe(self) -> str:
+        return f"dataset store {self.dataset_path} + feature store {self.features_path}"
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        data = self.splits[split]
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        sampler = EpochBatchSampler(len(data), self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
+                                    seed=self.seed, drop_last=shuffle, rank=rank, world_size=world)
+        return DataLoader(data, sampler=sampler, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.persistent_workers and self.num_workers > 0, pin_memory=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+def check_data_dim(name: str, configured: int | None, found: int, source: str) -> int:
+    """The one place a configured dimension meets the data's: fail naming both numbers and the store."""
+    if configured is not None and int(configured) != int(found):
+        raise ValueError(f"{name}: the config says {configured} but {source} has {found}")
+    return int(found)
+
+
+__all__ = ["AgnosticDataModule", "EpochBatchSampler", "FeatureBatches", "padded_tags", "sample_draws", "check_data_dim"]

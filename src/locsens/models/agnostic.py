@@ -1,0 +1,78 @@
+"""What MLC, MCC and HER share: optimiser wiring, validation tagging metrics and the export interface.
+
+A subclass defines
+  * ``training_loss(batch) -> Tensor`` (also used for ``val/loss``),
+  * ``image_embedding(features) -> [B, d]`` and ``tag_embedding() -> [V, d]``: what export writes,
+  * ``similarity``: "cosine" or "dot", how the two are compared,
+and tag scores for validation follow from those, so the validation A@k of a run is exactly what the
+evaluation computes from the exported store (``tag_scores``).
+
+Optimiser and scheduler are Hydra ``_partial_`` callables (``optimizer(params=...)``,
+``scheduler(optimizer=...)``); they are not saved as hyperparameters, so a checkpoint reloads with
+``load_from_checkpoint(path)`` alone (for inference/export: it has no optimiser then).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch.nn.functional as F
+from torch import Tensor
+
+from locsens.metrics.tagging import TaggingAccuracy
+
+VAL_KS = (1, 10, 50)
+
+
+class AgnosticTagger(L.LightningModule):
+    similarity: str = "cosine"
+
+    def __init__(self, num_tags: int, optimizer: Callable | None, scheduler: Callable | None):
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.val_tagging = TaggingAccuracy(num_tags, ks=VAL_KS)
+
+    # ---- what subclasses define ------------------------------------------------------------
+    def training_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def image_embedding(self, features: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def tag_embedding(self) -> Tensor:
+        raise NotImplementedError
+
+    # ---- shared ------------------------------------------------------------------------------
+    def tag_scores(self, features: Tensor) -> Tensor:
+        """Scores [B, V] of every vocabulary tag, as the evaluation computes them from the export."""
+        image, tag = self.image_embedding(features), self.tag_embedding()
+        if self.similarity == "cosine":
+            image, tag = F.normalize(image, dim=1), F.normalize(tag, dim=1)
+        return image @ tag.T
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self.training_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["features"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        n = len(batch["features"])
+        self.log("val/loss", self.training_loss(batch), sync_dist=True, batch_size=n)
+        self.val_tagging.update(self.tag_scores(batch["features"]), batch["tags"])
+
+    def on_validation_epoch_end(self) -> None:
+        result = self.val_tagging.compute()
+        for k in VAL_KS:
+            self.log(f"val/A@{k}", result[f"A@{k}"], prog_bar=k == 10)
+        self.val_tagging.reset()
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise RuntimeError(f"{type(self).__name__} was built without an optimizer (e.g. by load_from_checkpoint); "
+                               "pass optimizer=... to train it")
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"}}
