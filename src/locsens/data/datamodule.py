@@ -74,7 +74,10 @@ class EpochBatchSampler:
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        """Training batches follow the epoch; evaluation batches (not shuffled) keep epoch 0, so their
+        per-sample draws, and hence e.g. MCC's val/loss, are the same every epoch."""
+        if self.shuffle:
+            self.epoch = epoch
 
     def _positions(self) -> np.ndarray:
         if self.shuffle:

@@ -14,6 +14,7 @@ Optimiser and scheduler are Hydra ``_partial_`` callables (``optimizer(params=..
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import lightning as L
@@ -23,6 +24,11 @@ from torch import Tensor
 from locsens.metrics.tagging import TaggingAccuracy
 
 VAL_KS = (1, 10, 50)
+
+
+def vocab_sha256(vocab: list[str]) -> str:
+    """Fingerprint of a vocabulary (order matters: class index = position)."""
+    return hashlib.sha256("\n".join(vocab).encode("utf-8")).hexdigest()
 
 
 class AgnosticTagger(L.LightningModule):
@@ -67,6 +73,13 @@ class AgnosticTagger(L.LightningModule):
         for k in VAL_KS:
             self.log(f"val/A@{k}", result[f"A@{k}"], prog_bar=k == 10)
         self.val_tagging.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record what export needs to rebuild the model and check it against the stores."""
+        checkpoint["locsens_model_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "vocab"):
+            checkpoint["locsens_vocab_sha256"] = vocab_sha256(datamodule.vocab)
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:

@@ -1,0 +1,88 @@
+"""Export a trained location-agnostic model's embeddings into a ``locsens.embeddings`` store.
+
+``export_embeddings(checkpoint_path, dataset_path, features_path, out_path)`` writes the image
+embedding of EVERY photo of the dataset store (all splits, dataset order) and the embedding of every
+vocabulary tag, with attributes model (mcc / mlc / her), checkpoint_sha256, dim, similarity and
+dataset_path. Scores are ``sim(image, tag)`` with the store's similarity, and they equal the
+module's ``tag_scores`` (hence its validation ranking):
+  * MCC: image = 300-d output, tag = classifier weight row, "cosine".
+  * HER: image = predicted word vector, tag = word vector, "cosine" (or the "dot" form of
+    locsens.models.her when some tags have no word vector, so those rank last).
+  * MLC: image = [features, 1], tag = [W, b], "dot": image @ tag.T equals MLC's logits exactly.
+
+Photos without valid features: refused, with their count and first ids. Every downstream consumer
+(LocSens training, the evaluation) needs a real embedding for each photo of the store, and a made-up
+one (zeros) would be silently ranked; re-extract the missing features, or ingest without them.
+
+Entry point: ``python export.py checkpoint=<run>/checkpoints/last.ckpt`` (conf/export.yaml); the
+output defaults to ``${paths.world_dir}/embeddings/<model>.h5``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from locsens.data.store import DatasetStore, FeatureStore, StoreError, write_embedding_store
+from locsens.models.agnostic import AgnosticTagger, vocab_sha256
+
+log = logging.getLogger(__name__)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_tagger(checkpoint_path: str | Path) -> AgnosticTagger:
+    """The model saved in a checkpoint written by train() (its class is recorded in the checkpoint)."""
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    class_path = checkpoint.get("locsens_model_class")
+    if class_path is None:
+        raise ValueError(f"{checkpoint_path}: no 'locsens_model_class' entry; not a checkpoint of a locsens agnostic model")
+    module_name, _, class_name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    model = cls.load_from_checkpoint(checkpoint_path, map_location="cpu")
+    model.vocab_sha256 = checkpoint.get("locsens_vocab_sha256")
+    return model.eval()
+
+
+@torch.no_grad()
+def export_embeddings(checkpoint_path: str | Path, dataset_path: str | Path, features_path: str | Path, out_path: str | Path | None = None,
+                      overwrite: bool = False, batch_size: int = 8192) -> Path:
+    """Write the embeddings store of a checkpoint (see the module docstring); returns its path.
+
+    ``out_path`` None -> ``<dataset dir>/embeddings/<model>.h5``.
+    """
+    model = load_tagger(checkpoint_path)
+    dataset, features = DatasetStore(dataset_path), FeatureStore(features_path)
+    name = type(model).__name__.lower()
+    if dataset.num_tags != model.hparams.num_tags:
+        raise StoreError(f"{dataset_path}: vocabulary has {dataset.num_tags} tags but checkpoint {checkpoint_path} was trained with num_tags={model.hparams.num_tags}")
+    if model.vocab_sha256 is not None and model.vocab_sha256 != vocab_sha256(dataset.vocab):
+        raise StoreError(f"{dataset_path}: vocabulary ({dataset.num_tags} tags) differs from the one checkpoint {checkpoint_path} was trained on (same size, other tags or order)")
+    if features.dim != model.hparams.input_dim:
+        raise StoreError(f"{features_path}: features are {features.dim}-d but checkpoint {checkpoint_path} expects input_dim={model.hparams.input_dim}")
+    rows = features.rows_for(dataset.photo_id)
+    missing = np.flatnonzero(rows < 0)
+    if len(missing):
+        raise StoreError(f"{features_path}: {len(missing)} of {len(dataset)} photos of {dataset_path} have no valid features "
+                         f"(first photo ids: {dataset.photo_id[missing[:5]].tolist()}); every photo needs an embedding")
+    image = np.empty((len(dataset), model.tag_embedding().shape[1]), np.float32)
+    for start in range(0, len(dataset), batch_size):
+        block = torch.from_numpy(features.read(rows[start : start + batch_size]))
+        image[start : start + len(block)] = model.image_embedding(block).numpy()
+    out_path = Path(out_path) if out_path is not None else Path(dataset_path).parent / "embeddings" / f"{name}.h5"
+    path = write_embedding_store(out_path, photo_id=dataset.photo_id, image=image, tag=model.tag_embedding().numpy(), vocab=dataset.vocab,
+                                 model=name, checkpoint_sha256=file_sha256(checkpoint_path), similarity=model.similarity,
+                                 dataset_path=str(dataset_path), overwrite=overwrite)
+    log.info("exported %s embeddings (%d photos, %d tags, %d-d, %s) to %s", name, len(dataset), dataset.num_tags, image.shape[1], model.similarity, path)
+    return path
