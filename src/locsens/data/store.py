@@ -415,3 +415,84 @@ def write_feature_store(path, *, photo_id, features, extractor: str, valid=None,
         f.create_dataset("valid", data=np.ones(n, bool) if valid is None else np.asarray(valid, bool))
     validate_feature_store(path)
     return Path(path)
+
+
+# --------------------------------------------------------------------------------------------
+# resumable feature extraction: the partial store
+# --------------------------------------------------------------------------------------------
+def partial_feature_store_path(path) -> Path:
+    """Where an unfinished extraction into ``path`` keeps its rows: ``.<name>.partial.h5`` beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial.h5")
+
+
+def create_partial_feature_store(path, *, photo_id, dim: int, extractor: str, inputs_sha256: str, dtype: str = "float32") -> Path:
+    """Create the partial file of a feature store that extraction fills in over one or more runs.
+
+    Layout: the ``locsens.features`` datasets (``features`` zero-filled, ``valid`` all False) plus
+    ``done`` bool [N] (rows whose result is on disk) and the attrs ``complete=False``, ``extractor``
+    and ``inputs_sha256`` (a resumed run must have the same inputs and backbone). ``features`` is
+    contiguous and allocated at creation, so later writes touch raw data only, never HDF5 metadata.
+    The file appears under its final partial name only once fully created.
+    """
+    photo_id = np.asarray(photo_id, dtype=np.int64)
+    partial = partial_feature_store_path(path)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial.with_name(f"{partial.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update(schema="locsens.features", schema_version=SCHEMA_VERSION, extractor=extractor,
+                           dim=int(dim), complete=False, inputs_sha256=inputs_sha256)
+            f.create_dataset("photo_id", data=photo_id)
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+            space = h5py.h5s.create_simple((len(photo_id), int(dim)))
+            h5py.h5d.create(f.id, b"features", h5py.h5t.py_create(np.dtype(dtype)), space, dcpl=dcpl)
+            f.create_dataset("valid", data=np.zeros(len(photo_id), bool))
+            f.create_dataset("done", data=np.zeros(len(photo_id), bool))
+        os.replace(tmp, partial)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return partial
+
+
+def open_partial_feature_store(path, *, extractor: str, inputs_sha256: str) -> h5py.File:
+    """Open (read-write) the partial file of ``path`` after checking it belongs to this extraction."""
+    partial = partial_feature_store_path(path)
+    try:
+        f = h5py.File(partial, "r+")
+    except OSError as e:
+        raise StoreError(f"{partial}: unreadable partial store ({e}); delete it (or pass restart=true) to start over") from e
+    for key, want in (("extractor", extractor), ("inputs_sha256", inputs_sha256)):
+        got = f.attrs.get(key)
+        got = got.decode() if isinstance(got, bytes) else got
+        if got != want:
+            f.close()
+            raise StoreError(f"{partial}: attribute {key}={got!r} but this run has {want!r} (different backbone "
+                             "or input list); delete it (or pass restart=true) to start over")
+    for name in ("photo_id", "features", "valid", "done"):
+        if name not in f:
+            f.close()
+            raise StoreError(f"{partial}: missing dataset '{name}'")
+    return f
+
+
+def finalise_feature_store(path, overwrite: bool = False) -> Path:
+    """Turn a partial store whose every row is done into the store at ``path`` (complete=True, atomic rename)."""
+    path = Path(path)
+    partial = partial_feature_store_path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=true to rebuild it")
+    with h5py.File(partial, "r+") as f:
+        n_left = int((~f["done"][:]).sum())
+        if n_left:
+            raise StoreError(f"{partial}: {n_left} rows not extracted yet; cannot finalise")
+        del f["done"]
+        del f.attrs["inputs_sha256"]
+        f.attrs["complete"] = True
+    with open(partial, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(partial, path)
+    validate_feature_store(path)
+    return path
