@@ -1,0 +1,317 @@
+"""Ingestion: YFCC100M-format TSV files -> one validated ``locsens.dataset`` store.
+
+One streaming pass over the files (:class:`locsens.data.yfcc.YfccReader`) keeps, per parsed photo,
+only compact arrays (photo id, user index, lat, lon, provisional tag ids in CSR form: ~40 bytes
+plus 4 per tag); strings live once in the tag and user dictionaries. Then, in numpy:
+
+1. Vocabulary (as the paper): count every normalised tag occurrence, drop the ``drop_top`` most
+   frequent, keep the next ``vocab_size``; order by count, ties alphabetically. ``vocab_count`` is
+   the count that ranked each tag (over all photos the parser kept).
+2. Photos: keep those with ``min_tags``..``max_tags`` vocabulary tags (duplicates kept unless
+   ``dedupe_tags``); a photo id seen again (across files) is dropped as ``duplicate_photo_id``.
+3. Splits, seeded: counts (``{"test": 500000, "val": 250000}``, the rest train) or fractions
+   (floats < 1). ``split_by_user`` assigns whole users, in a seeded order, to test then val until
+   each reaches its size (it overshoots by at most the last user's photos), so no user is in two.
+4. Geography: town/region/country/continent of each kept photo (:mod:`locsens.data.geography`).
+
+Every line read ends in exactly one bucket of the report (kept or a reason), printed as a table
+and stored in the store's ``n_dropped`` attribute.
+
+CLI: ``python -m locsens.data.ingest IN.tsv [IN2.tsv ...] --out store.h5 [--strict] ...``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from array import array
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from locsens.data.geography import FAR_FROM_TOWN_KM, reverse_geocode
+from locsens.data.store import SPLIT_IDS, write_dataset_store
+from locsens.data.yfcc import DROP_REASONS, KEPT, MALFORMED_REASONS, ParseStats, YfccReader
+
+INGEST_REASONS = ("too_few_vocab_tags", "too_many_vocab_tags", "duplicate_photo_id")
+PAPER_SPLIT = {"test": 500_000, "val": 250_000}
+
+
+@dataclass
+class IngestReport:
+    """Where every line went, what was built."""
+
+    out_path: Path
+    lines: int
+    kept: int
+    reasons: dict[str, int]  # every non-kept reason (malformed, parser drops, ingest drops) -> lines
+    parse: ParseStats
+    vocab_size: int
+    split_sizes: dict[str, int]
+    far_from_town: int  # kept photos whose matched town is > FAR_FROM_TOWN_KM away (not dropped)
+    seconds: float
+    config: dict = field(default_factory=dict)
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.reasons.values())
+
+    def table(self) -> str:
+        """Kept/dropped rows by reason, one per line, with shares of all lines read."""
+        total = max(self.lines, 1)
+        rows = [("kept", self.kept)] + [(r, n) for r, n in self.reasons.items()]
+        width = max(len(r) for r, _ in rows) + 2
+        kind = {r: "malformed" for r in MALFORMED_REASONS} | {r: "dropped" for r in (*DROP_REASONS, *INGEST_REASONS)}
+        out = [f"{'reason':<{width}}{'kind':<11}{'lines':>14}{'share':>9}"]
+        for r, n in rows:
+            out.append(f"{r:<{width}}{kind.get(r, ''):<11}{n:>14,}{100 * n / total:>8.2f}%")
+        out.append(f"{'total':<{width}}{'':<11}{self.lines:>14,}{100.0:>8.2f}%")
+        out.append(
+            f"vocabulary {self.vocab_size:,} tags; splits "
+            + ", ".join(f"{k} {v:,}" for k, v in self.split_sizes.items())
+            + f"; {self.far_from_town:,} kept photos > {FAR_FROM_TOWN_KM:.0f} km from their town;"
+            + f" {self.lines / max(self.seconds, 1e-9):,.0f} lines/s -> {self.out_path}"
+        )
+        return "\n".join(out)
+
+
+def _split_count(name: str, value: float, n: int) -> int:
+    if isinstance(value, bool) or value < 0:
+        raise ValueError(f"split {name}={value!r}: expected a count >= 0 or a fraction in [0, 1)")
+    if isinstance(value, float) and not value.is_integer():
+        if value >= 1:
+            raise ValueError(f"split {name}={value!r}: a fraction must be < 1 (use an integer for a count)")
+        return int(round(value * n))
+    if isinstance(value, float) and value < 1:  # 0.0
+        return 0
+    return int(value)
+
+
+def assign_splits(n: int, user_index: np.ndarray, split: Mapping[str, float], seed: int, by_user: bool = False) -> np.ndarray:
+    """int8 split id per row (0 train, 1 val, 2 test); see the module docstring for the rules."""
+    unknown = set(split) - {"val", "test"}
+    if unknown:
+        raise ValueError(f"split: unknown keys {sorted(unknown)}; give 'test' and/or 'val' (train is the rest)")
+    n_test = _split_count("test", split.get("test", 0), n)
+    n_val = _split_count("val", split.get("val", 0), n)
+    if n_test + n_val > n:
+        raise ValueError(f"split: test={n_test} + val={n_val} photos asked but only {n} photos were kept")
+    rng = np.random.default_rng(seed)
+    out = np.full(n, SPLIT_IDS["train"], dtype=np.int8)
+    if not by_user:
+        perm = rng.permutation(n)
+        out[perm[:n_test]] = SPLIT_IDS["test"]
+        out[perm[n_test : n_test + n_val]] = SPLIT_IDS["val"]
+        return out
+    n_users = int(user_index.max()) + 1 if n else 0
+    photos_per_user = np.bincount(user_index, minlength=n_users)
+    order = rng.permutation(n_users)
+    start = np.cumsum(photos_per_user[order]) - photos_per_user[order]  # photos before each user
+    user_split = np.full(n_users, SPLIT_IDS["train"], dtype=np.int8)
+    test_users = order[start < n_test]
+    user_split[test_users] = SPLIT_IDS["test"]
+    rest = order[start >= n_test]
+    rest_start = np.cumsum(photos_per_user[rest]) - photos_per_user[rest]
+    user_split[rest[rest_start < n_val]] = SPLIT_IDS["val"]
+    return user_split[user_index]
+
+
+def select_vocabulary(counts: np.ndarray, names: Sequence[str], drop_top: int, vocab_size: int) -> np.ndarray:
+    """Ids (into ``names``) of the vocabulary: rank by count desc then name, skip ``drop_top``, take ``vocab_size``."""
+    want = drop_top + vocab_size
+    if len(counts) > want:
+        cutoff = -np.partition(-counts, want - 1)[want - 1]
+        candidates = np.flatnonzero(counts >= cutoff)  # every tie at the cut-off competes alphabetically
+    else:
+        candidates = np.arange(len(counts))
+    ranked = sorted(candidates.tolist(), key=lambda i: (-int(counts[i]), names[i]))
+    return np.array(ranked[drop_top:want], dtype=np.int64)
+
+
+def read_wordlist(path: str | os.PathLike) -> frozenset[str]:
+    """Words, one per line (blank lines ignored, lowercased)."""
+    with open(path, encoding="utf-8") as fh:
+        return frozenset(w.strip().lower() for w in fh if w.strip())
+
+
+def ingest(
+    tsv_paths: str | os.PathLike | Sequence[str | os.PathLike],
+    out_path: str | os.PathLike,
+    *,
+    vocab_size: int = 100_000,
+    drop_top: int = 10,
+    min_tags: int = 1,
+    max_tags: int = 15,
+    wordlist: str | os.PathLike | None = None,
+    split: Mapping[str, float] | None = None,
+    seed: int = 0,
+    split_by_user: bool = False,
+    dedupe_tags: bool = False,
+    strict: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    print_report: bool = True,
+) -> IngestReport:
+    """Build a ``locsens.dataset`` store at ``out_path`` from YFCC100M-format TSV files (module docstring)."""
+    t0 = time.perf_counter()
+    paths = [Path(tsv_paths)] if isinstance(tsv_paths, (str, os.PathLike)) else [Path(p) for p in tsv_paths]
+    if not paths:
+        raise ValueError("ingest: no input files given")
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"ingest: input {p} does not exist")
+    out_path = Path(out_path)
+    if out_path.exists() and not overwrite:  # refuse before the long parse, not after
+        raise FileExistsError(f"{out_path} already exists; pass overwrite=True (--overwrite) to rebuild it")
+    if min_tags < 0 or max_tags < min_tags:
+        raise ValueError(f"ingest: need 0 <= min_tags <= max_tags, got min_tags={min_tags}, max_tags={max_tags}")
+    split = dict(PAPER_SPLIT if split is None else split)
+    words = read_wordlist(wordlist) if wordlist is not None else None
+    config = dict(
+        inputs=[str(p) for p in paths], vocab_size=vocab_size, drop_top=drop_top, min_tags=min_tags, max_tags=max_tags,
+        wordlist=str(wordlist) if wordlist is not None else None, split=split, seed=seed, split_by_user=split_by_user,
+        dedupe_tags=dedupe_tags,
+    )
+
+    photo_id, user_index, lat, lon = array("q"), array("i"), array("d"), array("d")
+    indptr, tag_ids = array("q", [0]), array("i")
+    user_of: dict[str, int] = {}
+    tag_of: dict[str, int] = {}
+    stats = ParseStats()
+    tag_cache: dict = {}
+    for path in paths:
+        reader = YfccReader(path, wordlist=words, strict=strict, progress=progress, tag_cache=tag_cache)
+        try:
+            for pid, user, x, y, tags in reader:
+                photo_id.append(pid)
+                u = user_of.get(user)
+                if u is None:
+                    u = user_of[user] = len(user_of)
+                user_index.append(u)
+                lon.append(x)
+                lat.append(y)
+                if dedupe_tags:
+                    tags = dict.fromkeys(tags)
+                for t in tags:
+                    i = tag_of.get(t)
+                    if i is None:
+                        i = tag_of[t] = len(tag_of)
+                    tag_ids.append(i)
+                indptr.append(len(tag_ids))
+        finally:
+            stats.merge(reader.stats)
+
+    # vocabulary
+    names = list(tag_of)
+    del tag_of
+    tag_ids_np = np.frombuffer(tag_ids, dtype=np.int32)
+    counts = np.bincount(tag_ids_np, minlength=len(names)).astype(np.int64)
+    vocab_ids = select_vocabulary(counts, names, drop_top, vocab_size)
+    vocab = [names[i] for i in vocab_ids]
+    vocab_count = counts[vocab_ids]
+    remap = np.full(len(names), -1, dtype=np.int32)
+    remap[vocab_ids] = np.arange(len(vocab_ids), dtype=np.int32)
+
+    # photos
+    n = len(photo_id)
+    indptr_np = np.frombuffer(indptr, dtype=np.int64)
+    row_of_entry = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr_np))
+    new_ids = remap[tag_ids_np]
+    in_vocab = new_ids >= 0
+    n_vocab = np.bincount(row_of_entry[in_vocab], minlength=n)
+    photo_id_np = np.frombuffer(photo_id, dtype=np.int64)
+    _, first = np.unique(photo_id_np, return_index=True)
+    unique_id = np.zeros(n, dtype=bool)
+    unique_id[first] = True
+    too_few = n_vocab < min_tags
+    too_many = ~too_few & (n_vocab > max_tags)
+    duplicate = ~too_few & ~too_many & ~unique_id
+    keep = ~(too_few | too_many | duplicate)
+    entry_keep = in_vocab & keep[row_of_entry]
+    final_tags = new_ids[entry_keep]
+    final_indptr = np.concatenate([[0], np.cumsum(n_vocab[keep])]).astype(np.int64)
+    del row_of_entry, new_ids, in_vocab, entry_keep
+    lat_np = np.frombuffer(lat, dtype=np.float64)[keep]
+    lon_np = np.frombuffer(lon, dtype=np.float64)[keep]
+    users_np = np.frombuffer(user_index, dtype=np.int32)[keep]
+    present_users, final_user_index = np.unique(users_np, return_inverse=True)
+    user_names = list(user_of)
+    users = [user_names[u] for u in present_users]
+    final_user_index = final_user_index.astype(np.int32).ravel()
+    n_kept = int(keep.sum())
+
+    split_id = assign_splits(n_kept, final_user_index, split, seed, by_user=split_by_user)
+    placement = reverse_geocode(lat_np, lon_np)
+
+    reasons = {r: int(stats.reasons[r]) for r in (*MALFORMED_REASONS, *DROP_REASONS)}
+    reasons.update(too_few_vocab_tags=int(too_few.sum()), too_many_vocab_tags=int(too_many.sum()), duplicate_photo_id=int(duplicate.sum()))
+    assert stats.reasons[KEPT] == n and n_kept + sum(reasons.values()) == stats.lines, "every line must land in one bucket"
+    split_sizes = {name: int((split_id == i).sum()) for name, i in SPLIT_IDS.items()}
+    write_dataset_store(
+        out_path,
+        photo_id=photo_id_np[keep],
+        user_index=final_user_index,
+        users=users,
+        lat=lat_np,
+        lon=lon_np,
+        tags_indptr=final_indptr,
+        tags_indices=final_tags,
+        places=placement.places,
+        place_index=placement.place_index,
+        place_names=placement.place_names(),
+        split=split_id,
+        vocab=vocab,
+        vocab_count=vocab_count,
+        source=", ".join(str(p) for p in paths),
+        ingest_config=config,
+        n_dropped=reasons,
+        overwrite=overwrite,
+    )
+    report = IngestReport(
+        out_path=out_path, lines=stats.lines, kept=n_kept, reasons=reasons, parse=stats, vocab_size=len(vocab),
+        split_sizes=split_sizes, far_from_town=int(placement.far_from_town().sum()), seconds=time.perf_counter() - t0,
+        config=config,
+    )
+    if print_report:
+        print(report.table())
+    return report
+
+
+def _count_or_fraction(text: str) -> float:
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text else value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m locsens.data.ingest", description="YFCC100M-format TSV -> locsens.dataset HDF5 store")
+    ap.add_argument("inputs", nargs="+", help="yfcc100m_dataset-format TSV files")
+    ap.add_argument("--out", required=True, help="store to write (.h5)")
+    ap.add_argument("--vocab-size", type=int, default=100_000)
+    ap.add_argument("--drop-top", type=int, default=10, help="most frequent tags left out (paper: 10)")
+    ap.add_argument("--min-tags", type=int, default=1)
+    ap.add_argument("--max-tags", type=int, default=15)
+    ap.add_argument("--wordlist", default=None, help="file of allowed tags, one per line")
+    ap.add_argument("--test", type=_count_or_fraction, default=PAPER_SPLIT["test"], help="test photos: count, or fraction if < 1")
+    ap.add_argument("--val", type=_count_or_fraction, default=PAPER_SPLIT["val"], help="val photos: count, or fraction if < 1")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split-by-user", action="store_true", help="no user in two splits")
+    ap.add_argument("--dedupe-tags", action="store_true", help="count each tag once per photo")
+    ap.add_argument("--strict", action="store_true", help="stop at the first malformed line")
+    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    ingest(
+        a.inputs, a.out, vocab_size=a.vocab_size, drop_top=a.drop_top, min_tags=a.min_tags, max_tags=a.max_tags,
+        wordlist=a.wordlist, split={"test": a.test, "val": a.val}, seed=a.seed, split_by_user=a.split_by_user,
+        dedupe_tags=a.dedupe_tags, strict=a.strict, overwrite=a.overwrite, progress=False if a.no_progress else None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
