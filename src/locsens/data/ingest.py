@@ -1,8 +1,9 @@
 """Ingestion: YFCC100M-format TSV files -> one validated ``locsens.dataset`` store.
 
 One streaming pass over the files (:class:`locsens.data.yfcc.YfccReader`) keeps, per parsed photo,
-only compact arrays (photo id, user index, lat, lon, provisional tag ids in CSR form: ~40 bytes
-plus 4 per tag); strings live once in the tag and user dictionaries. Then, in numpy:
+only compact arrays (photo id, user index, lat, lon, provisional tag ids in CSR form: ~36 bytes
+plus 4 per tag occurrence; the numpy steps below peak at ~14 bytes per tag occurrence, ~4.5 GB
+for 320M occurrences); strings live once in the tag and user dictionaries. Then, in numpy:
 
 1. Vocabulary (as the paper): count every normalised tag occurrence, drop the ``drop_top`` most
    frequent, keep the next ``vocab_size``; order by count, ties alphabetically. ``vocab_count`` is
@@ -220,10 +221,13 @@ def ingest(
     # photos
     n = len(photo_id)
     indptr_np = np.frombuffer(indptr, dtype=np.int64)
-    row_of_entry = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr_np))
     new_ids = remap[tag_ids_np]
     in_vocab = new_ids >= 0
-    n_vocab = np.bincount(row_of_entry[in_vocab], minlength=n)
+    # vocabulary tags per photo from a running count (no per-entry row index: ~4 bytes per tag less)
+    running = np.zeros(len(in_vocab) + 1, dtype=np.int32 if len(in_vocab) < 2**31 else np.int64)
+    np.cumsum(in_vocab, out=running[1:])
+    n_vocab = (running[indptr_np[1:]] - running[indptr_np[:-1]]).astype(np.int64)
+    del running
     photo_id_np = np.frombuffer(photo_id, dtype=np.int64)
     _, first = np.unique(photo_id_np, return_index=True)
     unique_id = np.zeros(n, dtype=bool)
@@ -232,10 +236,10 @@ def ingest(
     too_many = ~too_few & (n_vocab > max_tags)
     duplicate = ~too_few & ~too_many & ~unique_id
     keep = ~(too_few | too_many | duplicate)
-    entry_keep = in_vocab & keep[row_of_entry]
+    entry_keep = in_vocab & np.repeat(keep, np.diff(indptr_np))
     final_tags = new_ids[entry_keep]
     final_indptr = np.concatenate([[0], np.cumsum(n_vocab[keep])]).astype(np.int64)
-    del row_of_entry, new_ids, in_vocab, entry_keep
+    del new_ids, in_vocab, entry_keep
     lat_np = np.frombuffer(lat, dtype=np.float64)[keep]
     lon_np = np.frombuffer(lon, dtype=np.float64)[keep]
     users_np = np.frombuffer(user_index, dtype=np.int32)[keep]

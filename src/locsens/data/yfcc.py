@@ -138,6 +138,7 @@ class YfccReader:
         self.wordlist = wordlist
         self.strict = strict
         self.progress = progress
+        # raw tag bytes -> normalised tag; share one only between readers with the same wordlist
         self.tag_cache: dict[bytes, str | None] = {} if tag_cache is None else tag_cache
         self.stats = ParseStats()
 
@@ -253,8 +254,8 @@ class YfccReader:
                             tags.append(tag)
                     kept += 1
                     yield YfccPhoto(int(pid), cols[COL_USER].decode("utf-8"), lon, lat, tags)
-        finally:
-            bar.update(size - done_bytes if lineno else 0)
+            bar.update(size - done_bytes)
+        finally:  # also on strict errors and early exits: the stats say how far the parse got
             bar.close()
             stats.lines += lineno
             stats.tagged += n_tagged
