@@ -221,3 +221,39 @@ def test_interrupted_extraction_resumes_to_the_same_store(extracted, photos, tmp
     assert not partial.exists() and not (tmp_path / ".features.h5.shards").exists()
     with h5py.File(out, "r") as f:
         assert "done" not in f and bool(f.attrs["complete"])
+
+
+KILLED_RUN = """
+import os, signal, sys
+import lightning as L
+import torch
+from locsens.data.features import extract_features
+
+class KillAfter(L.Callback):
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGKILL)  # no exception handler, no flush, no cleanup
+
+torch.set_num_threads(1)
+extract_features(sys.argv[1], sys.argv[2], batch_size=2, num_workers=0, flush_every=1, accelerator="cpu",
+                 progress=False, callbacks=[KillAfter()])
+"""
+
+
+@pytest.mark.slow
+def test_sigkilled_extraction_resumes_to_the_same_store(extracted, photos, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "features.h5"
+    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, str(photos["list"]), str(out)], capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert not out.exists() and store.partial_feature_store_path(out).exists()
+    counter = CountRows()
+    extract_features(photos["list"], out, batch_size=2, num_workers=0, flush_every=1, accelerator="cpu",
+                     progress=False, callbacks=[counter])
+    assert sorted(counter.rows) == [4, 5]  # the two batches written before the kill were kept
+    np.testing.assert_allclose(store.FeatureStore(out).read_all(), store.FeatureStore(extracted["out"]).read_all(),
+                               rtol=1e-4, atol=1e-5)
+    assert failures_report_path(out).read_text() == failures_report_path(extracted["out"]).read_text()

@@ -267,8 +267,9 @@ class ExtractionPlan:
                     pid, path, reason = line.rstrip("\n").split("\t", 2)
                     failures[int(pid)] = (path, reason)
         with h5py.File(self.partial, "r") as f:
-            invalid = set(self.photo_id[~f["valid"][:]].tolist())
-        failures = {pid: v for pid, v in failures.items() if pid in invalid}
+            invalid_rows = np.flatnonzero(~f["valid"][:])
+        failures = {int(self.photo_id[r]): failures.get(int(self.photo_id[r]), (self.paths[r], "reason not recorded"))
+                    for r in invalid_rows}
         report = failures_report_path(self.out)
         tmp = report.with_name(f".{report.name}.tmp-{os.getpid()}")
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
