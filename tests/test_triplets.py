@@ -1,0 +1,124 @@
+"""TripletDataModule: negatives never carry the positive's tag, batches are seeded and reproducible."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from locsens.data import store
+from locsens.data.triplets import TagMembership, TripletDataModule
+
+
+def write_tiny_embeddings(tiny_stores: dict, path, dim: int = 300, seed: int = 0):
+    """An embeddings store for the tiny dataset: features randomly projected to ``dim``; tag = mean of its images."""
+    ds = store.DatasetStore(tiny_stores["dataset"])
+    fs = store.FeatureStore(tiny_stores["features"])
+    feats = fs.read(fs.rows_for(ds.photo_id))
+    image = feats @ np.random.default_rng(seed).normal(size=(feats.shape[1], dim)).astype(np.float32)
+    multi_hot = ds.multi_hot(np.arange(len(ds))).astype(np.float32)
+    tag = multi_hot.T @ image / np.maximum(multi_hot.sum(0)[:, None], 1.0)
+    return store.write_embedding_store(path, photo_id=ds.photo_id, image=image, tag=tag, vocab=ds.vocab,
+                                       model="test-projection", checkpoint_sha256="none", similarity="cosine")
+
+
+@pytest.fixture(scope="module")
+def embeddings_path(tiny_stores, tmp_path_factory):
+    return write_tiny_embeddings(tiny_stores, tmp_path_factory.mktemp("emb") / "mcc.h5")
+
+
+def make_dm(tiny_stores, embeddings_path, **kw) -> TripletDataModule:
+    args = dict(dataset_path=tiny_stores["dataset"], embeddings_path=embeddings_path, batch_size=64, num_negatives=6, seed=3)
+    args.update(kw)
+    dm = TripletDataModule(**args)
+    dm.setup("fit")
+    return dm
+
+
+def test_membership_matches_csr(tiny_stores):
+    ds = store.DatasetStore(tiny_stores["dataset"])
+    m = TagMembership(ds.tags_indptr, ds.tags_indices, ds.num_tags)
+    rows = np.repeat(np.arange(50), ds.num_tags)
+    tags = np.tile(np.arange(ds.num_tags), 50)
+    np.testing.assert_array_equal(m.contains(rows, tags).reshape(50, -1), ds.multi_hot(np.arange(50)))
+
+
+@pytest.mark.parametrize("mode", ["retrieval", "tagging"])
+def test_negatives_never_carry_the_positive_tag(tiny_stores, embeddings_path, mode):
+    dm = make_dm(tiny_stores, embeddings_path, negative_mode=mode)
+    ds = dm.dataset
+    train_rows = set(dm.train_triplets.rows.tolist())
+    n_swapped_tag = n_swapped_img = 0
+    for epoch in range(3):
+        for b in range(dm.train_triplets.num_batches):
+            batch = dm.train_triplets[(epoch, b)]
+            img, tag = batch["image_index"].numpy(), batch["tag_index"].numpy()
+            pos_img, pos_tag = img[:, 0], tag[:, 0]
+            # the positive is real: its tag is one of its image's tags
+            assert all(t in ds.tags_of(r) for r, t in zip(pos_img, pos_tag))
+            for j in range(1, img.shape[1]):
+                carries = np.array([t in ds.tags_of(r) for r, t in zip(img[:, j], tag[:, j])])
+                assert not carries.any(), f"a {mode} negative carries its tag"
+                swapped_tag = tag[:, j] != pos_tag
+                same_img = img[:, j] == pos_img
+                assert np.all(swapped_tag | ~same_img)  # every negative changes something
+                if mode == "retrieval":
+                    assert not swapped_tag.any()
+                n_swapped_tag += int(swapped_tag.sum())
+                n_swapped_img += int((~same_img).sum())
+                assert set(img[:, j].tolist()) <= train_rows  # negatives come from the split
+            np.testing.assert_array_equal(batch["image"].numpy(), dm.image_embeddings[batch["image_index"]].numpy())
+            np.testing.assert_array_equal(batch["tag"].numpy(), dm.tag_embeddings[batch["tag_index"]].numpy())
+    assert n_swapped_img > 0
+    if mode == "tagging":
+        total = n_swapped_img + n_swapped_tag
+        assert 0.4 < n_swapped_tag / total < 0.6  # tag_swap_prob = 0.5
+
+
+def test_epoch_visits_every_tagged_training_image_once(tiny_stores, embeddings_path):
+    dm = make_dm(tiny_stores, embeddings_path)
+    seen = np.concatenate([dm.train_triplets[(0, b)]["image_index"][:, 0].numpy() for b in range(dm.train_triplets.num_batches)])
+    np.testing.assert_array_equal(np.sort(seen), np.sort(dm.train_triplets.rows))
+    assert np.all(dm.dataset.split[seen] == store.SPLIT_IDS["train"])
+
+
+def test_batches_reproducible_and_epochs_differ(tiny_stores, embeddings_path):
+    a = make_dm(tiny_stores, embeddings_path, negative_mode="tagging")
+    b = make_dm(tiny_stores, embeddings_path, negative_mode="tagging")
+    for key in [(0, 0), (1, 2)]:
+        for name, value in a.train_triplets[key].items():
+            assert torch.equal(value, b.train_triplets[key][name]), name
+    assert not torch.equal(a.train_triplets[(0, 0)]["image_index"], a.train_triplets[(1, 0)]["image_index"])
+    c = make_dm(tiny_stores, embeddings_path, negative_mode="tagging", seed=4)
+    assert not torch.equal(a.train_triplets[(0, 0)]["image_index"], c.train_triplets[(0, 0)]["image_index"])
+
+
+def test_loader_sets_epoch_and_val_is_fixed(tiny_stores, embeddings_path):
+    dm = make_dm(tiny_stores, embeddings_path)
+    loader = dm.train_dataloader()
+    first = next(iter(loader))["image_index"]
+    loader.sampler.set_epoch(1)
+    assert not torch.equal(first, next(iter(loader))["image_index"])
+    val, tagging = dm.val_dataloader()
+    val.sampler.set_epoch(5)  # Lightning may call it; val triplets stay the same draw
+    assert torch.equal(next(iter(val))["image_index"], dm.val_triplets[(0, 0)]["image_index"])
+    batch = next(iter(tagging))
+    n = dm.hparams.val_batch_size
+    assert batch["image"].shape == (n, 300) and batch["target"].shape[0] == n
+    rows = dm.val_tagging.rows[:n]
+    for i, r in enumerate(rows):
+        gt = batch["target"][i]
+        assert sorted(gt[gt >= 0].tolist()) == sorted(dm.dataset.tags_of(r).tolist())
+        q = int(batch["query_tag"][i])
+        assert q == -1 or q in dm.dataset.tags_of(r)
+    assert dm.model_kwargs() == {"embed_dim": 300}
+
+
+def test_mismatched_embeddings_fail_clearly(tiny_stores, tmp_path):
+    ds = store.DatasetStore(tiny_stores["dataset"])
+    path = store.write_embedding_store(tmp_path / "bad.h5", photo_id=ds.photo_id[::-1], image=np.zeros((len(ds), 8)), tag=np.zeros((ds.num_tags, 8)),
+                                       vocab=ds.vocab, model="x", checkpoint_sha256="x", similarity="cosine")
+    with pytest.raises(store.StoreError, match="photo ids do not match"):
+        make_dm(tiny_stores, path)
+    with pytest.raises(ValueError, match="negative_mode"):
+        TripletDataModule(tiny_stores["dataset"], path, negative_mode="hard")
