@@ -221,7 +221,7 @@ RANDOM_WORDS = (
     "photo", "picture", "beautiful", "nice", "colors", "blue", "red", "green", "yellow", "old", "new", "life",
     "day", "happy", "black", "white", "color", "colour", "photography", "digital", "view", "city",
     "urban", "nature", "landscape", "outdoor", "indoor", "detail", "closeup", "macro", "bokeh", "hdr",
-    "panorama", "square", "explore", "interestingness", "flickr", "photoshop", "lightroom", "edit", "art",
+    "panorama", "square", "explore", "flickr", "photoshop", "lightroom", "edit", "art",
     "pink", "purple", "orange", "brown", "gold", "silver", "bright", "dark", "morning", "evening", "afternoon",
     "spring", "memories", "moment", "time", "world", "peace", "quiet", "calm", "wild", "small", "big", "tiny",
     "huge", "tall", "long", "round", "soft", "sharp", "blur", "motion", "walk", "visit", "tour", "tourist",

@@ -1,0 +1,222 @@
+"""The simulated YFCC world: format, determinism, ground truth and the mechanisms it promises."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from locsens.data import world_concepts as wc
+from locsens.data.store import FeatureStore, validate_feature_store
+from locsens.data.tags import normalise_tag, split_user_tags
+from locsens.data.world import CONCEPT_NAMES, WorldParams, concept_affinity, generate_world, load_cities
+
+REAL_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "yfcc100m_dataset_1k.tsv"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return generate_world(tmp_path_factory.mktemp("world") / "tiny", "tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def rows(world):
+    with open(world.tsv, encoding="utf-8") as fh:
+        return [line.rstrip("\n").split("\t") for line in fh]
+
+
+@pytest.fixture(scope="module")
+def truth(world):
+    return json.loads(world.ground_truth.read_text(encoding="utf-8"))
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _continent_of(rows, truth):
+    """Continent code per geotagged row via the nearest world city (test-side, from coordinates)."""
+    from locsens.data.geography import reverse_geocode
+
+    lat = np.array([float(r[13]) for r in rows])
+    lon = np.array([float(r[12]) for r in rows])
+    placement = reverse_geocode(lat, lon)
+    names = placement.places["continent"]
+    return np.array([names[i] for i in placement.place_index["continent"]])
+
+
+def test_same_seed_same_bytes_different_seed_different(world, tmp_path):
+    again = generate_world(tmp_path / "again", "tiny", seed=0)
+    other = generate_world(tmp_path / "other", "tiny", seed=1)
+    for name in ("tsv", "features", "ground_truth"):
+        assert _sha(getattr(again, name)) == _sha(getattr(world, name)), name
+        assert _sha(getattr(other, name)) != _sha(getattr(world, name)), name
+
+
+def test_refuses_to_overwrite_and_rejects_bad_arguments(world):
+    with pytest.raises(FileExistsError, match="overwrite"):
+        generate_world(world.root, "tiny", seed=0)
+    with pytest.raises(ValueError, match="size"):
+        generate_world(world.root / "x", "huge")
+    with pytest.raises(ValueError, match="n_photos"):
+        generate_world(world.root / "x", "tiny", n_photos=0)
+    assert not any(p.name.startswith(".") for p in world.root.iterdir()), "temporary files left behind"
+
+
+def test_tsv_has_the_real_yfcc100m_format(rows):
+    assert 1500 <= len(rows) <= 2500
+    assert all(len(r) == 25 for r in rows)
+    assert [int(r[0]) for r in rows] == list(range(len(rows)))
+    ids = np.array([int(r[1]) for r in rows], dtype=np.int64)
+    assert len(np.unique(ids)) == len(ids) and not np.all(np.diff(ids) > 0), "ids must be unique, not sequential"
+    for r in rows[:200]:
+        assert re.fullmatch(r"[0-9a-f]{32}", r[2])
+        assert re.fullmatch(r"\d{8}@N0\d", r[3])
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.0", r[5]) and r[6].isdigit()
+        assert r[15] == f"http://www.flickr.com/photos/{r[3]}/{r[1]}/"
+        assert r[16].startswith("http://farm") and r[16].endswith(f"/{r[1]}_{r[21]}.jpg")
+        assert r[17].endswith("License") and r[18].startswith("http://creativecommons.org/licenses/")
+        assert r[24] in ("0", "1") and r[23] in ("jpg", "png")
+        assert " " not in r[7] + r[8] + r[10], "text fields are URL-encoded"
+    if REAL_SAMPLE.exists():  # same column layout as the real file: same fields empty / numeric
+        with open(REAL_SAMPLE, encoding="utf-8") as fh:
+            real = [line.rstrip("\n").split("\t") for line in fh]
+        assert all(len(r) == 25 for r in real)
+        geo = next(r for r in real if r[12])
+        assert float(geo[12]) and float(geo[13]) and geo[14].isdigit()
+
+
+def test_tsv_contains_the_noise_ingestion_must_handle(rows):
+    tags = [split_user_tags(r[10]) for r in rows]
+    n = len(rows)
+    assert 0.005 * n < sum(r[24] == "1" for r in rows) < 0.05 * n, "videos"
+    assert 0.03 * n < sum(not t for t in tags) < 0.25 * n, "untagged photos"
+    assert 0.03 * n < sum(r[12] == "" for r in rows) < 0.15 * n, "not geotagged"
+    assert 1 <= sum(r[12] == "0" and r[13] == "0" for r in rows) < 0.02 * n, "null island"
+    flat = [t for ts in tags for t in ts]
+    assert any(normalise_tag(t) is None for t in flat), "tags with digits"
+    assert any("%C3" in t for t in flat), "URL-encoded non-ASCII tags"
+    assert any("+" in t for t in flat) and any(t != t.lower() for t in flat), "YFCC-style spellings"
+    for r in rows:
+        if r[12] and r[12] != "0":
+            assert -90 <= float(r[13]) <= 90 and -180 <= float(r[12]) <= 180
+
+
+def test_feature_store_keyed_by_photo_id_one_row_per_line(world, rows):
+    validate_feature_store(world.features)
+    fs = FeatureStore(world.features)
+    feats = fs.read_all()
+    with __import__("h5py").File(world.features, "r") as f:
+        ids = f["photo_id"][:]
+        assert f.attrs["extractor"] == "simulated-world-v1" and int(f.attrs["dim"]) == 512
+    assert feats.shape == (len(rows), 512) and feats.dtype == np.float32
+    assert sorted(ids.tolist()) == sorted(int(r[1]) for r in rows)
+    assert feats.min() >= 0.0 and 0.05 < (feats == 0).mean() < 0.8, "non-negative, ReLU-like sparsity"
+
+
+def test_no_single_feature_dimension_reveals_a_tag_but_features_carry_signal(world, rows):
+    fs = FeatureStore(world.features)
+    with __import__("h5py").File(world.features, "r") as f:
+        row_of = {int(p): i for i, p in enumerate(f["photo_id"][:])}
+    x = fs.read_all()[[row_of[int(r[1])] for r in rows]].astype(np.float64)
+    norm = [set(filter(None, map(normalise_tag, split_user_tags(r[10])))) for r in rows]
+    counts = Counter(t for s in norm for t in s if t in set(CONCEPT_NAMES))
+    frequent = [t for t, c in counts.most_common() if c >= 30][:20]
+    assert len(frequent) >= 5
+    xs = (x - x.mean(0)) / (x.std(0) + 1e-9)
+    y = np.array([[t in s for t in frequent] for s in norm], float)
+    ys = (y - y.mean(0)) / y.std(0)
+    best_single = np.abs(xs.T @ ys / len(ys)).max(0)
+    w = np.linalg.solve(xs.T @ xs + 10.0 * np.eye(xs.shape[1]), xs.T @ ys)  # all dimensions together (in-sample)
+    best_linear = [np.corrcoef((xs @ w)[:, j], ys[:, j])[0, 1] for j in range(len(frequent))]
+    assert max(best_single) < 0.6, f"a single dimension reveals a tag (|r| = {max(best_single):.2f})"
+    assert np.mean(best_linear) > np.mean(best_single) + 0.15, "features jointly carry the concept signal"
+
+
+def test_place_names_and_their_share(rows, truth):
+    places = set().union(*(truth["place_names"][lvl] for lvl in ("town", "region", "country", "continent")))
+    assert {"europe", "northamerica"} <= set(truth["place_names"]["continent"])
+    kept = [r for r in rows if r[24] == "0" and r[12] not in ("", "0") and r[10]]
+    has_place = [bool(places & set(filter(None, map(normalise_tag, split_user_tags(r[10]))))) for r in kept]
+    share = np.mean(has_place)
+    assert 0.62 < share < 0.88, f"{share:.2f} of geotagged tagged photos carry a place name (want ~0.75)"
+    assert set(truth["local_country_names"]) >= {"españa", "deutschland", "italia"}
+
+
+def test_ground_truth_sheet_is_complete(truth):
+    assert truth["simulated"] is True and "not YFCC100M" in truth["note"]
+    assert truth["seed"] == 0 and truth["size"] == "tiny" and truth["params"] == json.loads(json.dumps(WorldParams().__dict__))
+    assert len(CONCEPT_NAMES) >= 300 and all(re.fullmatch(r"[a-z]+", n) for n in CONCEPT_NAMES)
+    assert {"cat", "tomato", "dog", "car", "food"} <= set(truth["location_invariant"])
+    assert truth["local_variants"]["carretera"][0] == {"means": "road", "language": "es",
+                                                       "home_countries": truth["local_variants"]["carretera"][0]["home_countries"]}
+    assert "ES" in truth["local_variants"]["carretera"][0]["home_countries"]
+    assert ["beach", "bullring", "desert"] in truth["look_alike_groups"].values()
+    assert {"bridge", "temple"} <= set(truth["regional_appearance"])
+    assert {"nikon", "canon"} <= set(truth["noise"]["camera"])
+    every = [t for g in truth["concepts"].values() for t in g]
+    assert sorted(every) == sorted(CONCEPT_NAMES)
+
+
+def test_look_alikes_live_in_different_places():
+    params = WorldParams()
+    cities = load_cities(params)
+    aff = concept_affinity(cities, params)
+    weight = cities.population / cities.population.sum()
+    index = {n: k for k, n in enumerate(CONCEPT_NAMES)}
+    for group, members in wc.LOOK_ALIKES:
+        dists = [weight * aff[:, index[m]] / (weight * aff[:, index[m]]).sum() for m in members]
+        for i in range(len(members)):
+            for j in range(i + 1, len(members)):
+                overlap = np.minimum(dists[i], dists[j]).sum()
+                assert overlap < 0.35, f"{group}: {members[i]} and {members[j]} share {overlap:.2f} of their geography"
+    spain = np.array(cities.countries)[cities.country] == "ES"
+    assert aff[spain, index["bullring"]].mean() > 0.9 and aff[~spain, index["bullring"]].mean() < 0.1
+
+
+def test_location_invariant_concepts_follow_the_photos_and_located_ones_do_not(rows):
+    geo_rows = [r for r in rows if r[24] == "0" and r[12] not in ("", "0") and r[10]]
+    continent = _continent_of(geo_rows, None)
+    tags = [set(filter(None, map(normalise_tag, split_user_tags(r[10])))) for r in geo_rows]
+    names = sorted(set(continent))
+    overall = np.array([np.mean(continent == c) for c in names])
+
+    def tv(tag):
+        on = np.array([tag in t for t in tags])
+        if not on.any():
+            return 0.0, 0
+        hist = np.array([np.mean(continent[on] == c) for c in names])
+        return 0.5 * np.abs(hist - overall).sum(), on.sum()
+
+    invariant = [n for n, _ in wc.INVARIANT[:40]]
+    distances = [d for d, count in map(tv, invariant) if count >= 25]
+    assert len(distances) >= 3 and np.mean(distances) < 0.2, distances
+    located = [d for d, count in map(tv, ("temple", "mosque", "kangaroo", "cathedral", "pagoda")) if count >= 5]
+    assert located and min(located) > 0.35, located
+
+
+def test_ingestion_of_the_world(world, tmp_path, truth):
+    ingest = pytest.importorskip("locsens.data.ingest")
+    import h5py
+
+    report = ingest.ingest(world.tsv, tmp_path / "dataset.h5", drop_top=10, split={"test": 0.1, "val": 0.1},
+                           print_report=False, progress=False)
+    assert 0.7 < report.kept / report.lines < 0.9
+    for reason in ("video", "untagged", "not_geotagged", "null_island"):
+        assert report.reasons[reason] > 0, reason
+    with h5py.File(tmp_path / "dataset.h5", "r") as f:
+        indptr = f["tags_indptr"][:]
+        vocab = [v.decode() if isinstance(v, bytes) else v for v in f["vocab"][:]]
+        place_names = {v.decode() if isinstance(v, bytes) else v for v in f["place_names"][:]}
+        indices = f["tags_indices"][:]
+    assert 3.0 < np.diff(indptr).mean() < 5.0, "about four tags per kept image"
+    towns = set(truth["place_names"]["town"])
+    assert len(towns & place_names) > 0.85 * len(towns), "town tags normalise to ingestion's place names"
+    is_place = np.array([v in place_names for v in vocab])
+    share = np.mean([is_place[indices[a:b]].any() for a, b in zip(indptr[:-1], indptr[1:])])
+    assert 0.65 < share < 0.9, f"{share:.2f} of kept images carry a place name"
