@@ -51,10 +51,12 @@ DEFAULT_KS = (1, 10, 50)
 def ranked_topk(scores: Tensor, k: int, exclude: Tensor | None = None) -> Tensor:
     """The ``k`` best tag ids of each row of ``scores [N, V]``, best first, as LongTensor ``[N, k']``.
 
-    ``k' = min(k, number of non-excluded tags)``. Ties go to the lower tag id (exact, not left to
-    ``torch.topk``'s unspecified tie order): the k-th best value is found with ``torch.topk``, every
-    strictly better entry is kept, and the tied entries are filled in ascending id order; the kept
-    ``k'`` entries are then stably sorted by score. Cost O(N V), vectorised; scores of any sign.
+    ``k' = min(k, number of non-excluded tags)``. Ties go to the lower tag id, exactly (not left to
+    ``torch.topk``'s unspecified tie order): ``torch.topk`` picks the k+1 best; a row whose
+    (k+1)-th best equals its k-th best (a tie across the cut) is redone exactly -- every strictly
+    better entry kept, the tied ones filled in ascending id order. The kept entries are then
+    ordered by descending score, equal scores by ascending id. Vectorised; the common no-tie case
+    costs one ``torch.topk``. Scores of any sign (and +-inf) are fine.
     """
     if scores.ndim != 2:
         raise ValueError(f"scores must be [N, V], got shape {tuple(scores.shape)}")
@@ -73,15 +75,25 @@ def ranked_topk(scores: Tensor, k: int, exclude: Tensor | None = None) -> Tensor
     k = min(k, v)
     if k == 0 or n == 0:
         return torch.zeros((n, k), dtype=torch.long, device=scores.device)
-    kth = torch.topk(scores, k, dim=1).values[:, -1:]
+    vals, ids = torch.topk(scores, min(k + 1, v), dim=1)
+    if k < v:  # the (k+1)-th best equals the k-th: a tie across the cut, topk's choice is arbitrary
+        cut_tie = vals[:, k] == vals[:, k - 1]
+        vals, ids = vals[:, :k], ids[:, :k].clone()
+        if cut_tie.any():
+            ids[cut_tie] = _exact_topk_set(scores[cut_tie], vals[cut_tie, -1:], k)
+    ids = torch.sort(ids, dim=1).values  # ascending id, then a stable sort by descending score
+    order = torch.sort(scores.gather(1, ids), dim=1, descending=True, stable=True).indices
+    ids = ids.gather(1, order)
+    return ids if keep_ids is None else keep_ids[ids]
+
+
+def _exact_topk_set(scores: Tensor, kth: Tensor, k: int) -> Tensor:
+    """Ids ``[n, k]`` (ascending) of the entries better than ``kth`` plus the lowest-id ties at ``kth``."""
     above = scores > kth
     at = scores == kth
     n_missing = k - above.sum(1, keepdim=True)
     chosen = above | (at & (torch.cumsum(at, dim=1) <= n_missing))
-    ids = torch.nonzero(chosen)[:, 1].view(n, k)  # row-major: ascending id within each row
-    order = torch.sort(scores.gather(1, ids), dim=1, descending=True, stable=True).indices
-    ids = ids.gather(1, order)
-    return ids if keep_ids is None else keep_ids[ids]
+    return torch.nonzero(chosen)[:, 1].view(len(scores), k)  # row-major: ascending id within each row
 
 
 def drop_excluded(ranked: Tensor, exclude: Tensor) -> Tensor:
@@ -139,7 +151,7 @@ def _ranking(preds: Tensor, num_tags: int, max_k: int, exclude: Tensor | None) -
     ranked = preds.long()
     if ranked.numel() and (ranked.min() < -1 or ranked.max() >= num_tags):
         raise ValueError(f"ranked tag ids must lie in [-1, {num_tags}), got [{int(ranked.min())}, {int(ranked.max())}]")
-    if ranked.shape[1] < min(max_k, num_tags):
+    if ranked.shape[1] < want:
         raise ValueError(f"preds ranks only {ranked.shape[1]} tags per image but ks asks for top-{max_k}; keep more")
     if exclude is not None:
         ranked = drop_excluded(ranked, exclude)
