@@ -326,3 +326,23 @@ def aligned_word_vectors(source: str, vocab: list[str], cache_dir: str | os.Path
         np.savez(tmp, vectors=aligned, has_vector=has_vector)
         os.replace(tmp, cache)
     return aligned, has_vector
+
+
+def write_wordlist(source: str, path: str | os.PathLike) -> Path:
+    """Write the words of ``source``, one a line, for ingestion's ``wordlist`` filter (atomically)."""
+    words, _ = load_word_vectors(source)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("\n".join(words) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a word-vector source's words, one a line (for ingest.wordlist).")
+    parser.add_argument("out", help="output text file, e.g. data/glove_6b_words.txt")
+    parser.add_argument("--source", default=PACKAGE_SOURCE)
+    print(write_wordlist(parser.parse_args().source, parser.parse_args().out))
