@@ -203,8 +203,9 @@ def test_interrupted_extraction_resumes_to_the_same_store(extracted, photos, tmp
     partial = store.partial_feature_store_path(out)
     with pytest.raises(store.StoreError, match="complete=False"):
         store.validate_feature_store(partial)
-    shards = list((tmp_path / ".features.h5.shards").glob("*.npz"))
-    assert len(shards) == 2  # the two finished batches, not yet merged
+    with h5py.File(partial, "r") as f:  # the two finished batches are merged, the rest is not done
+        assert f["done"][:].tolist() == [True] * 4 + [False] * 2
+    assert not list((tmp_path / ".features.h5.shards").glob("*.npz"))
     with pytest.raises(store.StoreError, match="inputs_sha256"):  # a different input list is not resumed
         other = tmp_path / "other.txt"
         other.write_text(f"101 {photos['good'][101]}\n")

@@ -14,11 +14,11 @@ Resumable, and never a store that looks complete but is not. Rows go to ``.<stor
 (``complete=False``, a ``done`` mask, see :func:`locsens.data.store.create_partial_feature_store`):
 
 1. Each rank's :class:`FeatureShardWriter` buffers predictions and every ``flush_every`` batches
-   writes them to a shard file ``.<store>.shards/rank<r>-<seq>.npz`` (temp file + rename: a shard is
-   whole or absent; no two processes ever write the same HDF5 file).
-2. Rank 0 merges shards into the partial store -- failures appended to the pending report, features
-   written and flushed, then the ``done`` mask, then the shard deleted. Merging is idempotent, so a
-   kill at any point only repeats work.
+   writes them to a shard file ``.<store>.shards/rank<r>-<pid>-<seq>.npz`` (temp file + rename: a
+   shard is whole or absent; no two processes ever write the same HDF5 file).
+2. Rank 0, after each of its own flushes, merges every shard present into the partial store --
+   failures appended to the pending report, features written and flushed, then the ``done`` mask,
+   then the shard deleted. Merging is idempotent, so a kill at any point only repeats work.
 3. When every row is done the partial store gets ``complete=True`` and is renamed to ``<store>``.
 
 A rerun of the same command (same inputs and backbone) first merges leftover shards, then extracts
@@ -231,8 +231,6 @@ class ExtractionPlan:
             return 0
         merged = 0
         with store.open_partial_feature_store(self.out, extractor=self.extractor, inputs_sha256=self.inputs_sha256) as f:
-            done = f["done"][:]
-            valid = f["valid"][:]
             for shard in shards:
                 with np.load(shard) as z:
                     rows, feats, ok, errors = z["rows"], z["features"], z["valid"], z["errors"]
@@ -243,15 +241,18 @@ class ExtractionPlan:
                         fh.write(f"{self.photo_id[rows[r]]}\t{self.paths[rows[r]]}\t{errors[r]}\n")
                     fh.flush()
                     os.fsync(fh.fileno())
-                if rows[-1] - rows[0] + 1 == len(rows):
-                    f["features"][rows[0] : rows[-1] + 1] = feats
+                lo, hi = int(rows[0]), int(rows[-1]) + 1  # masks are read and written over this span only
+                if hi - lo == len(rows):
+                    f["features"][lo:hi] = feats
                 else:
                     f["features"][rows] = feats
-                valid[rows] = ok
-                f["valid"][:] = valid
-                f.flush()
-                done[rows] = True
-                f["done"][:] = done
+                valid = f["valid"][lo:hi]
+                valid[rows - lo] = ok
+                f["valid"][lo:hi] = valid
+                f.flush()  # features and validity on disk before the rows are marked done
+                done = f["done"][lo:hi]
+                done[rows - lo] = True
+                f["done"][lo:hi] = done
                 f.flush()
                 shard.unlink()
                 merged += len(rows)
@@ -349,6 +350,8 @@ class FeatureShardWriter(BasePredictionWriter):
         os.replace(tmp, shard)
         self.buffer.clear()
         self.seq += 1
+        if rank == 0:  # keeps the partial store current and the shard folder small (other ranks' too)
+            self.plan.merge_shards()
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         self.flush(trainer.global_rank)  # finished batches survive an interruption (Ctrl-C, an error)
