@@ -19,6 +19,11 @@ the denominator is always k, as in the paper's upper bound).
 The query's own image stays a candidate by default, as in the paper. With
 ``exclude_query_image=True`` the metric drops the query's source candidate from each retrieved list
 and uses the first k others, so callers must retrieve at least ``k + 1`` (``K >= k + 1`` is checked).
+
+Location-agnostic models (MLC/MCC/HER) answer a location query with their per-tag list:
+``retrieved = per_tag_topk[queries.tag]``. The functional forms return per-query precision (for
+per-continent or per-frequency breakdowns); :func:`precision_table` averages them in percent.
+Computation runs on the CPU, where :class:`RetrievalCandidates` lives (inputs are moved there).
 """
 
 from __future__ import annotations

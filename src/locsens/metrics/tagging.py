@@ -34,6 +34,9 @@ tagged only with place names rather than the tagger).
 With a precomputed ranking and ``exclude``, the ranking may run short of ``max(ks)`` non-excluded
 tags; such images are counted in ``n_short`` and their A@k is a lower bound. Rank from full scores
 with ``ranked_topk(scores, k, exclude=...)`` to avoid that.
+
+Memory: a batch compares every ranked id with every ground-truth id (``N * max(ks) * T`` bools),
+so feed the metric in batches of a few thousand images.
 """
 
 from __future__ import annotations
