@@ -31,6 +31,7 @@ import csv
 import hashlib
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,7 +178,7 @@ def failures_report_path(out: Path) -> Path:
 
 @dataclass
 class ExtractionPlan:
-    """Everything every rank needs to know about one extraction (pickles to DDP workers)."""
+    """Everything every rank needs to know about one extraction: inputs, backbone, file names."""
 
     out: Path
     photo_id: np.ndarray
@@ -208,11 +209,10 @@ class ExtractionPlan:
     def prepare(self) -> None:
         """Rank 0: create the partial store, or reopen it (same inputs and backbone) and merge leftover shards."""
         if self.restart:
-            for p in (self.partial, self.pending_failures, *sorted(self.shard_dir.glob("*.npz"))):
-                p.unlink(missing_ok=True)
-        if not self.partial.exists():
-            for p in (self.pending_failures, *sorted(self.shard_dir.glob("*.npz"))):
-                p.unlink(missing_ok=True)  # leftovers of a run whose partial store was deleted
+            self.partial.unlink(missing_ok=True)
+        if not self.partial.exists():  # fresh start: drop leftovers of a run whose partial store is gone
+            self.pending_failures.unlink(missing_ok=True)
+            shutil.rmtree(self.shard_dir, ignore_errors=True)
             store.create_partial_feature_store(self.out, photo_id=self.photo_id, dim=self.spec.dim,
                                                extractor=self.extractor, inputs_sha256=self.inputs_sha256,
                                                dtype=self.dtype)
@@ -226,7 +226,7 @@ class ExtractionPlan:
 
     def merge_shards(self) -> int:
         """Rank 0: move every shard's rows into the partial store (idempotent); returns rows merged."""
-        shards = sorted(self.shard_dir.glob("*.npz"))
+        shards = sorted(self.shard_dir.glob("rank*.npz"))
         if not shards:
             return 0
         merged = 0
@@ -281,8 +281,7 @@ class ExtractionPlan:
         os.replace(tmp, report)
         store.finalise_feature_store(self.out, overwrite=self.overwrite)
         self.pending_failures.unlink(missing_ok=True)
-        if self.shard_dir.exists():
-            self.shard_dir.rmdir()
+        shutil.rmtree(self.shard_dir, ignore_errors=True)  # merged: only torn temp files of killed writers remain
         return {"store": str(self.out), "report": str(report), "n_photos": len(self.photo_id),
                 "n_failed": len(failures), "extractor": self.extractor}
 
@@ -344,9 +343,10 @@ class FeatureShardWriter(BasePredictionWriter):
         self.plan.shard_dir.mkdir(parents=True, exist_ok=True)
         rows, feats, ok, errors = zip(*self.buffer)
         shard = self.plan.shard_dir / f"rank{rank}-{os.getpid()}-{self.seq:06d}.npz"
-        tmp = shard.with_name(f".{shard.stem}.tmp.npz")
-        np.savez(tmp, rows=np.concatenate(rows), features=np.concatenate(feats).astype(self.plan.dtype),
-                 valid=np.concatenate(ok), errors=np.array(sum(errors, []), dtype=str))
+        tmp = shard.with_name(f".{shard.name}.tmp")  # never matches the shard pattern: a torn write is not merged
+        with open(tmp, "wb") as fh:
+            np.savez(fh, rows=np.concatenate(rows), features=np.concatenate(feats).astype(self.plan.dtype),
+                     valid=np.concatenate(ok), errors=np.array(sum(errors, []), dtype=str))
         os.replace(tmp, shard)
         self.buffer.clear()
         self.seq += 1
