@@ -215,3 +215,42 @@ def test_metric_classes_batches_and_ddp_merge_equal_one_call(exclude):
     a1.update(ret[5:], tags[5:], src[5:])
     a0.merge_state(a1)
     assert a0.compute() == pytest.approx(one)
+
+
+def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
+    """One of two gloo ranks: each scores its share of the queries; compute() all-reduces the states."""
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        cand, _, _, _, rng = random_world(3, c=300)
+        queries = build_location_queries(cand, min_query_images=3, seed=3)
+        retrieved = random_retrieved(rng, len(queries), cand.num_candidates, 11)
+        m = LocationSensitivePrecision(cand, exclude_query_image=True)
+        share = slice(0, 50) if rank == 0 else slice(50, None)
+        m.update(retrieved[share], queries[share])
+        with open(f"{out_dir}/rank{rank}.json", "w") as fh:
+            json.dump(m.compute(), fh)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_real_two_process_ddp_equals_single_process(tmp_path):
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    cand, _, _, _, rng = random_world(3, c=300)
+    queries = build_location_queries(cand, min_query_images=3, seed=3)
+    retrieved = random_retrieved(rng, len(queries), cand.num_candidates, 11)
+    want = precision_table(location_sensitive_precision(retrieved, queries, cand, exclude_query_image=True))
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == pytest.approx(want)

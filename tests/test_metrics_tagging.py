@@ -166,3 +166,38 @@ def test_ground_truth_from_csr_and_place_mask():
     indices = np.array([4, 1, 0, 0, 3])
     assert ground_truth_from_csr(indptr, indices, np.array([2, 0, 1])).tolist() == [[0, 0, 3], [4, 1, -1], [-1, -1, -1]]
     assert place_name_mask(["paris", "beach", "france"], ["france", "paris", "europe"]).tolist() == [True, False, True]
+
+
+def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
+    """One of two gloo ranks: each updates with its half; compute() all-reduces the declared states."""
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        scores, target, exclude = random_case(1, n=90)
+        m = TaggingAccuracy(30, ks=(1, 5, 10), exclude=exclude)
+        half = slice(0, 40) if rank == 0 else slice(40, 90)  # unequal shares
+        m.update(scores[half], target[half])
+        with open(f"{out_dir}/rank{rank}.json", "w") as fh:
+            json.dump(m.compute(), fh)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_real_two_process_ddp_equals_single_process(tmp_path):
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    scores, target, exclude = random_case(1, n=90)
+    want = tagging_accuracy(scores, target, ks=(1, 5, 10), exclude=exclude)
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == pytest.approx(want)
