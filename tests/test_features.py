@@ -258,3 +258,16 @@ def test_sigkilled_extraction_resumes_to_the_same_store(extracted, photos, tmp_p
     np.testing.assert_allclose(store.FeatureStore(out).read_all(), store.FeatureStore(extracted["out"]).read_all(),
                                rtol=1e-4, atol=1e-5)
     assert failures_report_path(out).read_text() == failures_report_path(extracted["out"]).read_text()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_extraction_equals_one_process(extracted, photos, tmp_path):
+    """Two CPU ranks (gloo): each extracts a share, rank 0 merges both ranks' shards; same store as one process."""
+    out = tmp_path / "features.h5"
+    summary = extract_features(photos["list"], out, batch_size=1, num_workers=0, flush_every=1, accelerator="cpu",
+                               devices=2, strategy="ddp_spawn", progress=False)
+    assert summary["n_photos"] == 6 and summary["n_failed"] == 3
+    resumed, reference = store.FeatureStore(out), store.FeatureStore(extracted["out"])
+    assert resumed.valid.tolist() == reference.valid.tolist()
+    np.testing.assert_allclose(resumed.read_all(), reference.read_all(), rtol=1e-4, atol=1e-5)
+    assert failures_report_path(out).read_text() == failures_report_path(extracted["out"]).read_text()

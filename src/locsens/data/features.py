@@ -282,8 +282,13 @@ class ExtractionPlan:
         store.finalise_feature_store(self.out, overwrite=self.overwrite)
         self.pending_failures.unlink(missing_ok=True)
         shutil.rmtree(self.shard_dir, ignore_errors=True)  # merged: only torn temp files of killed writers remain
-        return {"store": str(self.out), "report": str(report), "n_photos": len(self.photo_id),
-                "n_failed": len(failures), "extractor": self.extractor}
+        return self.summary()
+
+    def summary(self) -> dict:
+        """What the finished extraction wrote (read back from the store and its report)."""
+        fs = store.FeatureStore(self.out)
+        return {"store": str(self.out), "report": str(failures_report_path(self.out)), "n_photos": len(fs.photo_id),
+                "n_failed": int((~fs.valid).sum()), "extractor": fs.extractor}
 
 
 class ImageFolderData(L.LightningDataModule):
@@ -403,8 +408,10 @@ def extract_features(
                         enable_progress_bar=progress, callbacks=[writer, *callbacks])
     trainer.predict(FeatureExtractor(net), datamodule=ImageFolderData(plan, batch_size, num_workers),
                     return_predictions=False)
-    if trainer.global_rank == 0 and writer.summary is None:  # nothing left to extract: the loop did not run
-        writer.summary = plan.finalise()
+    if trainer.global_rank != 0:
+        return None
+    if writer.summary is None:  # finalised in a spawned rank 0 (ddp_spawn), or nothing was left to extract
+        writer.summary = plan.finalise() if plan.partial.exists() else plan.summary()
     return writer.summary
 
 
