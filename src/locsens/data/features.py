@@ -26,9 +26,9 @@ only rows not yet done. An interrupted run loses at most ``flush_every`` batches
 
 Several GPUs: ``python extract_features.py images=/data/photos accelerator=gpu devices=4`` -- Lightning
 starts one process per GPU (DDP), its DistributedSampler gives each a share of the rows not yet done,
-each decodes with ``num_workers`` processes, and rank 0 merges all shards and finalises. Several nodes
-(``num_nodes`` / SLURM ``srun``) work the same way provided the store's folder is on a filesystem all
-nodes share. Tested: ``devices=2`` with gloo on CPU gives the same store as one process.
+each decodes with ``num_workers`` processes, and rank 0 merges all shards and finalises. Tested:
+``devices=2`` with gloo on CPU gives the same store as one process. (Several nodes would also need
+``num_nodes`` passed to the Trainer, not exposed here, and the store's folder on a shared filesystem.)
 """
 
 from __future__ import annotations
