@@ -91,9 +91,9 @@ class WorldParams:
     p_place_traveller: float = 0.92
     p_level: tuple = (0.85, 0.3, 0.45, 0.12)  # town, region, country, continent given a place tag
     p_local_country_name: float = 0.4
-    p_concept_tag: float = 0.78  # mean over users
+    p_concept_tag: float = 0.8  # mean over users
     p_local_language: float = 0.6
-    concepts_per_photo: tuple = (0.45, 0.35, 0.2)  # P(1), P(2), P(3)
+    concepts_per_photo: tuple = (0.35, 0.4, 0.25)  # P(1), P(2), P(3)
     location_floor: float = 0.01  # affinity of a located concept far from where it lives
     p_untagged_user: float = 0.05
     p_untagged_photo: float = 0.04
@@ -375,7 +375,7 @@ def generate_world(
     camera = rng.integers(0, len(wc.CAMERAS), n_users)
     p_camera_tag = np.where(rng.random(n_users) < 0.5, 0.0, rng.beta(2, 2, n_users))
     p_concept = rng.beta(8 * params.p_concept_tag, 8 * (1 - params.p_concept_tag), n_users)
-    p_personal = rng.beta(1.5, 4.0, n_users)
+    p_personal = rng.beta(2.0, 4.0, n_users)
     personal_pool = wc.PERSONAL + wc.PET_NAMES
     n_personal = rng.integers(0, 4, n_users)
     personal = rng.integers(0, len(personal_pool), (n_users, 3))
@@ -438,18 +438,21 @@ def generate_world(
     town_names = sorted(set(cities.town))
     town_id = {t: i for i, t in enumerate(town_names)}
     town_of_city = np.array([town_id[t] for t in cities.town])
-    place_tok = {
-        "town": np.array([[tok(s) for s in _place_spellings(t)] for t in town_names]),
-        "region": np.array([[tok(s) for s in _place_spellings(a)] if a else [-1] * 4 for _, a in cities.regions]),
-        "country": np.array([[tok(s) for s in _place_spellings(c)] for c in cities.country_names]),
-        "continent": np.array([[tok(s) for s in _place_spellings(c)] for c in cities.continent_names]),
-    }
+    place_of = {"town": town_of_city[city], "region": cities.region[city], "country": cities.country[city],
+                "continent": cities.continent[city]}
+    place_label = {"town": town_names, "region": [a for _, a in cities.regions], "country": cities.country_names,
+                   "continent": cities.continent_names}
+    place_tok = {}
+    for level, labels in place_label.items():  # spellings only for the places photos are taken in
+        table = np.full((len(labels), len(PLACE_STYLES)), -1)
+        for i in np.unique(place_of[level]).tolist():
+            if labels[i]:
+                table[i] = [tok(s) for s in _place_spellings(labels[i])]
+        place_tok[level] = table
     local_country = np.full(len(cities.countries), -1)
     for code, name in wc.LOCAL_COUNTRY_NAMES:
         if code in cities.countries:
             local_country[cities.countries.index(code)] = tok(quote_plus(name))
-    place_of = {"town": town_of_city[city], "region": cities.region[city], "country": cities.country[city],
-                "continent": cities.continent[city]}
 
     slots: list[np.ndarray] = []
     style = spelling_style[user]
@@ -476,7 +479,7 @@ def generate_world(
         on = (j < n_personal[user]) & (rng.random(n_lines) < p_personal[user])
         slots.append(np.where(on, personal_tok[personal[user, j]], -1))
     travel_words = np.array([tok(w) for w in ("travel", "vacation", "trip", "holiday")])
-    slots.append(np.where(travel & (rng.random(n_lines) < 0.3), travel_words[rng.integers(0, 4, n_lines)], -1))
+    slots.append(np.where(travel & (rng.random(n_lines) < 0.4), travel_words[rng.integers(0, 4, n_lines)], -1))
     brand_tok = [np.array([tok(t) for t in tags]) for _, _, tags in wc.CAMERAS]
     cam_tags = np.full((len(wc.CAMERAS), 4), -1)
     for i, b in enumerate(brand_tok):
@@ -493,7 +496,8 @@ def generate_world(
         slots.append(np.where(j < n_random, random_tok[_choice_by_weight(rng, rand_w, n_lines)], -1))
     digit_tok = np.array([tok(w) for w in wc.DIGIT_TAGS])
     slots.append(np.where(rng.random(n_lines) < 0.15, digit_tok[rng.integers(0, len(digit_tok), n_lines)], -1))
-    token_matrix = np.stack(slots, axis=1)
+    token_matrix = np.stack(slots, axis=1).astype(np.int32)
+    del slots
     untagged = never_tags[user] | (rng.random(n_lines) < params.p_untagged_photo)
     token_matrix[untagged] = -1
 
@@ -526,10 +530,9 @@ def generate_world(
 
 def _write_tsv(path, rng, perm, photo_id, user, nsid, nick, camera, token_matrix, token_strings, lat, lon,
                geotagged, null_island, video, concepts, town, town_names, seed) -> None:
-    """Write the 25-column YFCC100M lines (temp file + os.replace)."""
+    """Write the 25-column YFCC100M lines in line order (temp file + os.replace), a block at a time."""
     n = len(perm)
     taken = np.datetime64("2004-06-01T00:00:00") + rng.integers(0, 10 * 365 * 86400, n).astype("timedelta64[s]")
-    taken_str = np.char.replace(np.datetime_as_string(taken, unit="s"), "T", " ")
     uploaded = (taken - np.datetime64("1970-01-01T00:00:00")).astype(np.int64) + rng.integers(60, 90 * 86400, n)
     hashes = rng.bytes(16 * n).hex()
     secrets = rng.bytes(10 * n).hex()
@@ -543,40 +546,53 @@ def _write_tsv(path, rng, perm, photo_id, user, nsid, nick, camera, token_matrix
     device_ix = rng.integers(0, 3, n)
     no_device = rng.random(n) < 0.15
     ext_png = rng.random(n) < 0.02
-    rows = token_matrix.tolist()
+    device_names = [[quote_plus(d) for d in devices] for _, devices, _ in wc.CAMERAS]
+    concept_title = [quote_plus(c.capitalize()) for c in CONCEPT_NAMES]
+    licenses = [f"{name}\t{url}" for name, url in wc.LICENSES]
+    town_title: dict[int, str] = {}  # town id -> URL-encoded name, filled on first use
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-            for line_no in range(n):
-                i = int(perm[line_no])
-                u = int(user[i])
-                pid = int(photo_id[i])
-                tags = ",".join(sorted({token_strings[t] for t in rows[i] if t >= 0}))
-                _, devices, _ = wc.CAMERAS[camera[u]]
-                device = "" if no_device[i] else quote_plus(devices[device_ix[i] % len(devices)])
-                if title_kind[i] < 0.4:
-                    title = f"{'IMG' if camera[u] in (0, 2) else 'DSC'}_{file_no[i]:04d}"
-                elif title_kind[i] < 0.75 and concepts[i, 0] >= 0:
-                    title = quote_plus(f"{CONCEPT_NAMES[concepts[i, 0]].capitalize()} in {town_names[town[i]]}")
-                else:
-                    title = ""
-                if not geotagged[i]:
-                    lon_s = lat_s = acc_s = ""
-                elif null_island[i]:
-                    lon_s, lat_s, acc_s = "0", "0", str(accuracy[i])
-                else:
-                    lon_s, lat_s, acc_s = f"{lon[i]:.6f}", f"{lat[i]:.6f}", str(accuracy[i])
-                secret, osecret = secrets[20 * i : 20 * i + 10], secrets[20 * i + 10 : 20 * i + 20]
-                ext = "png" if ext_png[i] else "jpg"
-                lic_name, lic_url = wc.LICENSES[license_ix[i]]
-                fh.write(
-                    f"{line_no}\t{pid}\t{hashes[32 * i:32 * i + 32]}\t{nsid[u]}\t{nick[u]}\t{taken_str[i]}.0\t"
-                    f"{uploaded[i]}\t{device}\t{title}\t\t{tags}\t"
-                    f"{'uploaded:by=flickrmobile' if machine[i] else ''}\t{lon_s}\t{lat_s}\t{acc_s}\t"
-                    f"http://www.flickr.com/photos/{nsid[u]}/{pid}/\t"
-                    f"http://farm{farm[i]}.staticflickr.com/{server[i]}/{pid}_{secret}.jpg\t{lic_name}\t{lic_url}\t"
-                    f"{server[i]}\t{farm[i]}\t{secret}\t{osecret}\t{ext}\t{int(video[i])}\n"
+            for start in range(0, n, BLOCK):
+                b = perm[start : start + BLOCK]
+                taken_str = np.char.replace(np.datetime_as_string(taken[b], unit="s"), "T", " ").tolist()
+                cols = zip(
+                    range(start, start + len(b)), b.tolist(), user[b].tolist(), photo_id[b].tolist(),
+                    token_matrix[b].tolist(), taken_str, uploaded[b].tolist(), camera[user[b]].tolist(),
+                    (np.where(no_device[b], -1, device_ix[b])).tolist(), title_kind[b].tolist(), file_no[b].tolist(),
+                    concepts[b, 0].tolist(), town[b].tolist(), geotagged[b].tolist(), null_island[b].tolist(),
+                    lon[b].tolist(), lat[b].tolist(), accuracy[b].tolist(), machine[b].tolist(),
+                    server[b].tolist(), farm[b].tolist(), license_ix[b].tolist(), ext_png[b].tolist(),
+                    video[b].astype(int).tolist(),
                 )
+                lines = []
+                for (line_no, i, u, pid, tokens, when, up, cam, dev, tk, fno, c0, t, geo, null, x, y, acc, mach,
+                     srv, frm, lic, png, vid) in cols:
+                    tags = ",".join(sorted({token_strings[k] for k in tokens if k >= 0}))
+                    device = "" if dev < 0 else device_names[cam][dev % len(device_names[cam])]
+                    if tk < 0.4:
+                        title = f"{'IMG' if cam in (0, 2) else 'DSC'}_{fno:04d}"
+                    elif tk < 0.75 and c0 >= 0:
+                        if t not in town_title:
+                            town_title[t] = quote_plus(town_names[t])
+                        title = f"{concept_title[c0]}+in+{town_title[t]}"
+                    else:
+                        title = ""
+                    if not geo:
+                        where = "\t\t"
+                    elif null:
+                        where = f"0\t0\t{acc}"
+                    else:
+                        where = f"{x:.6f}\t{y:.6f}\t{acc}"
+                    secret, osecret = secrets[20 * i : 20 * i + 10], secrets[20 * i + 10 : 20 * i + 20]
+                    lines.append(
+                        f"{line_no}\t{pid}\t{hashes[32 * i:32 * i + 32]}\t{nsid[u]}\t{nick[u]}\t{when}.0\t{up}\t"
+                        f"{device}\t{title}\t\t{tags}\t{'uploaded:by=flickrmobile' if mach else ''}\t{where}\t"
+                        f"http://www.flickr.com/photos/{nsid[u]}/{pid}/\t"
+                        f"http://farm{frm}.staticflickr.com/{srv}/{pid}_{secret}.jpg\t{licenses[lic]}\t"
+                        f"{srv}\t{frm}\t{secret}\t{osecret}\t{'png' if png else 'jpg'}\t{vid}\n"
+                    )
+                fh.write("".join(lines))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -605,10 +621,10 @@ def _feature_blocks(seed, params, feature_dim, perm, concepts, n_concepts, user,
     off_continent = params.continent_appearance * rng.standard_normal((n_app, n_continents, h))
     off_country = params.country_appearance * rng.standard_normal((n_app, n_countries, h))
     style = params.user_style * rng.standard_normal((n_users, h))
-    w1 = rng.standard_normal((h, params.hidden_dim)) / np.sqrt(h)
-    b1 = 0.1 * rng.standard_normal(params.hidden_dim)
-    w2 = rng.standard_normal((params.hidden_dim, feature_dim)) * (1.6 / np.sqrt(params.hidden_dim))
-    b2 = -0.25 + 0.1 * rng.standard_normal(feature_dim)
+    w1 = (0.7 / np.sqrt(h) * rng.standard_normal((h, params.hidden_dim))).astype(np.float32)
+    b1 = (0.1 * rng.standard_normal(params.hidden_dim)).astype(np.float32)
+    w2 = (1.6 / np.sqrt(params.hidden_dim) * rng.standard_normal((params.hidden_dim, feature_dim))).astype(np.float32)
+    b2 = (-0.25 + 0.1 * rng.standard_normal(feature_dim)).astype(np.float32)
     for start in range(0, len(perm), BLOCK):
         rows = perm[start : start + BLOCK]
         noise_rng = _rng(seed, 2, start // BLOCK)
@@ -623,8 +639,8 @@ def _feature_blocks(seed, params, feature_dim, perm, concepts, n_concepts, user,
             z += np.where(on[:, None], v, 0.0)
         z /= np.sqrt(n_concepts[rows])[:, None]
         z += style[user[rows]] + params.feature_noise * noise_rng.standard_normal((len(rows), h))
-        hidden = np.tanh(z @ w1 * 0.7 + b1)
-        yield np.maximum(hidden @ w2 + b2, 0.0).astype(np.float32)
+        hidden = np.tanh(z.astype(np.float32) @ w1 + b1)
+        yield np.maximum(hidden @ w2 + b2, np.float32(0.0))
 
 
 def _write_ground_truth(path, params, size, seed, n_lines, n_users, feature_dim, cities, town_names, place_of,
