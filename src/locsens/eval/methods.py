@@ -57,7 +57,7 @@ class EmbeddingMethod(ScoreRanking):
         out = []
         for chunk in torch.split(uniq, 1024):  # per distinct tag: the same list wherever the query is
             s = self.tag[chunk] @ cand.T
-            out.append(_topk_ids(s, k))
+            out.append(ranked_topk(s, k))
         return torch.cat(out)[inverse]
 
 
@@ -155,11 +155,6 @@ class LocSensMethod(ScoreRanking):
             _, ids = self.engine.score_images(self.tag[torch.as_tensor(tag_ids)], torch.as_tensor(lat), torch.as_tensor(lon),
                                               self._prepared[1], k=k)
         return ids
-
-
-def _topk_ids(scores: torch.Tensor, k: int) -> torch.Tensor:
-    k = min(k, scores.shape[1])
-    return torch.topk(scores, k, dim=1, sorted=True).indices
 
 
 def build_method(name: str, spec: dict, dataset: DatasetStore, built: dict):
