@@ -21,11 +21,13 @@ Mechanisms it contains (every one is a switch the paper's argument relies on):
    country in their own language (``Espa%C3%B1a``). About three quarters of photos carry one;
    travellers tag places more than locals.
 4. Visual concepts (several hundred real English words, :mod:`locsens.data.world_concepts`) whose
-   frequency depends on location: climate by |latitude| (snow, ski, palm), aridity (desert, camel),
-   coast versus inland (beach, harbor / lake, farm; coast is a proxy: open sea-like gaps in the GeoNames
-   town cloud around the city, outside landlocked countries), continent- and country-specific concepts
-   (temples in Asia, bullfights in Spain and Mexico, kangaroos in Australia, mosques in the Middle
-   East and North Africa), and location-invariant ones (cat, tomato, dog, car, food).
+   frequency depends on location: climate by |latitude| (snow, ski, palm), aridity and alpine regions
+   (country / admin1 lists: desert, camel, ski), coast versus inland (beach, harbor / lake, farm; coast is
+   an offline proxy: 2-9 of 12 directions 40 and 80 km out have no GeoNames town within 30 km, outside
+   landlocked countries and arid regions, plus a list of large coastal cities the proxy misses),
+   continent- and country-specific concepts (temples in Asia, bullfights in Spain and Mexico, kangaroos
+   in Australia, mosques in the Middle East and North Africa), and location-invariant ones (cat,
+   tomato, dog, car, food).
 5. Regional appearance: bridge, temple, house, church, market, street, building, road, boat and food
    look different per continent and per country (an offset to their visual prototype).
 6. Look-alikes: concepts that share most of their visual prototype but live in different places
@@ -48,6 +50,12 @@ Outputs in ``out_dir``: ``yfcc100m_dataset.tsv`` (25 columns, one photo per line
 ``locsens.features`` store keyed by photo id, one row per line) and ``ground_truth.json`` (which tags are
 place names per level, local variants, location-invariant / climate / coast / regional concepts,
 look-alike groups, regional-appearance concepts, noise tags, parameters and seed). Same seed, same bytes.
+
+Sizes: ``tiny`` 2,000 lines (seconds; tests), ``demo`` 100,000 lines (~20-30 s here), ``large`` 2,000,000
+lines (features streamed in blocks). Calibration of the defaults on ``demo`` after the paper's ingestion
+(drop the 10 most frequent tags): ~4.1 tags per kept image and ~77% of kept images with a place name
+(the paper: 4.25 and 78%); a town-frequency tagger beats a linear visual tagger at A@1, and visual
+scores times a town/country prior beat both at A@10 and A@50.
 """
 
 from __future__ import annotations
@@ -359,7 +367,7 @@ def generate_world(
 
     rng = _rng(seed, 0)
     cities = load_cities(params)
-    n_cities, K = len(cities.lat), len(wc.CONCEPTS)
+    K = len(wc.CONCEPTS)
     log_w = np.log(concept_base_weight())[None, :] + np.log(concept_affinity(cities, params))
 
     # ---- users --------------------------------------------------------------------------------
@@ -514,7 +522,7 @@ def generate_world(
 
     # ---- TSV --------------------------------------------------------------------------------------------
     _write_tsv(paths.tsv, rng, perm, photo_id, user, users_nsid, users_nick, camera, token_matrix, tok.strings,
-               lat, lon, geotagged, null_island, video, concepts, town_of_city[city], town_names, seed)
+               lat, lon, geotagged, null_island, video, concepts, town_of_city[city], town_names)
 
     # ---- features ----------------------------------------------------------------------------------------
     feats = _feature_blocks(seed, params, feature_dim, perm, concepts, n_concepts, user, n_users,
@@ -529,7 +537,7 @@ def generate_world(
 
 
 def _write_tsv(path, rng, perm, photo_id, user, nsid, nick, camera, token_matrix, token_strings, lat, lon,
-               geotagged, null_island, video, concepts, town, town_names, seed) -> None:
+               geotagged, null_island, video, concepts, town, town_names) -> None:
     """Write the 25-column YFCC100M lines in line order (temp file + os.replace), a block at a time."""
     n = len(perm)
     taken = np.datetime64("2004-06-01T00:00:00") + rng.integers(0, 10 * 365 * 86400, n).astype("timedelta64[s]")
