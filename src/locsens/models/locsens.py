@@ -104,7 +104,10 @@ class LocSens(L.LightningModule):
             raise ValueError(f"model.fusion={fusion!r}; expected one of {FUSIONS}")
         if init not in INITS:
             raise ValueError(f"model.init={init!r}; expected one of {INITS}")
+        # plain lists (not Hydra ListConfig) so checkpoints load with torch.load(weights_only=True)
         hidden = [int(h) for h in hidden]
+        val_ks = [int(k) for k in val_ks]
+        val_distances_km = [float(d) for d in val_distances_km]
         if not hidden or any(h % groups for h in hidden):
             raise ValueError(f"model.hidden={hidden} must be non-empty and every width divisible by model.groups={groups}")
         if not 0.0 <= location_dropout <= 1.0:
@@ -191,14 +194,18 @@ class LocSens(L.LightningModule):
         tag_e = self.encode_tag(batch["tag"])
         return self.score_encoded(loc_e, img_e, tag_e)
 
+    def sample_locations(self, lat: torch.Tensor, lon: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training-time location sampling: each location independently replaced by a geodesic Gaussian draw
+        around it with sigma_km = sigma_to_km(self.sigma) (global torch RNG, seeded by seed_everything)."""
+        if self.sigma <= 0:
+            return lat, lon
+        return sample_around(lat, lon, sigma_to_km(self.sigma))
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         b, m, _ = batch["image"].shape
         if m - 1 != self.hparams.num_negatives:
             raise ValueError(f"batch has {m - 1} negatives per positive, model.num_negatives={self.hparams.num_negatives}: set both from one config key")
-        lat = batch["lat"][:, None].expand(b, m)
-        lon = batch["lon"][:, None].expand(b, m)
-        if self.sigma > 0:
-            lat, lon = sample_around(lat, lon, sigma_to_km(self.sigma))
+        lat, lon = self.sample_locations(batch["lat"][:, None].expand(b, m), batch["lon"][:, None].expand(b, m))
         scores = self._group_scores(batch, lat, lon, self.location_drop_probability(self.current_epoch))
         loss = self.ranking_loss(scores)
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=b)
