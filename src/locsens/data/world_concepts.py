@@ -132,6 +132,14 @@ LOOK_ALIKES = (
     ("grazer", ("reindeer", "camel", "llama")),
     ("tree_crown", ("palm", "pine")),
     ("wild_animal", ("kangaroo", "deer", "antelope")),
+    ("open_water", ("sea", "lake")),
+    ("ursine", ("bear", "panda")),
+    ("dome", ("cathedral", "mosque")),
+    ("dancing_couple", ("flamenco", "tango", "samba")),
+    ("dish", ("curry", "paella", "ramen")),
+    ("headwear", ("sombrero", "turban")),
+    ("small_boat", ("gondola", "canoe")),
+    ("festival_crowd", ("carnival", "oktoberfest")),
 )
 
 # Concepts whose appearance depends on where they are (an offset per continent and per country).
