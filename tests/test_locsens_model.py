@@ -166,3 +166,31 @@ def test_configure_optimizers_uses_the_partial():
     model = small_model(optimizer=functools.partial(torch.optim.SGD, lr=0.5, momentum=0.9))
     opt = model.configure_optimizers()
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["lr"] == 0.5
+
+
+@pytest.mark.parametrize("experiment, fusion, schedule", [
+    ("locsens", "concat300", "constant"), ("locsens_zeroed", "zeroed", "constant"), ("locsens_raw2d", "raw2d", "constant"),
+    ("locsens_dropout", "dropout", "constant"), ("locsens_sigma", "concat300", "exponential"), ("locsens_paper", "concat300", "constant"),
+])
+def test_experiments_compose(experiment, fusion, schedule):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"])
+    assert cfg.model._target_ == "locsens.models.locsens.LocSens" and cfg.model.fusion == fusion
+    assert cfg.callbacks.sigma_schedule.kind == schedule and cfg.callbacks.model_checkpoint.monitor == "val/A@10"
+    assert cfg.data.num_negatives == cfg.model.num_negatives == 6
+    if experiment == "locsens_paper":
+        assert list(cfg.model.hidden) == [2048, 2048, 2048, 1024, 512] and cfg.model.optimizer._target_ == "torch.optim.SGD"
+
+
+@pytest.mark.parametrize("sweep, key, values", [
+    ("sigma", "callbacks.sigma_schedule.sigma_end", "1.0,0.1,0.05,0.01,0.0"),
+    ("fusion", "model/fusion", "concat300,raw2d,zeroed,dropout"),
+    ("location_encoder", "model/location_encoder", "latlon,wrap,sphere_multiscale"),
+])
+def test_sweeps_compose(sweep, key, values):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=locsens", f"+sweep={sweep}"], return_hydra_config=True)
+    assert cfg.hydra.sweeper.params[key] == values
+    for value in values.split(","):  # every swept value is itself a valid override
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            compose("train", overrides=["experiment=locsens", f"+sweep={sweep}", f"{key}={value}"])
