@@ -60,6 +60,11 @@ def test_fast_dev_run_through_train(tiny_stores, tmp_path, model, glove_cache):
     assert np.isfinite(metrics["train/loss"]) and 0 <= metrics["val/A@10"] <= 100
 
 
+def test_scheduler_and_adamw_configs_train(tiny_stores, tmp_path, glove_cache):
+    cfg = compose_cfg(tiny_stores, tmp_path, "mcc", glove_cache, ["model/optimizer=adamw", "+model/scheduler=cosine", "trainer.max_epochs=2"])
+    assert np.isfinite(train(cfg)["train/loss"])
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_loss_goes_down_over_real_steps(tiny_stores, tmp_path, model, glove_cache):
     cfg = compose_cfg(tiny_stores, tmp_path, model, glove_cache, ["model/optimizer=adamw", "model.optimizer.lr=0.01"])

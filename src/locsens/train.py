@@ -91,6 +91,7 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
         metrics["best_checkpoint"] = checkpoint.best_model_path or checkpoint.last_model_path
         if checkpoint.best_model_score is not None:
             metrics["best_score"] = float(checkpoint.best_model_score)
-    write_text_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    if trainer.is_global_zero:
+        write_text_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     log.info("final metrics: %s", metrics)
     return metrics

