@@ -44,7 +44,7 @@ def file_sha256(path: str | Path) -> str:
 
 def load_tagger(checkpoint_path: str | Path) -> AgnosticTagger:
     """The model saved in a checkpoint written by train() (its class is recorded in the checkpoint)."""
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     class_path = checkpoint.get("locsens_model_class")
     if class_path is None:
         raise ValueError(f"{checkpoint_path}: no 'locsens_model_class' entry; not a checkpoint of a locsens agnostic model")
