@@ -1,0 +1,188 @@
+"""Exhaustive LocSens tagging throughput: the scoring engine vs the original's naive broadcast forward,
+paper-size model, V = 100,000 tags, all in one run (ratios are what count on a shared machine).
+
+1. This machine's matmul GFLOP/s, fp32 and bf16 (``F.linear``, the engine's kernel: [M x 2048] by a
+   2048 x 2048 weight; M = 4096, or 512 for bf16 where the CPU emulates it slowly).
+2. Naive fp32 (the original's method): repeat the (image, location) query once per tag, run the whole
+   module forward per pair, batched over tags (``engine.chunk_pairs`` pairs per batch).
+3. Engine fp32, bf16 (the CPU's verdict for ``dtype="auto"`` is printed) and int8 (opt-in): pairs/s
+   with top-10 kept on the fly; the vocabulary block (V = 100,000) is built once beforehand and timed separately.
+   The throughput runs score a slice of the vocabulary per query (a full 100k-tag pass of one query
+   costs ~2.6 TFLOP); per-pair cost does not depend on V.
+4. Ranking preservation at paper size: top-10 tag sets of bf16 / int8 vs fp32 over a vocabulary slice,
+   raw and with the engine's fp32-rescored shortlist. Where native bf16 is too slow to run that many
+   pairs, the bf16 numerics are emulated exactly in fp32 (bf16-rounded weights, inputs and outputs,
+   fp32 accumulation -- what a bf16 matmul computes) and the table says so.
+
+Model: the paper's 900 -> 2048 -> 2048 -> 2048 -> 1024 -> 512 -> 1 (GroupNorm 32, eps 1e-3), N(0, 0.01)
+init with GroupNorm affine parameters perturbed as training would (gamma ~ U(0.5, 1.5), beta ~ U(-0.2, 0.2)).
+
+Run: .venv/bin/python benchmarks/scoring.py [--pairs 6000 --repeat 3] [--rank-queries 4 --rank-tags 2500]
+(defaults: about 2 minutes on 2 busy cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from locsens.models.locsens import LocSens
+from locsens.scoring import ScoringEngine, bf16_verdict
+
+V, E = 100_000, 300
+HIDDEN = (2048, 2048, 2048, 1024, 512)
+
+
+def matmul_gflops(dtype: torch.dtype, rows: int, repeat: int = 3) -> float:
+    """Best-of GFLOP/s of ``F.linear`` ([rows x 2048] by a 2048 x 2048 weight), the engine's kernel."""
+    a = torch.randn(rows, 2048).to(dtype)
+    b = torch.randn(2048, 2048).to(dtype)
+    F.linear(a, b)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        F.linear(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * rows * 2048 * 2048 / best / 1e9
+
+
+def paper_model() -> LocSens:
+    torch.manual_seed(0)
+    model = LocSens(embed_dim=E, hidden=HIDDEN, groups=32, gn_eps=1e-3, fusion="concat300", init="paper").eval()
+    with torch.no_grad():
+        for m in model.scorer:
+            if isinstance(m, nn.GroupNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model
+
+
+def macs_per_pair(model: LocSens) -> tuple[int, int]:
+    """(whole forward incl. branches, engine's per-pair part: the scorer after its first Linear)."""
+    linears = [m for m in model.scorer if isinstance(m, nn.Linear)]
+    scorer = sum(m.in_features * m.out_features for m in linears)
+    branches = model.image_branch.weight.numel() + model.tag_branch.weight.numel() + model.location_branch.weight.numel()
+    return scorer + branches, scorer - linears[0].in_features * linears[0].out_features
+
+
+def rates(pairs: int, fn) -> tuple[float, float]:
+    """(pairs per wall second, pairs per process-CPU second) of one call of ``fn``. On a shared machine
+    the CPU-time rate is the steadier one: time spent descheduled does not count."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return pairs / (time.perf_counter() - wall), pairs / (time.process_time() - cpu)
+
+
+def naive_scoring(model, image, lat, lon, vocab, batch) -> None:
+    """The original's method: the query repeated once per tag, the whole forward per pair, batched over tags."""
+    with torch.no_grad():
+        for s in range(0, vocab.shape[0], batch):
+            tags = vocab[s : s + batch]
+            n = tags.shape[0]
+            model(image.expand(n, -1), tags, lat.expand(n), lon.expand(n))
+
+
+def emulate_bf16(engine: ScoringEngine) -> None:
+    """Make ``engine`` (built with dtype="bf16") compute bf16 numerics with fp32 kernels: operands rounded
+    to bf16, products accumulated in fp32, outputs rounded to bf16 -- what a bf16 matmul returns. The
+    final Linear(last, 1) stays fp32, as in the engine."""
+    state = engine._state()
+    linears = [m for m in engine.model.scorer if isinstance(m, nn.Linear)][1:]
+    stages = []
+    for (groups, eps, gamma, beta, linear), lin in zip(state["stages32"], linears):
+        if lin.out_features == 1:
+            stages.append((groups, eps, gamma, beta, linear))
+            continue
+        w = lin.weight.detach().bfloat16().float()
+        b = None if lin.bias is None else lin.bias.detach().bfloat16().float()
+        stages.append((groups, eps, gamma, beta, lambda h, w=w, b=b: F.linear(h.bfloat16().float(), w, b).bfloat16().float()))
+    state["stages"] = stages
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pairs", type=int, default=6_000, help="pairs per throughput run (1 query x this many tags)")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved naive/engine runs; the best of each is kept")
+    ap.add_argument("--bf16-pairs", type=int, default=512, help="pairs of the native bf16 throughput run (raise where bf16 is fast)")
+    ap.add_argument("--rank-queries", type=int, default=4)
+    ap.add_argument("--rank-tags", type=int, default=2_500)
+    args = ap.parse_args()
+    started = time.perf_counter()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    use_bf16, why = bf16_verdict(torch.device("cpu"))
+    print(f"dtype='auto' verdict: {'bf16' if use_bf16 else 'fp32'} ({why})")
+
+    fp32_gflops = matmul_gflops(torch.float32, 4096)  # again inside the interleaved loop below, best kept
+    bf16_rows = 4096 if use_bf16 else 512
+    bf16_gflops = matmul_gflops(torch.bfloat16, bf16_rows, repeat=2)
+    print(f"matmul F.linear [Mx2048] x [2048x2048]: fp32 {fp32_gflops:.1f} GFLOP/s (M=4096), bf16 {bf16_gflops:.1f} GFLOP/s (M={bf16_rows})")
+
+    model = paper_model()
+    g = torch.Generator().manual_seed(1)
+    vocab = torch.randn(V, E, generator=g)
+    images = torch.randn(max(args.rank_queries, 1), E, generator=g)
+    lat, lon = torch.rand(images.shape[0], generator=g) * 180 - 90, torch.rand(images.shape[0], generator=g) * 360 - 180
+    whole, per_pair = macs_per_pair(model)
+    print(f"paper model: {whole / 1e6:.2f}M multiply-adds per pair in the forward, {per_pair / 1e6:.2f}M per pair in the engine")
+
+    fp32 = ScoringEngine(model, dtype="fp32", tag_embeddings=vocab)
+    t0 = time.perf_counter()
+    fp32._vocabulary_block()
+    print(f"vocabulary block, V={V:,}: {time.perf_counter() - t0:.1f} s once per vocabulary and weights")
+
+    n = min(args.pairs, V)
+    fp32.set_vocabulary(vocab[:n])
+    int8 = ScoringEngine(model, dtype="int8", tag_embeddings=vocab[:n])
+    q = (images[:1], lat[:1], lon[:1])
+    runs = {
+        "naive forward, fp32": (n, whole, lambda: naive_scoring(model, images[0], lat[:1], lon[:1], vocab[:n], fp32.chunk_pairs)),
+        "engine fp32": (n, per_pair, lambda: fp32.score_tags(*q, k=10)),
+        "engine int8 + fp32 rescore (opt-in)": (n, per_pair, lambda: int8.score_tags(*q, k=10)),
+    }
+    naive_scoring(model, images[0], lat[:1], lon[:1], vocab[:256], 256)  # warm-up
+    best = {name: (0.0, 0.0) for name in runs}
+    for _ in range(args.repeat):  # interleaved, best of: the machine is shared
+        for name, (pairs, _, fn) in runs.items():
+            w, c = rates(pairs, fn)
+            best[name] = (max(best[name][0], w), max(best[name][1], c))
+        fp32_gflops = max(fp32_gflops, matmul_gflops(torch.float32, 4096, repeat=1))
+    bf16 = ScoringEngine(model, dtype="bf16", tag_embeddings=vocab[: args.bf16_pairs])
+    m16 = min(args.bf16_pairs, V)
+    runs["engine bf16 (native kernels)"] = (m16, per_pair, None)
+    best["engine bf16 (native kernels)"] = rates(m16, lambda: bf16.score_tags(*q, k=10))
+
+    naive_wall, naive_cpu = best["naive forward, fp32"]
+    print(f"fp32 F.linear peak, best over the run: {fp32_gflops:.1f} GFLOP/s")
+    print(f"\n{'method':36s} {'pairs/s':>8s} {'x naive':>8s} {'pairs/CPU-s':>11s} {'x naive':>8s} {'GFLOP/s':>8s} {'% fp32 peak':>11s} {'% bf16 peak':>11s}")
+    for name, (_, macs, _) in runs.items():
+        w, c = best[name]
+        gf = 2 * macs * w / 1e9
+        print(f"{name:36s} {w:8.0f} {w / naive_wall:8.2f} {c:11.0f} {c / naive_cpu:8.2f} {gf:8.1f} {100 * gf / fp32_gflops:11.1f} {100 * gf / bf16_gflops:11.1f}")
+    print(f"(one query; {n:,} pairs per run, best of {args.repeat} interleaved; bf16 {m16:,} pairs once; GFLOP/s from wall time, "
+          f"int8 multiply-adds counted as if fp32)")
+
+    if args.rank_queries > 0:
+        t = min(args.rank_tags, V)
+        fp32.set_vocabulary(vocab[:t])
+        _, ids32 = fp32.score_tags(images, lat, lon, k=10)
+        native = use_bf16
+        how = "native bf16 kernels" if native else "bf16 numerics emulated in fp32 (native bf16 too slow here)"
+        print(f"\nranking vs fp32, {images.shape[0]} queries x {t:,} tags (bf16: {how}):")
+        for dtype in ("bf16", "int8"):
+            for extra in (0, 32):
+                eng = ScoringEngine(model, dtype=dtype, tag_embeddings=vocab[:t], rescore_extra=extra)
+                if dtype == "bf16" and not native:
+                    emulate_bf16(eng)
+                _, ids = eng.score_tags(images, lat, lon, k=10)
+                same = sum(set(a.tolist()) == set(b.tolist()) for a, b in zip(ids32, ids))
+                label = f"raw {dtype} top-10" if extra == 0 else f"{dtype} + fp32 rescore of top-{10 + extra}"
+                print(f"  {label:34s} identical top-10 sets: {same}/{len(ids32)} = {100 * same / len(ids32):.0f}%")
+    print(f"\nbenchmark wall time {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
