@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import locsens.scoring as scoring
+from locsens.models.locsens import LocSens
 from locsens.scoring import PreparedImages, ScoringEngine
 
 E, BRANCH = 24, 16
@@ -24,7 +25,9 @@ E, BRANCH = 24, 16
 class StandInLocSens(nn.Module):
     """Minimal model with LocSens' scoring interface: branches to BRANCH, location per fusion
     (concat300/dropout: a BRANCH-d branch; raw2d: the raw 2-d (lat', lon'); zeroed: zeros), and the
-    scorer ``[Linear, GroupNorm, ReLU] * n + [Linear(last, 1)]`` over ``cat([loc, img, tag])``."""
+    scorer ``[Linear, GroupNorm, ReLU] * n + [Linear(last, 1)]`` over ``cat([loc, img, tag])``. It pins
+    the interface the engine relies on, independently of LocSens' training code; the project's LocSens
+    itself is checked in ``test_real_locsens_each_fusion``."""
 
     def __init__(self, fusion: str = "concat300", hidden=(64, 32), groups: int = 8, seed: int = 0):
         super().__init__()
@@ -249,11 +252,10 @@ def test_bf16_verdict_measures_this_machine(monkeypatch):
 
 def test_real_locsens_each_fusion():
     """The engine on the project's LocSens (all fusions, two location encoders), against its forward."""
-    locsens = pytest.importorskip("locsens.models.locsens")
     images, vocab, lat, lon = inputs(4, 23, seed=10)
     for fusion, encoder in [("concat300", "latlon"), ("raw2d", "latlon"), ("raw2d", "sphere_multiscale"), ("zeroed", "wrap"), ("dropout", "wrap")]:
         torch.manual_seed(0)
-        model = locsens.LocSens(embed_dim=E, branch_dim=16, hidden=(32, 16), groups=8, fusion=fusion, location_encoder=encoder,
+        model = LocSens(embed_dim=E, branch_dim=16, hidden=(32, 16), groups=8, fusion=fusion, location_encoder=encoder,
                                 num_scales=4, init="torch").eval()
         loc_dim = model.encode_location(lat, lon).shape[1]
         assert loc_dim == (model.location_encoder.out_dim if fusion == "raw2d" else 16)
