@@ -133,9 +133,9 @@ class LocSensMethod(ScoreRanking):
         self.name = name
         self.model = LocSens.load_from_checkpoint(checkpoint, map_location="cpu").eval()
         self.store = EmbeddingStore(embeddings, dataset)
-        self.engine = ScoringEngine(self.model, dtype=dtype)
         self.image = torch.from_numpy(self.store.image)
         self.tag = torch.from_numpy(self.store.tag)
+        self.engine = ScoringEngine(self.model, dtype=dtype, tag_embeddings=self.tag)
         self.lat = torch.from_numpy(dataset.lat)
         self.lon = torch.from_numpy(dataset.lon)
         self._prepared = None

@@ -13,6 +13,7 @@ One run directory per evaluation holds
 from __future__ import annotations
 
 import json
+import logging
 import math
 import subprocess
 from pathlib import Path
@@ -34,6 +35,9 @@ from locsens.metrics.retrieval import (
     threshold_key,
 )
 from locsens.metrics.tagging import TaggingAccuracy, ground_truth_from_csr, place_name_mask
+
+
+log = logging.getLogger(__name__)
 
 
 def git_commit() -> str:
@@ -93,8 +97,11 @@ def methods_from_runs(runs) -> dict:
                 if not ckpts:
                     raise FileNotFoundError(f"runs: {r} has no checkpoint under checkpoints/")
                 ckpt = ckpts[0]
-            tail = ",".join(str(o) for o in overrides if not str(o).startswith(("paths.", "world=", "trainer", "logger")))
-            name = str(cfg.get("task_name", r.name)) + (f"[{tail}]" if tail else "")
+            if not r.name.isdigit():  # a named run directory names the method
+                name = r.name
+            else:  # a multirun job (0, 1, ...): the task and what the sweep changed
+                tail = ",".join(str(o) for o in overrides if not str(o).startswith(("paths.", "world=", "trainer", "logger", "hydra")))
+                name = str(cfg.get("task_name", r.name)) + (f"[{tail}]" if tail else f"#{r.name}")
             specs[name] = {"kind": "locsens", "checkpoint": str(ckpt), "embeddings": str(cfg.data.embeddings_path)}
     return specs
 
@@ -125,7 +132,7 @@ def evaluate(cfg: DictConfig) -> dict:
     agn_tags = candidates.query_tags(int(rcfg.min_query_images))
     agnostic, agn_preds = {}, {}
     for name, m in methods.items():
-        if hasattr(m, "retrieve") and not m.location_aware:
+        if hasattr(m, "retrieve") and not m.location_aware and len(agn_tags):
             ids = m.retrieve(agn_tags, None, None, cand, k)
             metric = RetrievalPrecision(candidates, k=k)
             metric.update(ids, agn_tags)
@@ -136,10 +143,13 @@ def evaluate(cfg: DictConfig) -> dict:
     if rcfg.max_queries is not None and len(q) > int(rcfg.max_queries):
         keep = np.sort(np.random.default_rng(int(cfg.seed)).choice(len(q), int(rcfg.max_queries), replace=False))
         q = q[torch.from_numpy(keep)]
+    if len(q) == 0:
+        log.warning("no location-sensitive query: no test tag has %d test images; lower retrieval.min_query_images",
+                    int(rcfg.min_query_images))
     retrieval, ret_preds = {}, {}
     bs = int(rcfg.chunk_queries)
     for name, m in methods.items():
-        if not hasattr(m, "retrieve"):
+        if not hasattr(m, "retrieve") or len(q) == 0:
             continue
         metric = LocationSensitivePrecision(candidates, thresholds_km=thresholds, k=k, exclude_query_image=exclude_self)
         ids = []
@@ -150,8 +160,9 @@ def evaluate(cfg: DictConfig) -> dict:
             ids.append(got)
         retrieval[name] = metric.compute()
         ret_preds[name] = torch.cat(ids).numpy().astype(np.int32)
-    ub = location_sensitive_upper_bound(q, candidates, thresholds_km=thresholds, k=k, exclude_query_image=exclude_self)
-    retrieval = {"upper_bound": precision_table(ub, thresholds), **retrieval}
+    if len(q):
+        ub = location_sensitive_upper_bound(q, candidates, thresholds_km=thresholds, k=k, exclude_query_image=exclude_self)
+        retrieval = {"upper_bound": precision_table(ub, thresholds), **retrieval}
 
     results = {
         "config": resolved_config(cfg, out_dir),
