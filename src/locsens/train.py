@@ -25,6 +25,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from locsens.config import validate_train_config
+from locsens.tracking import finish_loggers
+
 log = logging.getLogger(__name__)
 
 
@@ -68,6 +71,7 @@ def _instantiate_dict(group: DictConfig | None) -> list:
 
 def train(cfg: DictConfig) -> dict[str, float | str]:
     """Fit ``cfg.model`` on ``cfg.data``; returns final metrics (floats) and ``best_checkpoint`` (path)."""
+    validate_train_config(cfg)  # unknown keys, impossible values, missing stores: fail before any work
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if not (output_dir / ".hydra").exists():
@@ -83,7 +87,12 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    for logger in loggers:  # the whole resolved config as hyperparameters (W&B config, CSV/TB hparams)
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    finally:
+        finish_loggers(loggers)
 
     metrics: dict[str, float | str] = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)

@@ -1,0 +1,114 @@
+"""Weights & Biases: the training logger (offline unless credentials are configured) and evaluation logging.
+
+Training: ``logger=wandb`` (conf/logger/wandb.yaml) builds :func:`wandb_logger`, a Lightning
+``WandbLogger`` whose run lives under the run directory (``<run dir>/wandb/offline-run-*`` or
+``run-*``), so an offline run is uploaded later with ``wandb sync <run dir>/wandb/offline-run-*``.
+``offline: null`` (the default) means offline when no credentials are configured -- ``WANDB_API_KEY``
+unset and no ``~/.netrc`` (or ``$NETRC``) entry for the W&B host -- and online otherwise;
+``offline: true`` forces offline.
+
+Evaluation: :func:`log_evaluation` (called at the end of ``locsens.eval.pipeline.evaluate`` when
+``wandb.enabled``) logs every scalar of results.json, the tables as ``wandb.Table`` and the figures
+as ``wandb.Image``, into ``<evaluation dir>/wandb``.
+"""
+
+from __future__ import annotations
+
+import math
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from lightning.pytorch.loggers import Logger, WandbLogger
+
+WANDB_MODES = ("offline", "online", "auto", "disabled")
+
+
+def wandb_credentials_configured() -> bool:
+    """True when wandb could authenticate: ``WANDB_API_KEY`` set, or a netrc entry for the W&B host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        entry = netrc.netrc(os.environ.get("NETRC") or None).authenticators(host)
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return bool(entry and entry[2])
+
+
+def wandb_logger(save_dir: str, project: str = "locsens", entity: str | None = None, name: str | None = None,
+                 offline: bool | None = None, log_model: bool = False, group: str | None = None,
+                 tags: list[str] | None = None, job_type: str = "train") -> WandbLogger:
+    """A ``WandbLogger`` writing under ``save_dir``; ``offline=None``: offline iff no credentials are configured."""
+    if offline is None:
+        offline = not wandb_credentials_configured()
+    return WandbLogger(save_dir=save_dir, project=project, entity=entity, name=name, offline=offline,
+                       log_model=log_model and not offline, group=group, tags=list(tags) if tags else None,
+                       job_type=job_type)
+
+
+def finish_loggers(loggers: list[Logger]) -> None:
+    """Close W&B runs train() started (flushes the offline run file; a later train() gets a new run)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger._experiment.finish()
+
+
+# ---- evaluation ----------------------------------------------------------------------------------
+def flatten_scalars(obj: Any, prefix: str = "") -> dict[str, float]:
+    """Every finite number in a nested dict as ``{"a/b/c": value}`` (lists and strings skipped)."""
+    out: dict[str, float] = {}
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            out.update(flatten_scalars(value, f"{prefix}/{key}" if prefix else str(key)))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool) and math.isfinite(obj):
+        out[prefix] = float(obj)
+    elif hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # 0-d tensors / numpy scalars
+        value = float(obj.item())
+        if math.isfinite(value):
+            out[prefix] = value
+    return out
+
+
+def results_tables(results: dict) -> dict[str, tuple[list[str], list[list]]]:
+    """The evaluation's tables as ``{name: (columns, rows)}``: one row per method (and tagging setting)."""
+    tables: dict[str, tuple[list[str], list[list]]] = {}
+    tagging_rows = [(f"{method}", setting, flatten_scalars(values))
+                    for method, settings in results.get("tagging", {}).items() for setting, values in settings.items()]
+    if tagging_rows:
+        metrics = sorted({k for _, _, v in tagging_rows for k in v})
+        tables["tagging"] = (["method", "setting", *metrics], [[m, s, *(v.get(k) for k in metrics)] for m, s, v in tagging_rows])
+    for section in ("location_sensitive_retrieval", "location_agnostic_retrieval"):
+        rows = {method: flatten_scalars(values) for method, values in results.get(section, {}).items()}
+        if rows:
+            metrics = list(dict.fromkeys(k for v in rows.values() for k in v))
+            tables[section] = (["method", *metrics], [[m, *(v.get(k) for k in metrics)] for m, v in rows.items()])
+    return tables
+
+
+def log_evaluation(results: dict, out_dir: Path, project: str = "locsens", entity: str | None = None,
+                   mode: str = "offline") -> Path:
+    """Log one evaluation to W&B under ``out_dir/wandb``; returns the W&B run directory."""
+    import wandb
+
+    if mode not in WANDB_MODES:
+        raise ValueError(f"wandb.mode={mode!r}; expected one of {WANDB_MODES}")
+    if mode == "auto":
+        mode = "online" if wandb_credentials_configured() else "offline"
+    run = wandb.init(project=project, entity=entity, mode=mode, dir=str(out_dir), name=Path(out_dir).name,
+                     job_type="evaluate", config=results.get("config", {}), reinit="create_new")
+    try:
+        scalars = flatten_scalars({k: v for k, v in results.items() if k != "config"})
+        tables = {f"table/{name}": wandb.Table(columns=cols, data=rows) for name, (cols, rows) in results_tables(results).items()}
+        figures = {f"figure/{Path(p).stem}": wandb.Image(str(p)) for p in results.get("figures", [])}
+        run.log({**scalars, **tables, **figures})
+        run.summary.update(scalars)
+        return Path(run.dir).parent
+    finally:
+        run.finish()
+
+
+__all__ = ["WANDB_MODES", "finish_loggers", "flatten_scalars", "log_evaluation", "results_tables",
+           "wandb_credentials_configured", "wandb_logger"]
