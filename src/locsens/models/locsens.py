@@ -27,7 +27,8 @@ Validation: ``val/loss`` on fixed val triplets; tagging ``val/A@k`` of a fixed v
 its location against the whole vocabulary; location-sensitive retrieval ``val/P@10@<D>km`` (queries =
 (one tag of a subset image, its location), candidates = the subset, relevant = carries the tag and lies
 within D km) and ``val/P@10`` (tag only). Scoring uses the exact split of the first scorer layer (the
-candidate side's contribution is computed once) in bounded chunks.
+candidate side's contribution is computed once) in bounded chunks. The subset metrics are computed
+per process: exact on one device; under DDP each rank reports its own share of the subset.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import math
 from collections.abc import Callable, Sequence
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -266,7 +266,7 @@ class LocSens(L.LightningModule):
             scores = self._group_scores(batch, batch["lat"][:, None].expand_as(batch["tag_index"]), batch["lon"][:, None].expand_as(batch["tag_index"]))
             self.log("val/loss", self.ranking_loss(scores), prog_bar=True, batch_size=scores.shape[0], add_dataloader_idx=False)
             return
-        img_h, loc_h = self._first_layer_parts(loc_e=self.encode_location(batch["lat"], batch["lon"]), img_e=self.encode_image(batch["image"]))[::-1]
+        loc_h, img_h = self._first_layer_parts(loc_e=self.encode_location(batch["lat"], batch["lon"]), img_e=self.encode_image(batch["image"]))
         locimg_h = loc_h + img_h
         _, top = self._score_grid(locimg_h, self._vocab_h, max(self.hparams.val_ks))
         self.val_tagging.update(top, batch["target"])
@@ -285,7 +285,7 @@ class LocSens(L.LightningModule):
 
     def _log_retrieval(self) -> None:
         """Location-sensitive P@10 over the val subset (candidates) with its one-tag queries."""
-        st = {k: v for k, v in self._val_store.items()}
+        st = self._val_store
         width = max(t.shape[1] for t in st["target"])
         target = torch.cat([F.pad(t, (0, width - t.shape[1]), value=-1) for t in st["target"]])
         img_h, lat, lon, query_tag = (torch.cat(st[k]) for k in ("img_h", "lat", "lon", "query_tag"))
