@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from locsens.config import validate_evaluate_config
 from locsens.data.store import STR, DatasetStore, atomic_h5
 from locsens.eval.methods import build_method
 from locsens.metrics.retrieval import (
@@ -108,6 +109,7 @@ def methods_from_runs(runs) -> dict:
 
 def evaluate(cfg: DictConfig) -> dict:
     """Run the whole evaluation described by ``cfg`` (conf/evaluate.yaml); returns results.json's content."""
+    validate_evaluate_config(cfg)  # impossible k's and sizes, a missing dataset store: fail before any work
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(int(cfg.seed))
@@ -183,6 +185,12 @@ def evaluate(cfg: DictConfig) -> dict:
     tables = write_tables(out_dir / "tables.md", results)
     _write_json(out_dir / "results.json", results)
     print(tables)
+    wandb_cfg = cfg.get("wandb")
+    if wandb_cfg is not None and wandb_cfg.enabled:  # optional: scalars, tables and figures to W&B (locsens.tracking)
+        from locsens.tracking import log_evaluation
+
+        log_evaluation(json.loads((out_dir / "results.json").read_text()), out_dir, project=wandb_cfg.project,
+                       entity=wandb_cfg.entity, mode=wandb_cfg.mode)
     return results
 
 
