@@ -189,8 +189,9 @@ def test_experiments_compose(experiment, fusion, schedule):
 ])
 def test_sweeps_compose(sweep, key, values):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=locsens", f"+sweep={sweep}"], return_hydra_config=True)
+        cfg = compose("train", overrides=[f"sweep={sweep}"], return_hydra_config=True)
     assert cfg.hydra.sweeper.params[key] == values
+    assert cfg.model._target_ == "locsens.models.locsens.LocSens"  # the sweep selects experiment=locsens by itself
     for value in values.split(","):  # every swept value is itself a valid override
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            compose("train", overrides=["experiment=locsens", f"+sweep={sweep}", f"{key}={value}"])
+            compose("train", overrides=["experiment=locsens_paper", f"sweep={sweep}", f"{key}={value}"])
