@@ -63,7 +63,10 @@ class EpochBatchSampler:
     """Yields ``(epoch, positions)`` batches over ``n`` items; shuffled by ``(seed, epoch)`` when asked.
 
     ``set_epoch`` is called by Lightning before each epoch. With ``world_size > 1`` each rank takes
-    every ``world_size``-th item of the epoch's permutation (equal batch counts on every rank).
+    every ``world_size``-th item of the epoch's permutation. ``drop_last`` (training) also drops the
+    ragged tail of the shards, so every rank takes the same number of optimiser steps (DDP needs it);
+    without it (evaluation) every item goes to exactly one rank -- none dropped or duplicated, as a
+    padding DistributedSampler would -- so sum-reduced metrics equal a single-process run's.
     """
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool, rank: int = 0, world_size: int = 1):
@@ -84,11 +87,16 @@ class EpochBatchSampler:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
         else:
             order = np.arange(self.n)
-        per_rank = self.n // self.world_size if self.world_size > 1 else self.n
-        return order[self.rank :: self.world_size][:per_rank]
+        return order[self.rank :: self.world_size][: self._per_rank()]
+
+    def _per_rank(self) -> int:
+        """Items this rank takes: the equal share under ``drop_last``, else its whole interleaved share."""
+        if self.drop_last:
+            return self.n // self.world_size
+        return len(range(self.rank, self.n, self.world_size))
 
     def __len__(self) -> int:
-        per_rank = self.n // self.world_size if self.world_size > 1 else self.n
+        per_rank = self._per_rank()
         return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
 
     def __iter__(self):
