@@ -32,6 +32,17 @@ def no_credentials(monkeypatch, tmp_path):
     return home
 
 
+def read_single_run(out: Path) -> tuple[dict, Path]:
+    """The one offline run under ``out``, read after W&B's service process has exited: run.finish()
+    returns before the service has necessarily flushed every record to the .wandb file."""
+    import wandb
+
+    wandb.teardown()
+    run_files = list(out.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(run_files) == 1, list(out.rglob("*"))
+    return read_offline_run(run_files[0]), run_files[0]
+
+
 def test_offline_unless_credentials_are_configured(no_credentials, monkeypatch):
     assert not wandb_credentials_configured()
     assert wandb_logger(save_dir=str(no_credentials))._offline
@@ -58,9 +69,7 @@ def test_train_logs_config_and_curves_to_an_offline_run(tiny_stores, tmp_path, n
                                           f"paths.output_dir={out}", "trainer=debug", "trainer.max_epochs=2", "data.batch_size=64",
                                           "logger=wandb", "logger.wandb.project=locsens-test", "task_name=wandb_test"])
     metrics = train(cfg)
-    run_files = list(out.glob("wandb/offline-run-*/run-*.wandb"))
-    assert len(run_files) == 1, list(out.rglob("*"))
-    run = read_offline_run(run_files[0])
+    run, _ = read_single_run(out)
 
     assert run["config"]["model"]["_target_"] == "locsens.models.mcc.MCC"  # the resolved config
     assert run["config"]["data"]["batch_size"] == 64 and run["config"]["seed"] == 0
@@ -93,9 +102,7 @@ def test_evaluate_logs_tables_figures_and_scalars(tiny_stores, tmp_path, no_cred
             f"methods.mcc.path={emb}", "retrieval.min_query_images=3", "retrieval.max_queries=50",
             "wandb.enabled=true", "wandb.project=locsens-test"])
     results = evaluate(cfg)
-    run_files = list(out.glob("wandb/offline-run-*/run-*.wandb"))
-    assert len(run_files) == 1
-    run = read_offline_run(run_files[0])
+    run, run_file = read_single_run(out)
     logged = {k: v for row in run["history"] for k, v in row.items()}
     a1 = results["tagging"]["town_frequency"]["places_omitted"]["A@1"]
     assert logged["tagging/town_frequency/places_omitted/A@1"] == pytest.approx(float(a1))
@@ -103,9 +110,9 @@ def test_evaluate_logs_tables_figures_and_scalars(tiny_stores, tmp_path, no_cred
     assert run["config"]["retrieval"]["k"] == 10
     for name in ("tagging", "location_sensitive_retrieval"):
         assert logged[f"table/{name}/_type"] == "table-file"
-        table = json.loads((run_files[0].parent / "files" / logged[f"table/{name}/path"]).read_text())
+        table = json.loads((run_file.parent / "files" / logged[f"table/{name}/path"]).read_text())
         assert table["columns"][0] == "method"
-    tagging = json.loads((run_files[0].parent / "files" / logged["table/tagging/path"]).read_text())
+    tagging = json.loads((run_file.parent / "files" / logged["table/tagging/path"]).read_text())
     rows = {(r[0], r[1]): dict(zip(tagging["columns"], r)) for r in tagging["data"]}
     assert rows[("town_frequency", "places_omitted")]["A@1"] == pytest.approx(float(a1))
     assert len(rows) == 5 * 2  # three frequency methods, mcc, mcc x town prior; with and without place names
@@ -128,7 +135,7 @@ def test_the_sigma_schedule_reaches_wandb(tiny_stores, tmp_path, no_credentials)
             "data.batch_size=32", "data.val_tagging_images=40", "data.val_retrieval_queries=10", "model.hidden=[32,32]",
             "model.branch_dim=32", "logger=wandb"])
     train(cfg)
-    run = read_offline_run(next(out.glob("wandb/offline-run-*/run-*.wandb")))
+    run, _ = read_single_run(out)
     sigma = [(r["epoch"], r["sigma"], r["sigma_km"]) for r in run["history"] if "sigma" in r]
     assert [e for e, _, _ in sigma] == [0, 1, 2]
     assert sigma[0][1] == pytest.approx(1.0) and sigma[-1][1] == 0.0  # exponential 1 -> 0 over the run

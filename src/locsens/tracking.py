@@ -98,7 +98,11 @@ def read_run_records(path: str | Path) -> list:
 
 
 def read_offline_run(path: str | Path) -> dict[str, Any]:
-    """``{"history": [row dicts], "config": {...}, "summary": {...}}`` of a ``run-*.wandb`` file."""
+    """``{"history": [row dicts], "config": {...}, "summary": {...}}`` of a ``run-*.wandb`` file.
+
+    Read it after the writing process has exited, or after ``wandb.teardown()`` in that process:
+    ``run.finish()`` can return before W&B's service has flushed the last records to the file.
+    """
     history, config, summary = [], {}, {}
     for record in read_run_records(path):
         kind = record.WhichOneof("record_type")
