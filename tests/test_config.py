@@ -12,6 +12,8 @@ from locsens.train import train
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+OVERLAYS = [f"experiment={name}" for name in EXPERIMENTS] + \
+    [f"{group}={p.stem}" for group in ("sweep", "debug") for p in sorted((CONF / group).glob("*.yaml"))]
 
 
 def compose_train(stores, extra=(), config_dir=CONF, name="train"):
@@ -22,12 +24,13 @@ def compose_train(stores, extra=(), config_dir=CONF, name="train"):
         return compose(name, overrides=overrides)
 
 
-def test_every_experiment_of_the_repo_validates(tiny_stores):
-    for name in EXPERIMENTS:  # LocSens experiments read an embeddings store: any existing file stands in
+def test_every_experiment_sweep_and_debug_config_of_the_repo_validates(tiny_stores):
+    assert len(OVERLAYS) > len(EXPERIMENTS)
+    for overlay in OVERLAYS:  # LocSens experiments read an embeddings store: any existing file stands in
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            uses_embeddings = "embeddings_path" in compose("train", overrides=[f"experiment={name}"]).data
+            uses_embeddings = "embeddings_path" in compose("train", overrides=[overlay]).data
         second = f"data.embeddings_path={tiny_stores['features']}" if uses_embeddings else f"data.features_path={tiny_stores['features']}"
-        validate_train_config(compose_train({"dataset": tiny_stores["dataset"]}, [f"experiment={name}", second]))
+        validate_train_config(compose_train({"dataset": tiny_stores["dataset"]}, [overlay, second]))
 
 
 @pytest.mark.parametrize("key,world_hint", [("data.dataset_path", "prepare.py world=nowhere"),
