@@ -160,3 +160,27 @@ def test_word_vectors_from_a_text_file(tmp_path):
     path.write_text("cat 1 0 0\ndog 0 1\n")
     with pytest.raises(ValueError, match=r"vectors.txt:2"):
         aligned_word_vectors(str(path), ["dog"])
+
+
+def test_her_centre_is_the_mean_training_target(tiny_stores):
+    """HER's centre = mean over training images of their mean word vector (numpy recomputation)."""
+    import numpy as np
+
+    from locsens.data.store import DatasetStore
+    from locsens.models.her import HER
+
+    ds = DatasetStore(tiny_stores["dataset"])
+    her = HER(input_dim=32, num_tags=ds.num_tags)
+    rng = np.random.default_rng(0)
+    her.tag_vectors.copy_(torch.from_numpy(rng.normal(size=(ds.num_tags, 50)).astype(np.float32)))
+    her.has_vector.copy_(torch.from_numpy(rng.random(ds.num_tags) < 0.8))
+    her.fit_centre(ds, chunk=100)
+    vec, has = her.tag_vectors.numpy(), her.has_vector.numpy()
+    means = []
+    for r in ds.split_rows("train"):
+        tags = [t for t in ds.tags_of(r) if has[t]]
+        if tags:
+            means.append(vec[tags].mean(0))
+    np.testing.assert_allclose(her.centre.numpy(), np.mean(means, 0), atol=1e-5)
+    target, keep = her.mean_tag_vectors(torch.tensor([[int(np.flatnonzero(has)[0]), -1]]))
+    np.testing.assert_allclose(target[0].numpy(), vec[np.flatnonzero(has)[0]] - her.centre.numpy(), atol=1e-6)
