@@ -107,3 +107,20 @@ def test_missing_method_file_names_the_key(tiny_stores, tmp_path):
         cfg = compose("evaluate", overrides=[f"dataset={tiny_stores['dataset']}", f"output_dir={tmp_path}"])
     with pytest.raises(FileNotFoundError, match="methods.mlc.path"):
         evaluate(cfg)
+
+
+def test_runs_of_agnostic_models_are_exported_and_named(tiny_stores, tmp_path):
+    """`evaluate.py runs=[<MCC run>]`: the run is exported once into <run>/embeddings.h5 and named after its directory."""
+    from locsens.eval.pipeline import methods_from_runs
+    from locsens.train import train
+
+    run = tmp_path / "mcc_run"
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "experiment=mcc", "trainer=debug", "logger=none", f"data.dataset_path={tiny_stores['dataset']}",
+            f"data.features_path={tiny_stores['features']}", f"paths.output_dir={run}", "data.batch_size=64",
+        ])
+    train(cfg)
+    specs = methods_from_runs([run])
+    assert specs == {"mcc_run": {"kind": "embeddings", "path": str(run / "embeddings.h5")}}
+    assert (run / "embeddings.h5").exists()

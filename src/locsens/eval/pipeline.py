@@ -77,12 +77,16 @@ def evaluate_tagging(methods: dict, ds: DatasetStore, rows: np.ndarray, ks, chun
 
 
 def methods_from_runs(runs) -> dict:
-    """LocSens method specs from training run directories; a multirun directory expands to its runs.
+    """Method specs from training run directories; a multirun directory expands to its runs.
 
-    A run directory holds ``.hydra/config.yaml`` (written by train.py) and ``checkpoints/``; the method is
-    named after the run's ``task_name`` and its command-line overrides, and reads the embeddings the
-    run was trained on (``data.embeddings_path`` in its config).
+    A run directory holds ``.hydra/config.yaml`` (written by train.py), ``checkpoints/`` and
+    ``metrics.json`` (whose ``best_checkpoint`` is used). A LocSens run reads the embeddings it was
+    trained on (``data.embeddings_path``); an MLC / MCC / HER run is exported once into
+    ``<run>/embeddings.h5`` and evaluated from it. Named run directories name the method; multirun jobs
+    (``0``, ``1``, ...) are named after the task and what the sweep changed.
     """
+    from locsens.export import export_embeddings
+
     specs = {}
     for run in runs or []:
         run = Path(run)
@@ -92,19 +96,32 @@ def methods_from_runs(runs) -> dict:
         for r in found:
             cfg = OmegaConf.load(r / ".hydra" / "config.yaml")
             overrides = OmegaConf.load(r / ".hydra" / "overrides.yaml") if (r / ".hydra" / "overrides.yaml").exists() else []
-            ckpt = r / "checkpoints" / "best.ckpt"
-            if not ckpt.exists():
-                ckpts = sorted((r / "checkpoints").glob("*.ckpt"))
-                if not ckpts:
-                    raise FileNotFoundError(f"runs: {r} has no checkpoint under checkpoints/")
-                ckpt = ckpts[0]
-            if not r.name.isdigit():  # a named run directory names the method
+            ckpt = _best_checkpoint(r)
+            if not r.name.isdigit():
                 name = r.name
-            else:  # a multirun job (0, 1, ...): the task and what the sweep changed
+            else:
                 tail = ",".join(str(o) for o in overrides if not str(o).startswith(("paths.", "world=", "trainer", "logger", "hydra")))
                 name = str(cfg.get("task_name", r.name)) + (f"[{tail}]" if tail else f"#{r.name}")
-            specs[name] = {"kind": "locsens", "checkpoint": str(ckpt), "embeddings": str(cfg.data.embeddings_path)}
+            if "embeddings_path" in cfg.data:
+                specs[name] = {"kind": "locsens", "checkpoint": str(ckpt), "embeddings": str(cfg.data.embeddings_path)}
+            else:
+                out = r / "embeddings.h5"
+                if not out.exists():
+                    export_embeddings(ckpt, cfg.data.dataset_path, cfg.data.features_path, out)
+                specs[name] = {"kind": "embeddings", "path": str(out)}
     return specs
+
+
+def _best_checkpoint(run: Path) -> Path:
+    metrics = run / "metrics.json"
+    if metrics.exists():
+        best = json.loads(metrics.read_text()).get("best_checkpoint")
+        if best and Path(best).exists():
+            return Path(best)
+    ckpts = sorted((run / "checkpoints").glob("epoch*.ckpt")) or sorted((run / "checkpoints").glob("*.ckpt"))
+    if not ckpts:
+        raise FileNotFoundError(f"runs: {run} has no checkpoint under checkpoints/ (did its training finish?)")
+    return ckpts[-1]
 
 
 def evaluate(cfg: DictConfig) -> dict:
