@@ -20,14 +20,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Per-size knobs (the experiments' own defaults are the demo's; tiny shortens everything).
 SIZES = {
-    "tiny": {"agnostic": ["trainer.max_epochs=3"], "locsens": ["trainer.max_epochs=2"], "eval": ["retrieval.max_queries=300", "retrieval.min_query_images=3"]},
-    "demo": {"agnostic": [], "locsens": [], "eval": []},
+    "tiny": {"mcc": ["trainer.max_epochs=3"], "her": ["trainer.max_epochs=3"], "mlc": ["trainer.max_epochs=3"],
+             "locsens": ["trainer.max_epochs=2"], "eval": ["retrieval.max_queries=300", "retrieval.min_query_images=3"]},
+    "demo": {"mcc": [], "her": [], "mlc": ["trainer.max_epochs=3"], "locsens": [],
+             "eval": ["limit_test_images=3000", "retrieval.max_queries=1000"]},
 }
 AGNOSTIC = ("mcc", "her", "mlc")
-LOCSENS = {  # name -> experiment overlay (conf/experiment/<name>.yaml)
+LOCSENS = {  # name -> experiment overlay (conf/experiment/<name>.yaml); raw2d and dropout: `python train.py experiment=...`
     "locsens_raw": "locsens",
     "locsens_zeroed": "locsens_zeroed",
-    "locsens_raw2d": "locsens_raw2d",
     "locsens_sigma": "locsens_sigma",
 }
 
@@ -53,7 +54,7 @@ def main(argv: list[str]) -> None:
     for name in AGNOSTIC:
         run_dir = out / name
         if not (run_dir / "metrics.json").exists():
-            run(["train.py", f"experiment={name}", f"world={world}", f"hydra.run.dir={run_dir}", *knobs["agnostic"]], f"train {name.upper()}")
+            run(["train.py", f"experiment={name}", f"world={world}", f"hydra.run.dir={run_dir}", *knobs[name]], f"train {name.upper()}")
         if not (emb_dir / f"{name}.h5").exists():
             best = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
             run(["export.py", f"checkpoint={best}", f"world={world}", f"out_path={emb_dir / f'{name}.h5'}"], f"export {name.upper()} embeddings")
