@@ -11,6 +11,7 @@ under outputs/demo-<size>/. A rerun reuses the prepared world and skips steps wh
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -46,11 +47,12 @@ def main(argv: list[str]) -> None:
     if size not in SIZES:
         raise SystemExit(f"size={size!r}: expected one of {sorted(SIZES)}")
     world = opts.get("world", size)
-    out = ROOT / "outputs" / f"demo-{size}"
+    data_dir = Path(os.environ.get("LOCSENS_DATA_DIR", ROOT / "data"))  # the same variables conf/paths reads
+    out = Path(os.environ.get("LOCSENS_LOG_DIR", ROOT / "outputs")) / f"demo-{size}"
     knobs = SIZES[size]
     t0 = time.time()
     run(["prepare.py", f"world={world}", f"source.size={size}"], f"prepare the simulated world '{world}'")
-    emb_dir = ROOT / "data" / world / "embeddings"
+    emb_dir = data_dir / world / "embeddings"
     for name in AGNOSTIC:
         run_dir = out / name
         if not (run_dir / "metrics.json").exists():
@@ -69,7 +71,7 @@ def main(argv: list[str]) -> None:
     results = json.loads((eval_dir / "results.json").read_text())
     print(f"\nDemo done in {(time.time() - t0) / 60:.1f} min. Tables: {eval_dir / 'tables.md'}")
     print("Figures:\n  " + "\n  ".join(results["figures"]))
-    print(f"Notebook: jupyter lab notebooks/analysis.ipynb  (reads {eval_dir})")
+    print(f"Notebook: LOCSENS_EVAL_DIRS={eval_dir} jupyter lab notebooks/analysis.ipynb")
 
 
 if __name__ == "__main__":
