@@ -104,7 +104,8 @@ def test_town_frequency_beats_global_and_upper_bound_bounds_all(evaluation):
 
 def test_missing_method_file_names_the_key(tiny_stores, tmp_path):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"dataset={tiny_stores['dataset']}", f"output_dir={tmp_path}"])
+        cfg = compose("evaluate", overrides=[f"dataset={tiny_stores['dataset']}", f"output_dir={tmp_path}",
+                                             f"paths.data_dir={tmp_path / 'no_data'}"])  # independent of a local make demo
     with pytest.raises(FileNotFoundError, match="methods.mlc.path"):
         evaluate(cfg)
 
