@@ -122,3 +122,17 @@ def test_mismatched_embeddings_fail_clearly(tiny_stores, tmp_path):
         make_dm(tiny_stores, path)
     with pytest.raises(ValueError, match="negative_mode"):
         TripletDataModule(tiny_stores["dataset"], path, negative_mode="hard")
+
+
+def test_training_batches_are_sharded_by_rank_under_ddp():
+    """Two ranks take disjoint batches of the same epoch, equal in number, together all but the ragged tail."""
+    from locsens.data.triplets import EpochBatchSampler
+
+    ranks = [EpochBatchSampler(7, rank=r, world_size=2) for r in range(2)]
+    for s in ranks:
+        s.set_epoch(3)
+    got = [list(s) for s in ranks]
+    assert len(got[0]) == len(got[1]) == len(ranks[0]) == 3
+    assert {b for _, b in got[0]}.isdisjoint({b for _, b in got[1]})
+    assert sorted(b for g in got for _, b in g) == [0, 1, 2, 3, 4, 5] and all(e == 3 for g in got for e, _ in g)
+    assert list(EpochBatchSampler(7)) == [(0, b) for b in range(7)]  # one process: every batch

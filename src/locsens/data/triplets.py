@@ -59,22 +59,28 @@ class TagMembership:
 
 
 class EpochBatchSampler(Sampler):
-    """Yields (epoch, batch_number) keys; Lightning calls ``set_epoch`` before each training epoch."""
+    """Yields (epoch, batch_number) keys; Lightning calls ``set_epoch`` before each training epoch.
 
-    def __init__(self, num_batches: int, fixed_epoch: int | None = None):
+    Under DDP (``world_size > 1``) rank r takes batches r, r + W, r + 2W, ... of the epoch (each batch is
+    seeded by (seed, epoch, batch), so ranks see different data), all ranks the same count (the ragged
+    tail is dropped: DDP needs equal step counts).
+    """
+
+    def __init__(self, num_batches: int, fixed_epoch: int | None = None, rank: int = 0, world_size: int = 1):
         self.num_batches = num_batches
         self.fixed_epoch = fixed_epoch
         self.epoch = 0 if fixed_epoch is None else fixed_epoch
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         if self.fixed_epoch is None:
             self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.num_batches
+        return self.num_batches // self.world_size
 
     def __iter__(self):
-        return iter([(self.epoch, b) for b in range(self.num_batches)])
+        return iter([(self.epoch, b) for b in range(self.rank, self.num_batches, self.world_size)][: len(self)])
 
 
 class TripletBatches(Dataset):
@@ -293,7 +299,8 @@ class TripletDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_triplets, EpochBatchSampler(self.train_triplets.num_batches))
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        return self._loader(self.train_triplets, EpochBatchSampler(self.train_triplets.num_batches, rank=rank, world_size=world))
 
     def val_dataloader(self) -> list[DataLoader]:
         return [
