@@ -70,3 +70,15 @@ def build_synthetic_stores(out_dir, n_photos: int = 1200, n_concepts: int = 40, 
 @pytest.fixture(scope="session")
 def tiny_stores(tmp_path_factory) -> dict:
     return build_synthetic_stores(tmp_path_factory.mktemp("tiny_stores"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matmuls on a busy 2-core machine: intra-op threads only add synchronisation stalls.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

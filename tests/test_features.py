@@ -34,13 +34,7 @@ CATS = {281, 282, 283, 285}  # tabby, tiger cat, Persian, Egyptian cat
 COFFEE = {967, 968}  # espresso, cup
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The test machine's cores are shared: intra-op threads spinning against each other is 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

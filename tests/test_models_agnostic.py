@@ -21,13 +21,7 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 MODELS = ["mlc", "mcc", "her"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny matmuls on a busy 2-core machine: intra-op threads only add synchronisation stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 @pytest.fixture(scope="session")

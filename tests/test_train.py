@@ -17,12 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def compose_cfg(stores, out_dir, extra=()):
