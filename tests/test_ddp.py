@@ -72,9 +72,8 @@ def test_two_process_ddp_equals_one_process(one_and_two_processes):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="Lightning 2.6 syncs a sync_dist=True mean as (sum / W) / (count / W) with the "
-                   "integer count truncated (fabric _sync_ddp: result.copy_(result / world_size)), so an odd validation "
-                   "split inflates val/loss by n / (n - 1); logging val/loss through a torchmetrics MeanMetric fixes it")
 def test_two_process_ddp_val_loss_equals_one_process(one_and_two_processes):
-    one, ddp, n_val = one_and_two_processes  # measured: 2-process 2.88344 = 1-process 2.86637 * 169 / 168
+    """val/loss goes through a MeanMetric (sum-reduced states): Lightning's sync_dist mean was biased by
+    n / (n - 1) on this odd split (2.88344 = 2.86637 * 169 / 168 before the fix)."""
+    one, ddp, _ = one_and_two_processes
     assert ddp["val/loss"] == pytest.approx(one["val/loss"], rel=1e-5)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import lightning as L
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics import MeanMetric
 
 from locsens.metrics.tagging import TaggingAccuracy
 
@@ -39,6 +40,9 @@ class AgnosticTagger(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.val_tagging = TaggingAccuracy(num_tags, ks=VAL_KS)
+        # val/loss as a sample-weighted mean with sum-reduced states: exact under DDP (Lightning's own
+        # sync_dist mean divides an integer-truncated sample count, biased by n / (n - 1) on odd splits)
+        self.val_loss = MeanMetric()
 
     # ---- what subclasses define ------------------------------------------------------------
     def training_loss(self, batch: dict[str, Tensor]) -> Tensor:
@@ -65,7 +69,8 @@ class AgnosticTagger(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         n = len(batch["features"])
-        self.log("val/loss", self.training_loss(batch), sync_dist=True, batch_size=n)
+        self.val_loss.update(self.training_loss(batch), weight=n)
+        self.log("val/loss", self.val_loss, batch_size=n)
         self.val_tagging.update(self.tag_scores(batch["features"]), batch["tags"])
 
     def on_validation_epoch_end(self) -> None:

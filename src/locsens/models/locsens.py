@@ -40,6 +40,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 
 from locsens.geo import geodesic_km_torch, sample_around, sigma_to_km
 from locsens.metrics.tagging import TaggingAccuracy
@@ -137,6 +138,7 @@ class LocSens(L.LightningModule):
                     nn.init.normal_(m.weight, 0.0, init_std)
                     nn.init.zeros_(m.bias)
 
+        self.val_loss = MeanMetric()  # sample-weighted, sum-reduced states (exact under DDP)
         self.val_tagging = TaggingAccuracy(num_tags=1, ks=val_ks)  # resized to the vocabulary in on_validation_epoch_start
         self._val_store: dict[str, list[torch.Tensor]] = {}
 
@@ -264,7 +266,8 @@ class LocSens(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         if dataloader_idx == 0:
             scores = self._group_scores(batch, batch["lat"][:, None].expand_as(batch["tag_index"]), batch["lon"][:, None].expand_as(batch["tag_index"]))
-            self.log("val/loss", self.ranking_loss(scores), prog_bar=True, batch_size=scores.shape[0], add_dataloader_idx=False)
+            self.val_loss.update(self.ranking_loss(scores), weight=scores.shape[0])
+            self.log("val/loss", self.val_loss, prog_bar=True, batch_size=scores.shape[0], add_dataloader_idx=False)
             return
         loc_h, img_h = self._first_layer_parts(loc_e=self.encode_location(batch["lat"], batch["lon"]), img_e=self.encode_image(batch["image"]))
         locimg_h = loc_h + img_h
