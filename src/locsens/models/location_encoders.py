@@ -11,11 +11,21 @@ need the precision: at a 1 km period the phase reaches ~6e4 rad) and returned as
   the sphere. Longitude is continuous across the antimeridian.
 - ``sphere_multiscale`` -- Sphere2Vec "sphereM"-style multi-scale sinusoids (Mai et al., 2023): for each
   of ``num_scales`` periods P_s, geometric from ``min_radius_km`` to ``max_radius_km``, with angular
-  frequency f_s = 2 pi R / P_s:
+  frequency f_s = 2 pi R / P_s (rounded to an integer >= 1 on longitude, so that the encoding is
+  continuous across the antimeridian; Sphere2Vec's real-valued f_s there makes it jump):
   [sin(f_s phi), cos(f_s phi) cos(lam), cos(f_s phi) sin(lam), cos(phi) cos(f_s lam), cos(phi) sin(f_s lam)],
   plus the 3-D unit vector of the point (the coarsest, exact scale). The ``cos(phi)`` factor on the
   longitude terms makes them vanish at the poles, where longitude is undefined, and shrinks the
   longitude frequencies with the meridians.
+- ``multiresolution_grid`` -- a LEARNED encoder (the others are fixed functions): ``num_scales`` levels
+  of latitude/longitude grids with cells from ``max_radius_km`` down to ``min_radius_km`` on a side,
+  each grid vertex owning a trainable feature vector (``grid_features`` wide) in a per-level table of
+  ``grid_table_size`` rows, bilinearly interpolated between the 4 vertices around the point and
+  concatenated over levels (Instant-NGP's multi-resolution hash encoding, Mueller et al. 2022, on a
+  lat/lon grid). Coarse levels index their vertices directly; levels with more vertices than table
+  rows share rows through a spatial hash (collisions are rare where photos are sparse and are
+  resolved by the coarser levels). Longitude wraps at the antimeridian, latitude is clamped at the
+  poles. It can memorise place-specific tags town by town, which a few hundred sinusoids cannot.
 """
 
 from __future__ import annotations
@@ -26,9 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from locsens.geo import EARTH_RADIUS_KM, normalise_location
+from locsens.geo import EARTH_RADIUS_KM, KM_PER_DEGREE, normalise_location
 
-LOCATION_ENCODERS = ("latlon", "wrap", "sphere_multiscale")
+LOCATION_ENCODERS = ("latlon", "wrap", "sphere_multiscale", "multiresolution_grid")
 
 
 class LatLonEncoder(nn.Module):
@@ -60,14 +70,18 @@ class SphereMultiScaleEncoder(nn.Module):
         if not 0 < min_radius_km <= max_radius_km:
             raise ValueError(f"sphere_multiscale: need 0 < min_radius_km <= max_radius_km, got {min_radius_km}, {max_radius_km}")
         periods_km = np.geomspace(max_radius_km, min_radius_km, num_scales)
-        self.register_buffer("frequencies", torch.from_numpy(2 * math.pi * EARTH_RADIUS_KM / periods_km), persistent=False)
+        freqs = 2 * math.pi * EARTH_RADIUS_KM / periods_km
+        self.register_buffer("frequencies", torch.from_numpy(freqs), persistent=False)
+        # longitude frequencies rounded to integers >= 1: sin/cos(f lam) must be 2 pi-periodic, or the
+        # encoding jumps at the antimeridian (lam = pi and -pi are one meridian)
+        self.register_buffer("lon_frequencies", torch.from_numpy(np.maximum(1.0, np.round(freqs))), persistent=False)
         self.out_dim = 3 + 5 * num_scales
 
     def forward(self, lat_deg: torch.Tensor, lon_deg: torch.Tensor) -> torch.Tensor:
         phi, lam = torch.deg2rad(lat_deg.double()), torch.deg2rad(lon_deg.double())
         cphi, sphi, clam, slam = phi.cos(), phi.sin(), lam.cos(), lam.sin()
         f = self.frequencies.to(phi.device)
-        fphi, flam = phi[..., None] * f, lam[..., None] * f  # [..., S]
+        fphi, flam = phi[..., None] * f, lam[..., None] * self.lon_frequencies.to(lam.device)  # [..., S]
         cfphi = fphi.cos()
         feats = [
             fphi.sin(),
@@ -80,7 +94,50 @@ class SphereMultiScaleEncoder(nn.Module):
         return torch.cat([unit, *feats], dim=-1).float()
 
 
-def build_location_encoder(name: str, num_scales: int = 16, min_radius_km: float = 1.0, max_radius_km: float = 20000.0) -> nn.Module:
+class MultiResolutionGridEncoder(nn.Module):
+    """Trainable features at the vertices of ``num_levels`` lat/lon grids, bilinearly interpolated."""
+
+    PRIMES = (1, 2654435761)  # Instant-NGP's spatial hash: (i * 1) xor (j * 2654435761) mod table size
+
+    def __init__(self, num_levels: int = 12, min_cell_km: float = 2.0, max_cell_km: float = 4000.0,
+                 table_size: int = 2**14, features: int = 4):
+        super().__init__()
+        if num_levels < 1 or table_size < 1 or features < 1:
+            raise ValueError(f"multiresolution_grid: num_scales ({num_levels}), grid_table_size ({table_size}) and grid_features ({features}) must be >= 1")
+        if not 0 < min_cell_km <= max_cell_km:
+            raise ValueError(f"multiresolution_grid: need 0 < min_radius_km <= max_radius_km, got {min_cell_km}, {max_cell_km}")
+        cell_deg = np.geomspace(max_cell_km, min_cell_km, num_levels) / KM_PER_DEGREE
+        self.n_lat = [max(1, math.ceil(180.0 / c)) for c in cell_deg]  # cells; vertex rows = n_lat + 1
+        self.n_lon = [max(1, math.ceil(360.0 / c)) for c in cell_deg]  # cells = vertex columns (wraps)
+        self.hashed = [(a + 1) * b > table_size for a, b in zip(self.n_lat, self.n_lon)]
+        self.table_size = table_size
+        self.tables = nn.Parameter(torch.empty(num_levels, table_size, features).uniform_(-1e-4, 1e-4))  # Instant-NGP's init
+        self.out_dim = num_levels * features
+
+    def _rows(self, level: int, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        if self.hashed[level]:
+            return torch.bitwise_xor(i * self.PRIMES[0], j * self.PRIMES[1]) % self.table_size
+        return i * self.n_lon[level] + j
+
+    def forward(self, lat_deg: torch.Tensor, lon_deg: torch.Tensor) -> torch.Tensor:
+        shape = lat_deg.shape
+        lat, lon = lat_deg.reshape(-1).double(), lon_deg.reshape(-1).double()
+        out = []
+        for level, (n_lat, n_lon) in enumerate(zip(self.n_lat, self.n_lon)):
+            y = ((lat + 90.0) / 180.0 * n_lat).clamp(0.0, n_lat)
+            x = torch.remainder((lon + 180.0) / 360.0 * n_lon, n_lon)
+            i0 = y.floor().clamp(max=n_lat - 1).long()
+            j0 = x.floor().long().clamp(max=n_lon - 1)
+            wy, wx = (y - i0).float()[:, None], (x - j0).float()[:, None]
+            i1, j1 = i0 + 1, torch.remainder(j0 + 1, n_lon)
+            t = self.tables[level]
+            out.append(t[self._rows(level, i0, j0)] * (1 - wy) * (1 - wx) + t[self._rows(level, i0, j1)] * (1 - wy) * wx
+                       + t[self._rows(level, i1, j0)] * wy * (1 - wx) + t[self._rows(level, i1, j1)] * wy * wx)
+        return torch.cat(out, dim=-1).reshape(*shape, self.out_dim)
+
+
+def build_location_encoder(name: str, num_scales: int = 16, min_radius_km: float = 1.0, max_radius_km: float = 20000.0,
+                           grid_table_size: int = 2**14, grid_features: int = 4) -> nn.Module:
     """The encoder called ``name`` (one of ``LOCATION_ENCODERS``); it has an ``out_dim`` attribute."""
     if name == "latlon":
         return LatLonEncoder()
@@ -88,4 +145,6 @@ def build_location_encoder(name: str, num_scales: int = 16, min_radius_km: float
         return WrapEncoder()
     if name == "sphere_multiscale":
         return SphereMultiScaleEncoder(num_scales, min_radius_km, max_radius_km)
+    if name == "multiresolution_grid":
+        return MultiResolutionGridEncoder(num_scales, min_radius_km, max_radius_km, grid_table_size, grid_features)
     raise ValueError(f"model.location_encoder={name!r}; expected one of {LOCATION_ENCODERS}")

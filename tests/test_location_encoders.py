@@ -1,0 +1,59 @@
+"""Location encoders: shapes, the sphere's topology (antimeridian, poles) and the learned grid's lookups."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from locsens.geo import KM_PER_DEGREE
+from locsens.models.location_encoders import LOCATION_ENCODERS, MultiResolutionGridEncoder, build_location_encoder
+
+
+@pytest.mark.parametrize("name", LOCATION_ENCODERS)
+def test_shape_and_antimeridian_continuity(name):
+    torch.manual_seed(0)
+    enc = build_location_encoder(name, num_scales=6, min_radius_km=5.0, max_radius_km=5000.0)
+    if name == "multiresolution_grid":
+        with torch.no_grad():
+            enc.tables.normal_()  # trained-like features, not the near-zero init
+    lat = torch.tensor([[10.0, -33.9], [89.999, -90.0]])
+    out = enc(lat, torch.tensor([[179.9999, -179.9999], [0.0, 45.0]]))
+    assert out.shape == (2, 2, enc.out_dim) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    if name != "latlon":  # the paper's normalised lat/lon is discontinuous there by construction
+        a, b = enc(torch.tensor([10.0]), torch.tensor([180.0])), enc(torch.tensor([10.0]), torch.tensor([-180.0]))
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)  # one meridian, one encoding
+
+
+def test_grid_interpolates_its_vertices_and_wraps():
+    enc = MultiResolutionGridEncoder(num_levels=2, min_cell_km=1000.0, max_cell_km=2000.0, table_size=2**20, features=3)
+    with torch.no_grad():
+        enc.tables.copy_(torch.randn_like(enc.tables))
+    assert enc.hashed == [False, False] and enc.out_dim == 6
+    n_lat, n_lon = enc.n_lat[0], enc.n_lon[0]
+    # a vertex: exactly its row of the table
+    i, j = 3, 5
+    lat, lon = torch.tensor([-90.0 + 180.0 * i / n_lat]), torch.tensor([-180.0 + 360.0 * j / n_lon])
+    torch.testing.assert_close(enc(lat, lon)[0, :3], enc.tables[0, i * n_lon + j])
+    # the middle of a cell: the mean of its 4 vertices; the cell next to the antimeridian uses column 0
+    lat = torch.tensor([-90.0 + 180.0 * (i + 0.5) / n_lat])
+    lon = torch.tensor([-180.0 + 360.0 * (n_lon - 0.5) / n_lon])
+    rows = [i * n_lon + n_lon - 1, i * n_lon, (i + 1) * n_lon + n_lon - 1, (i + 1) * n_lon]
+    torch.testing.assert_close(enc(lat, lon)[0, :3], enc.tables[0, rows].mean(0))
+
+
+def test_grid_hashes_fine_levels_into_the_table_and_learns():
+    enc = MultiResolutionGridEncoder(num_levels=4, min_cell_km=2.0, max_cell_km=2000.0, table_size=4096, features=2)
+    assert enc.hashed[0] is False and enc.hashed[-1] is True
+    assert enc.n_lon[-1] == pytest.approx(360 * KM_PER_DEGREE / 2.0, rel=1e-3)  # 2 km cells along the equator
+    g = torch.Generator().manual_seed(0)
+    lat, lon = torch.rand(500, generator=g) * 180 - 90, torch.rand(500, generator=g) * 360 - 180
+    for level in range(4):
+        y = ((lat.double() + 90) / 180 * enc.n_lat[level]).floor().long()
+        x = ((lon.double() + 180) / 360 * enc.n_lon[level]).floor().long()
+        rows = enc._rows(level, y, x)
+        assert rows.min() >= 0 and rows.max() < 4096
+    out = enc(lat, lon)
+    out.pow(2).sum().backward()
+    assert enc.tables.grad is not None and (enc.tables.grad != 0).any()
+    with pytest.raises(ValueError, match="min_radius_km"):
+        MultiResolutionGridEncoder(min_cell_km=0.0)
