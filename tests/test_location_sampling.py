@@ -64,6 +64,6 @@ def test_training_uses_sampling_but_eval_forward_does_not():
     assert loss_raw.item() != loss_sampled.item()
     torch.manual_seed(1)
     assert sampled.training_step(batch, 0).item() == loss_sampled.item()  # seeded: reproducible
-    args = (batch["image"][:, 0], batch["tag"][:, 0], batch["lat"], batch["lon"])
+    args = (batch["image"][:, 0], batch["tag"][:, 0], batch["lat"], batch["lon"])  # per-group [B] locations
     with torch.no_grad():
         assert torch.equal(raw.eval()(*args), sampled.eval()(*args))  # same weights, sigma ignored at eval

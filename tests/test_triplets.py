@@ -43,25 +43,34 @@ def test_membership_matches_csr(tiny_stores):
     np.testing.assert_array_equal(m.contains(rows, tags).reshape(50, -1), ds.multi_hot(np.arange(50)))
 
 
-@pytest.mark.parametrize("mode", ["retrieval", "tagging"])
-def test_negatives_never_carry_the_positive_tag(tiny_stores, embeddings_path, mode):
-    dm = make_dm(tiny_stores, embeddings_path, negative_mode=mode)
+@pytest.mark.parametrize("mode, power, loc_swap", [("retrieval", 0.0, 0.0), ("tagging", 0.0, 0.0), ("tagging", 0.75, 0.0), ("tagging", 0.0, 0.3)])
+def test_negatives_never_carry_the_positive_tag(tiny_stores, embeddings_path, mode, power, loc_swap):
+    """Image / tag swaps never carry the tag; location swaps (loc_swap > 0) keep image and tag and move."""
+    dm = make_dm(tiny_stores, embeddings_path, negative_mode=mode, tag_negative_power=power, location_swap_prob=loc_swap)
     ds = dm.dataset
     train_rows = set(dm.train_triplets.rows.tolist())
-    n_swapped_tag = n_swapped_img = 0
+    n_swapped_tag = n_swapped_img = n_moved = n_neg = n_elsewhere = 0
     for epoch in range(3):
         for b in range(dm.train_triplets.num_batches):
             batch = dm.train_triplets[(epoch, b)]
             img, tag = batch["image_index"].numpy(), batch["tag_index"].numpy()
+            lat, lon = batch["lat"].numpy(), batch["lon"].numpy()
             pos_img, pos_tag = img[:, 0], tag[:, 0]
-            # the positive is real: its tag is one of its image's tags
+            # the positive is real: its tag is one of its image's tags, at the image's own location
             assert all(t in ds.tags_of(r) for r, t in zip(pos_img, pos_tag))
+            np.testing.assert_array_equal(lat[:, 0], ds.lat[pos_img].astype(np.float32))
+            np.testing.assert_array_equal(lon[:, 0], ds.lon[pos_img].astype(np.float32))
             for j in range(1, img.shape[1]):
-                carries = np.array([t in ds.tags_of(r) for r, t in zip(img[:, j], tag[:, j])])
+                moved = (img[:, j] == pos_img) & (tag[:, j] == pos_tag)  # a location-swap negative
+                n_elsewhere += int(((lat[moved, j] != lat[moved, 0]) | (lon[moved, j] != lon[moved, 0])).sum())
+                np.testing.assert_array_equal(lat[~moved, j], lat[~moved, 0])  # the others keep the positive's place
+                n_moved += int(moved.sum())
+                n_neg += len(moved)
+                carries = np.array([t in ds.tags_of(r) for r, t in zip(img[~moved, j], tag[~moved, j])])
                 assert not carries.any(), f"a {mode} negative carries its tag"
                 swapped_tag = tag[:, j] != pos_tag
                 same_img = img[:, j] == pos_img
-                assert np.all(swapped_tag | ~same_img)  # every negative changes something
+                assert np.all(swapped_tag | ~same_img | moved)  # every negative changes something
                 if mode == "retrieval":
                     assert not swapped_tag.any()
                 n_swapped_tag += int(swapped_tag.sum())
@@ -70,9 +79,33 @@ def test_negatives_never_carry_the_positive_tag(tiny_stores, embeddings_path, mo
             np.testing.assert_array_equal(batch["image"].numpy(), dm.image_embeddings[batch["image_index"]].numpy())
             np.testing.assert_array_equal(batch["tag"].numpy(), dm.tag_embeddings[batch["tag_index"]].numpy())
     assert n_swapped_img > 0
+    assert abs(n_moved / n_neg - loc_swap) < 0.05
+    assert n_elsewhere >= 0.95 * n_moved  # moved to another photo's place (rarely the same place by chance)
     if mode == "tagging":
         total = n_swapped_img + n_swapped_tag
         assert 0.4 < n_swapped_tag / total < 0.6  # tag_swap_prob = 0.5
+
+
+def test_popularity_weighted_tag_negatives_follow_the_training_counts(tiny_stores, embeddings_path):
+    """tag_negative_power=p draws swapped-in tags ~ (train count + 1) ** p (before rejecting the tags the
+    image carries): compared with the exact distribution by total variation over many draws."""
+    ds = store.DatasetStore(tiny_stores["dataset"])
+    train = ds.split_rows("train")
+    counts = np.zeros(ds.num_tags)
+    for r in train:
+        counts[ds.tags_of(r)] += 1
+    for power in (0.0, 1.0):
+        dm = make_dm(tiny_stores, embeddings_path, negative_mode="tagging", tag_negative_power=power)
+        draws = dm.train_triplets._draw_tags(np.random.default_rng(0), 200_000) if power else None
+        if power == 0.0:
+            assert dm.train_triplets.tag_cdf is None  # the paper's uniform draw
+            continue
+        want = (counts + 1.0) ** power
+        want /= want.sum()
+        got = np.bincount(draws, minlength=ds.num_tags) / len(draws)
+        assert 0.5 * np.abs(got - want).sum() < 0.02
+    with pytest.raises(ValueError, match="tag_negative_power"):
+        make_dm(tiny_stores, embeddings_path, tag_negative_power=-1.0)
 
 
 def test_epoch_visits_every_tagged_training_image_once(tiny_stores, embeddings_path):

@@ -8,6 +8,13 @@ that share its location:
 - ``tagging``:   per negative, with probability ``tag_swap_prob`` keep the image and swap the tag for a
   random vocabulary tag the image lacks, otherwise swap the image as in ``retrieval``.
 
+In either mode, with probability ``location_swap_prob`` (0 = the paper) a negative instead keeps the
+positive's image and tag and takes the location of another random training photo (ours): the image is
+right for the tag but was not taken there, which is what location-sensitive retrieval must rank down
+(a retrieval candidate is scored with the query's location, so the model has to tell from pixels where
+a photo was taken). The random place is occasionally near the true one (a false negative, like the
+paper's images that lack a tag they deserve).
+
 Negatives are drawn vectorised per batch and the few that carry the positive's tag are rejection-
 resampled (a membership test against the sorted (row, tag) keys of the CSR tag lists), so a negative
 never carries it. Every batch is generated from ``np.random.default_rng([seed, epoch, batch])``: runs
@@ -21,7 +28,8 @@ Batches (dicts of tensors; M = 1 + K, the positive at column 0)::
     tag         float32 [B, M, E]   tag embeddings
     image_index int64   [B, M]      dataset rows of the images
     tag_index   int64   [B, M]      vocabulary ids of the tags
-    lat, lon    float32 [B]         the positive's location in degrees (shared by its negatives)
+    lat, lon    float32 [B, M]      each triplet's location in degrees: the positive's, except for
+                                    location-swap negatives (another training photo's place)
 
 The validation loaders are ``[triplets, tagging]``: the same triplets over the val split with a fixed
 draw (epoch 0), and a fixed seeded subset of val images for tagging A@k / location-sensitive P@10::
@@ -102,8 +110,12 @@ class TripletBatches(Dataset):
         tag_swap_prob: float,
         seed: int,
         max_resample_rounds: int,
+        tag_cdf: np.ndarray | None = None,
+        location_swap_prob: float = 0.0,
     ):
         self.rows = rows
+        self.location_swap_prob = location_swap_prob
+        self.tag_cdf = tag_cdf  # cumulative distribution of swapped-in negative tags (None: uniform)
         self.indptr, self.indices = tags_indptr, tags_indices
         self.membership = membership
         self.image_emb, self.tag_emb = image_emb, tag_emb
@@ -143,6 +155,12 @@ class TripletBatches(Dataset):
                 f"almost every image of the split carries it (drop it from the vocabulary)"
             )
 
+    def _draw_tags(self, rng, size) -> np.ndarray:
+        """Negative tag ids: uniform over the vocabulary, or from ``tag_cdf`` (popularity-weighted)."""
+        if self.tag_cdf is None:
+            return rng.integers(0, self.tag_emb.shape[0], size)
+        return np.minimum(np.searchsorted(self.tag_cdf, rng.random(size), side="right"), len(self.tag_cdf) - 1)
+
     def _resample_tags(self, rng, rows: np.ndarray, neg_tags: np.ndarray, where: np.ndarray) -> None:
         """Replace, in place, every negative tag (at ``where``) that its image carries by another draw."""
         num_tags = self.tag_emb.shape[0]
@@ -150,7 +168,7 @@ class TripletBatches(Dataset):
         for _ in range(self.max_resample_rounds):
             if not bad.any():
                 return
-            neg_tags[bad] = rng.integers(0, num_tags, int(bad.sum()))
+            neg_tags[bad] = self._draw_tags(rng, int(bad.sum()))
             bad[bad] = self.membership.contains(rows[bad], neg_tags[bad])
         if bad.any():
             raise RuntimeError(f"could not draw a tag the image (row {int(rows[bad][0])}) lacks in {self.max_resample_rounds} rounds")
@@ -169,9 +187,18 @@ class TripletBatches(Dataset):
         if self.negative_mode == "tagging":
             swap_tag = rng.random((n, k)) < self.tag_swap_prob
         neg_rows = np.where(swap_tag, img_rows[:, 1:], self.rows[rng.integers(0, len(self.rows), (n, k))])
-        neg_tags = np.where(swap_tag, rng.integers(0, self.tag_emb.shape[0], (n, k)), tag_ids[:, 1:])
-        self._resample_images(rng, neg_rows, neg_tags, ~swap_tag)
-        self._resample_tags(rng, neg_rows, neg_tags, swap_tag)
+        neg_tags = np.where(swap_tag, self._draw_tags(rng, (n, k)), tag_ids[:, 1:])
+        lat = np.repeat(self.lat[pos_rows, None].astype(np.float32), 1 + k, axis=1)
+        lon = np.repeat(self.lon[pos_rows, None].astype(np.float32), 1 + k, axis=1)
+        swap_loc = np.zeros((n, k), dtype=bool)
+        if self.location_swap_prob > 0:  # keep image and tag, move the triplet to another training photo's place
+            swap_loc = rng.random((n, k)) < self.location_swap_prob
+            elsewhere = self.rows[rng.integers(0, len(self.rows), (n, k))]
+            lat[:, 1:] = np.where(swap_loc, self.lat[elsewhere], lat[:, 1:])
+            lon[:, 1:] = np.where(swap_loc, self.lon[elsewhere], lon[:, 1:])
+            neg_rows[swap_loc], neg_tags[swap_loc] = img_rows[:, 1:][swap_loc], tag_ids[:, 1:][swap_loc]
+        self._resample_images(rng, neg_rows, neg_tags, ~swap_tag & ~swap_loc)
+        self._resample_tags(rng, neg_rows, neg_tags, swap_tag & ~swap_loc)
         img_rows[:, 1:], tag_ids[:, 1:] = neg_rows, neg_tags
 
         img_t, tag_t = torch.from_numpy(img_rows), torch.from_numpy(tag_ids)
@@ -180,8 +207,8 @@ class TripletBatches(Dataset):
             "tag": self.tag_emb[tag_t],
             "image_index": img_t,
             "tag_index": tag_t,
-            "lat": torch.from_numpy(self.lat[pos_rows].astype(np.float32)),
-            "lon": torch.from_numpy(self.lon[pos_rows].astype(np.float32)),
+            "lat": torch.from_numpy(lat),
+            "lon": torch.from_numpy(lon),
         }
 
 
@@ -218,6 +245,11 @@ class TripletDataModule(L.LightningDataModule):
         num_negatives: K negatives per positive (paper: 6).
         negative_mode: ``retrieval`` or ``tagging`` (see the module docstring).
         tag_swap_prob: in ``tagging`` mode, probability that a negative swaps the tag rather than the image.
+        tag_negative_power: swapped-in negative tags are drawn with probability ~ (training count + 1) ** power:
+            0 = uniform over the vocabulary (the paper), 0.75 = word2vec's popularity weighting (harder
+            negatives: the frequent tags a tagger must outrank, other towns' names).
+        location_swap_prob: probability that a negative keeps the positive's image and tag and takes another
+            training photo's location (see the module docstring); 0 = the paper's negatives.
         val_tagging_images: size of the fixed seeded val subset scored against the whole vocabulary.
         val_retrieval_queries: how many of those images also give a location-sensitive retrieval query.
         val_batch_size: batch size of the tagging subset loader.
@@ -232,6 +264,8 @@ class TripletDataModule(L.LightningDataModule):
         num_negatives: int = 6,
         negative_mode: str = "retrieval",
         tag_swap_prob: float = 0.5,
+        tag_negative_power: float = 0.0,
+        location_swap_prob: float = 0.0,
         val_tagging_images: int = 1000,
         val_retrieval_queries: int = 1000,
         val_batch_size: int = 100,
@@ -246,6 +280,10 @@ class TripletDataModule(L.LightningDataModule):
             raise ValueError(f"data.num_negatives ({num_negatives}) and data.batch_size ({batch_size}) must be >= 1")
         if not 0.0 <= tag_swap_prob <= 1.0:
             raise ValueError(f"data.tag_swap_prob={tag_swap_prob} must lie in [0, 1]")
+        if not 0.0 <= location_swap_prob <= 1.0:
+            raise ValueError(f"data.location_swap_prob={location_swap_prob} must lie in [0, 1]")
+        if tag_negative_power < 0:
+            raise ValueError(f"data.tag_negative_power={tag_negative_power} must be >= 0")
         self.save_hyperparameters()
         self.dataset: DatasetStore | None = None
         self.embeddings: EmbeddingStore | None = None
@@ -261,6 +299,14 @@ class TripletDataModule(L.LightningDataModule):
         self.tag_embeddings = torch.from_numpy(np.ascontiguousarray(self.embeddings.tag, dtype=np.float32))
         membership = TagMembership(ds.tags_indptr, ds.tags_indices, ds.num_tags)
         has_tags = np.diff(ds.tags_indptr) > 0
+        tag_cdf = None
+        if hp.tag_negative_power > 0:  # negative tags drawn ~ (training count + 1) ** power (word2vec uses 0.75)
+            in_train = np.zeros(len(ds.tags_indptr) - 1, dtype=bool)
+            in_train[ds.split_rows("train")] = True
+            row_of_entry = np.repeat(np.arange(len(in_train)), np.diff(ds.tags_indptr))
+            counts = np.bincount(ds.tags_indices[in_train[row_of_entry]], minlength=ds.num_tags)
+            weights = (counts + 1.0) ** hp.tag_negative_power
+            tag_cdf = np.cumsum(weights) / weights.sum()
 
         def triplets(split: str) -> TripletBatches:
             rows = ds.split_rows(split)
@@ -270,7 +316,7 @@ class TripletDataModule(L.LightningDataModule):
             return TripletBatches(
                 rows, ds.tags_indptr, ds.tags_indices, membership, self.image_embeddings, self.tag_embeddings,
                 ds.lat, ds.lon, hp.batch_size, hp.num_negatives, hp.negative_mode, hp.tag_swap_prob,
-                hp.seed, hp.max_resample_rounds,
+                hp.seed, hp.max_resample_rounds, tag_cdf, hp.location_swap_prob,
             )
 
         self.train_triplets = triplets("train")
