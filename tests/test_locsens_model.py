@@ -32,15 +32,18 @@ def random_inputs(n: int, seed: int = 1):
     return torch.randn(n, E, generator=g), torch.randn(n, E, generator=g), lat, lon
 
 
+@pytest.mark.parametrize("products", [False, True])
 @pytest.mark.parametrize("encoder", LOCATION_ENCODERS)
 @pytest.mark.parametrize("fusion", FUSIONS)
-def test_shapes_and_eval_forward_is_the_composition(fusion, encoder):
-    model = small_model(fusion=fusion, location_encoder=encoder, num_scales=4, sigma=0.5).eval()
+def test_shapes_and_eval_forward_is_the_composition(fusion, encoder, products):
+    model = small_model(fusion=fusion, location_encoder=encoder, num_scales=4, sigma=0.5, pairwise_products=products,
+                        similarity_skip=products).eval()
     img, tag, lat, lon = random_inputs(10)
     loc_e = model.encode_location(lat, lon)
     want_dim = build_location_encoder(encoder, num_scales=4).out_dim if fusion == "raw2d" else 64
     assert loc_e.shape == (10, want_dim) and model.location_dim == want_dim
-    assert model.scorer[0].in_features == want_dim + 2 * 64
+    n_products = (1 if fusion == "raw2d" else 3) if products else 0  # img*tag (+ loc*tag, loc*img with a 64-d location)
+    assert model.scorer[0].in_features == want_dim + 2 * 64 + 64 * n_products and len(model.interactions) == n_products
     if fusion == "zeroed":
         assert torch.all(loc_e == 0)
     for enc in (model.encode_image(img), model.encode_tag(tag)) + ((loc_e,) if fusion in ("concat300", "dropout") else ()):
@@ -49,22 +52,25 @@ def test_shapes_and_eval_forward_is_the_composition(fusion, encoder):
         out = model(img, tag, lat, lon)
         again = model(img, tag, lat, lon)
         manual = model.score_encoded(loc_e, model.encode_image(img), model.encode_tag(tag))
+        if products:  # + w * cos of the inputs, w = 1 at init
+            manual = manual + (torch.nn.functional.normalize(img, dim=-1) * torch.nn.functional.normalize(tag, dim=-1)).sum(-1)
     assert out.shape == (10,)
     assert torch.equal(out, again)  # eval forward: no dropout, no location sampling
     torch.testing.assert_close(out, manual, rtol=0, atol=0)
 
 
-def test_leading_dims_and_first_layer_split_are_exact():
-    model = small_model().eval()
+@pytest.mark.parametrize("products", [False, True])
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_leading_dims_and_validation_engine_are_exact(fusion, products):
+    """Leading dims broadcast, and the ScoringEngine validation uses ranks a grid as the forward does."""
+    from locsens.scoring import ScoringEngine
+
+    model = small_model(fusion=fusion, pairwise_products=products, similarity_skip=products).eval()
     img, tag, lat, lon = random_inputs(12)
     with torch.no_grad():
         grid = model(img[:, None].expand(12, 5, E), tag[:5][None].expand(12, 5, E), lat[:, None].expand(12, 5), lon[:, None].expand(12, 5))
-        # validation's exact split of the first Linear over [loc | img | tag], candidate side computed once
-        loc_h, img_h = model._first_layer_parts(loc_e=model.encode_location(lat, lon), img_e=model.encode_image(img))
-        tag_h = model._first_layer_parts(tag_e=model.encode_tag(tag[:5]))[0] + model.scorer[0].bias
-        values, ids = model._score_grid(loc_h + img_h, tag_h, k=5)
-    ranked = torch.gather(grid, 1, ids)
-    torch.testing.assert_close(values, ranked, rtol=1e-5, atol=1e-6)  # float summation order differs only
+    values, ids = ScoringEngine(model, dtype="fp32", chunk_pairs=7, tag_embeddings=tag[:5]).score_tags(img, lat, lon, k=5)
+    torch.testing.assert_close(values, torch.gather(grid, 1, ids), rtol=1e-5, atol=1e-6)  # float summation order differs only
     assert torch.equal(ids, torch.argsort(grid, dim=1, descending=True))
 
 
@@ -137,6 +143,7 @@ SLOW = pytest.mark.slow  # each run is a few seconds alone, ~15 s on the shared 
     pytest.param(["model/fusion=dropout"], marks=SLOW), pytest.param(["model/location_encoder=wrap"], marks=SLOW),
     pytest.param(["model/location_encoder=sphere_multiscale"], marks=SLOW),
     ["model/fusion=raw2d", "model/location_encoder=sphere_multiscale"],
+    ["model.pairwise_products=true", "model/location_encoder=multiresolution_grid", "data.tag_negative_power=0.75"],
 ], ids=lambda o: ",".join(x.split("=")[1] for x in o))
 def test_fast_dev_run_through_hydra(world, tmp_path, overrides):
     cfg = compose_locsens(world, tmp_path, "+trainer.fast_dev_run=true", "callbacks/sigma_schedule=linear", "callbacks.sigma_schedule.total=5", *overrides)
@@ -185,7 +192,7 @@ def test_experiments_compose(experiment, fusion, schedule):
 @pytest.mark.parametrize("sweep, key, values", [
     ("sigma", "callbacks.sigma_schedule.sigma_end", "1.0,0.1,0.05,0.01,0.0"),
     ("fusion", "model/fusion", "concat300,raw2d,zeroed,dropout"),
-    ("location_encoder", "model/location_encoder", "latlon,wrap,sphere_multiscale"),
+    ("location_encoder", "model/location_encoder", "latlon,wrap,sphere_multiscale,multiresolution_grid"),
 ])
 def test_sweeps_compose(sweep, key, values):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

@@ -253,13 +253,29 @@ def test_bf16_verdict_measures_this_machine(monkeypatch):
 def test_real_locsens_each_fusion():
     """The engine on the project's LocSens (all fusions, two location encoders), against its forward."""
     images, vocab, lat, lon = inputs(4, 23, seed=10)
-    for fusion, encoder in [("concat300", "latlon"), ("raw2d", "latlon"), ("raw2d", "sphere_multiscale"), ("zeroed", "wrap"), ("dropout", "wrap")]:
+    for fusion, encoder, products, skip in [
+        ("concat300", "latlon", False, False), ("raw2d", "latlon", False, False), ("raw2d", "sphere_multiscale", False, False),
+        ("zeroed", "wrap", False, False), ("dropout", "wrap", False, False), ("concat300", "latlon", True, False),
+        ("concat300", "multiresolution_grid", True, True), ("raw2d", "wrap", True, False), ("zeroed", "latlon", True, True),
+        ("concat300", "latlon", False, True),
+    ]:
         torch.manual_seed(0)
         model = LocSens(embed_dim=E, branch_dim=16, hidden=(32, 16), groups=8, fusion=fusion, location_encoder=encoder,
-                                num_scales=4, init="torch").eval()
+                        num_scales=4, init="torch", pairwise_products=products, similarity_skip=skip).eval()
+        if skip:
+            with torch.no_grad():
+                model.similarity_skip.fill_(0.7)
+        if encoder == "multiresolution_grid":
+            with torch.no_grad():
+                model.location_encoder.tables.normal_()
         loc_dim = model.encode_location(lat, lon).shape[1]
         assert loc_dim == (model.location_encoder.out_dim if fusion == "raw2d" else 16)
         engine = ScoringEngine(model, dtype="fp32", chunk_pairs=19, tag_embeddings=vocab)
         want = naive_tag_scores(model, images, vocab, lat, lon)
         assert_close_scores(engine.score_tags(images, lat, lon), want)
         assert_close_scores(engine.score_images(vocab[:4], lat, lon, images), naive_image_scores(model, vocab[:4], images, lat, lon))
+        if products or skip:  # the int8 shortlist is rescored in fp32 with the interaction and skip terms too
+            vals, ids = ScoringEngine(model, dtype="int8", tag_embeddings=vocab).score_tags(images, lat, lon, k=5)
+            assert_close_scores(vals, want.gather(1, ids))
+            vals, ids = ScoringEngine(model, dtype="int8").score_images(vocab[:4], lat, lon, images, k=3)
+            assert_close_scores(vals, naive_image_scores(model, vocab[:4], images, lat, lon).gather(1, ids))

@@ -10,6 +10,13 @@ MLP per pair. This engine computes the same function with less work:
    retrieval) is computed once and cached; the query side's once per query. A pair's pre-activation
    is then one broadcast add instead of a 900-wide dot product per unit, and the branches (``encode_*``)
    run once per distinct input instead of once per pair.
+   Element-wise products in the scorer's input (``model.interactions``, e.g. LocSens' ``products``
+   fusion reading ``[loc | img | tag | img*tag | loc*tag]``) stay exact: a product of two query-side
+   blocks joins the query's term; a product with the candidate side is ``cand_e @ M_q.T`` with
+   ``M_q = W_pair * q`` built once per query, one batched matmul per chunk (it costs about as much as
+   the first layer of the naive forward, so the saving of the split shrinks for these models).
+   A similarity skip (``model.similarity_skip``: ``w * cos(img, tag)`` of the input embeddings added to
+   the score) is one [B, E] x [E, N] matmul per chunk on the normalised inputs.
 2. **Batched, chunked grid.** Several queries x many candidates go through the rest of the scorer as
    one ``[pairs, width]`` matrix; pairs per chunk are bounded by ``chunk_pairs`` (activation memory),
    and with ``k`` the running top-k is merged chunk by chunk, so ``[B, V]`` is never materialised.
@@ -51,6 +58,7 @@ log = logging.getLogger(__name__)
 
 DTYPES = ("auto", "fp32", "bf16", "int8")
 DEFAULT_CHUNK_BYTES = 256 * 2**20  # activation budget of one chunk
+CPU_CHUNK_PAIRS = 4096  # on CPU: 1.5x faster than 87k-pair chunks for the demo model (measured, 1 thread)
 _BF16_VERDICT: dict[str, tuple[bool, str]] = {}  # device type -> (use bf16, why); measured once per process
 _WARNED: set[str] = set()
 
@@ -135,6 +143,8 @@ class PreparedImages:
 
     first_layer: torch.Tensor
     weights_key: tuple
+    embedding: torch.Tensor | None = None  # encode_image(images) [N, d], kept when the scorer reads products of them
+    normalised: torch.Tensor | None = None  # L2-normalised input images [N, E], kept for a similarity skip
 
     def __len__(self) -> int:
         return self.first_layer.shape[0]
@@ -151,7 +161,8 @@ class ScoringEngine:
             dynamic-quantised hidden matmuls, ~2x fp32 on AVX2 CPUs that lack fast bf16; with ``k``
             the shortlist is rescored in fp32 as for bf16). ``dtype_used`` says which.
         chunk_pairs: (query, candidate) pairs per pass through the scorer; default: as many as fit
-            ``DEFAULT_CHUNK_BYTES`` of activations (about 10,900 pairs for the paper's 2048 widths).
+            ``DEFAULT_CHUNK_BYTES`` of activations (about 10,900 pairs for the paper's 2048 widths), at
+            most ``CPU_CHUNK_PAIRS`` on a CPU (the elementwise passes run from cache).
         device: where scoring runs (default: the model's device).
         tag_embeddings: the vocabulary's tag embeddings ``[V, E]`` for ``score_tags`` (or ``set_vocabulary``).
         rescore_extra: with bf16 and ``k``, the running top-(k + rescore_extra) shortlist is rescored in
@@ -177,6 +188,8 @@ class ScoringEngine:
         widest = max(m.out_features for m in self.layers if isinstance(m, nn.Linear))
         if chunk_pairs is None:
             chunk_pairs = max(1, DEFAULT_CHUNK_BYTES // (3 * 4 * widest))  # ~3 live fp32 [pairs, width] buffers
+            if self.device.type == "cpu":  # the GroupNorm / add / ReLU passes are memory-bound: keep a chunk in cache
+                chunk_pairs = min(chunk_pairs, CPU_CHUNK_PAIRS)
         if chunk_pairs < 1:
             raise ValueError(f"ScoringEngine chunk_pairs={chunk_pairs} must be >= 1")
         self.chunk_pairs = int(chunk_pairs)
@@ -265,32 +278,65 @@ class ScoringEngine:
         self._cache_key = key
         return self._weights
 
-    def _blocks(self, loc_dim: int, img_dim: int, tag_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _interactions(self) -> tuple[tuple[str, str], ...]:
+        """Element-wise products the scorer reads after ``[loc | img | tag]`` (``model.interactions``)."""
+        pairs = tuple(tuple(p) for p in getattr(self.model, "interactions", ()))
+        for pair in pairs:
+            if len(pair) != 2 or not set(pair) <= {"loc", "img", "tag"}:
+                raise TypeError(f"model.interactions must be pairs of 'loc' / 'img' / 'tag', got {pairs}")
+        return pairs
+
+    def _blocks(self, d: int) -> dict:
+        """The first layer's weight split by input block: ``loc``, ``img``, ``tag`` and one block per
+        interaction pair; ``d`` is the image / tag branch width (the products have it too)."""
         w = self._state()["w_first"]
-        if loc_dim + img_dim + tag_dim != w.shape[1]:
-            raise ValueError(f"encoded widths loc {loc_dim} + img {img_dim} + tag {tag_dim} != scorer input {w.shape[1]}")
-        return w[:, :loc_dim], w[:, loc_dim : loc_dim + img_dim], w[:, loc_dim + img_dim :]
+        pairs = self._interactions()
+        loc_dim = w.shape[1] - (2 + len(pairs)) * d
+        if loc_dim < 0 or (pairs and any("loc" in p for p in pairs) and loc_dim != d):
+            raise ValueError(f"scorer input {w.shape[1]} does not fit [loc | img {d} | tag {d}] + {len(pairs)} products of width {d}")
+        out = {"loc": w[:, :loc_dim], "img": w[:, loc_dim : loc_dim + d], "tag": w[:, loc_dim + d : loc_dim + 2 * d]}
+        for j, pair in enumerate(pairs):
+            s = loc_dim + (2 + j) * d
+            out[pair] = w[:, s : s + d]
+        return out
+
+    def _split(self, query: dict, cand_name: str, d: int):
+        """First-layer pre-activation terms of a query side (``query``: encoded blocks, all but
+        ``cand_name``): (query_linear [B, H1] without the bias, pair factors for the candidate side
+        as a list of (W_pair [H1, d], query factor [B, d]), and the bias goes with the candidate block)."""
+        blocks = self._blocks(d)
+        lin = sum(query[name] @ blocks[name].T for name in query)
+        factors = []
+        for a, b in self._interactions():
+            if cand_name not in (a, b):
+                lin = lin + (query[a] * query[b]) @ blocks[(a, b)].T
+            elif a == b:
+                raise ValueError(f"interaction ({a}, {b}) is quadratic in the candidate side; not supported")
+            else:
+                factors.append((blocks[(a, b)], query[b if a == cand_name else a]))
+        return lin, factors
 
     def set_vocabulary(self, tag_embeddings: torch.Tensor) -> None:
         """Use ``tag_embeddings [V, E]`` as the vocabulary of ``score_tags`` (its block is built lazily)."""
         self._tag_embeddings = tag_embeddings
         self._weights.pop("vocab", None)
 
-    def _vocabulary_block(self) -> torch.Tensor:
-        """``W_tag @ encode_tag(vocab) + b`` [V, H1], cached with the weights."""
+    def _vocabulary_block(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(``W_tag @ encode_tag(vocab) + b`` [V, H1], ``encode_tag(vocab)`` [V, d], the L2-normalised vocabulary
+        [V, E] when the model has a similarity skip), cached with the weights."""
         if self._tag_embeddings is None:
             raise ValueError("score_tags needs a vocabulary: ScoringEngine(..., tag_embeddings=[V, E]) or engine.set_vocabulary()")
         state = self._state()
         if "vocab" not in state:
             tag_e = self._encode_chunked(self.model.encode_tag, self._tag_embeddings)
-            w_tag = self._blocks(*self._block_widths(tag_dim=tag_e.shape[1]))[2]
-            state["vocab"] = tag_e @ w_tag.T + state["b_first"]
+            raw = F.normalize(torch.as_tensor(self._tag_embeddings).to(self.device).float(), dim=-1) if self._skip() is not None else None
+            state["vocab"] = (tag_e @ self._blocks(tag_e.shape[1])["tag"].T + state["b_first"], tag_e, raw)
         return state["vocab"]
 
-    def _block_widths(self, tag_dim: int | None = None, img_dim: int | None = None) -> tuple[int, int, int]:
-        """(loc, img, tag) widths of the first layer's input; image and tag branches share a width."""
-        d = tag_dim if tag_dim is not None else img_dim
-        return self._state()["w_first"].shape[1] - 2 * d, d, d
+    def _skip(self) -> float | None:
+        """The weight of the model's input-similarity skip (``w * cos(img, tag)`` added to the score), or None."""
+        w = getattr(self.model, "similarity_skip", None)
+        return None if w is None else float(w.detach())
 
     def _encode_chunked(self, encode, x: torch.Tensor, rows: int = 65536) -> torch.Tensor:
         x = torch.as_tensor(x)
@@ -298,10 +344,12 @@ class ScoringEngine:
             return torch.cat([encode(x[s : s + rows].to(self.device)).float() for s in range(0, max(1, x.shape[0]), rows)])
 
     def prepare_images(self, images: torch.Tensor) -> PreparedImages:
-        """Candidate set for ``score_images``: ``W_img @ encode_image(images)`` [N, H1], computed once."""
+        """Candidate set for ``score_images``: ``W_img @ encode_image(images)`` [N, H1], computed once
+        (with the encoded images kept when the scorer reads products of them)."""
         img_e = self._encode_chunked(self.model.encode_image, images)
-        w_img = self._blocks(*self._block_widths(img_dim=img_e.shape[1]))[1]
-        return PreparedImages(img_e @ w_img.T, self._weights_key())
+        keep = any("img" in p for p in self._interactions())
+        raw = F.normalize(torch.as_tensor(images).to(self.device).float(), dim=-1) if self._skip() is not None else None
+        return PreparedImages(img_e @ self._blocks(img_e.shape[1])["img"].T, self._weights_key(), img_e if keep else None, raw)
 
     # ------------------------------------------------------------------------------------------
     # scoring
@@ -313,14 +361,24 @@ class ScoringEngine:
             h = linear(F.group_norm(h.float(), groups, gamma, beta, eps).relu_())
         return h.float().squeeze(1)
 
-    def _grid(self, query: torch.Tensor, cand: torch.Tensor, k: int | None, progress: bool = False):
-        """Scores of rest(query[b] + cand[n]) for every pair: [B, N], or with ``k`` the running top-k
-        (values [B, k'], candidate ids [B, k'], best first; k' = min(k, N))."""
+    @staticmethod
+    def _pair_term(factors: list, rows: slice | torch.Tensor, cand_e: torch.Tensor) -> torch.Tensor:
+        """Interaction pre-activations of queries ``rows`` against ``cand_e`` ([n, d] shared, or [b, n, d]
+        per query): sum over pairs of (cand_e * q) @ W_pair.T, as one batched matmul per query
+        through M_q = sum W_pair * q (the [b, H1, d] matrices of the query chunk)."""
+        m = sum(w[None] * q[rows][:, None, :] for w, q in factors)  # [b, H1, d]
+        return torch.matmul(cand_e if cand_e.ndim == 3 else cand_e[None], m.transpose(1, 2))  # [b, n, H1]
+
+    def _grid(self, query: torch.Tensor, cand: torch.Tensor, k: int | None, progress: bool = False,
+              factors: list | None = None, cand_e: torch.Tensor | None = None, skip: tuple | None = None):
+        """Scores of rest(query[b] + cand[n] (+ the pair terms of ``factors`` x ``cand_e``)) (+ ``w *
+        q_raw[b] . c_raw[n]`` with ``skip = (w, q_raw, c_raw)``) for every pair: [B, N], or with ``k``
+        the running top-k (values [B, k'], candidate ids [B, k'], best first; k' = min(k, N))."""
         b_total, n_total = query.shape[0], cand.shape[0]
         if k is not None and k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         n_chunk = max(1, min(n_total, self.chunk_pairs))
-        b_chunk = max(1, self.chunk_pairs // n_chunk)
+        b_chunk = max(1, self.chunk_pairs // max(n_chunk, cand_e.shape[-1] if factors else 1))  # M_q [b, H1, d] within budget too
         rescore = k is not None and self.matmul_dtype != torch.float32
         kk = None if k is None else min(k + self.rescore_extra if rescore else k, n_total)
         out_scores = torch.empty((b_total, n_total), device=self.device) if k is None else None
@@ -334,7 +392,12 @@ class ScoringEngine:
             best_i = torch.zeros((q.shape[0], 0), dtype=torch.long, device=self.device)
             for n0 in range(0, n_total, n_chunk):
                 c = cand[n0 : n0 + n_chunk]
-                s = self._rest((q[:, None, :] + c[None, :, :]).reshape(-1, q.shape[1])).view(q.shape[0], c.shape[0])
+                h = q[:, None, :] + c[None, :, :]
+                if factors:
+                    h = h + self._pair_term(factors, slice(b0, b0 + q.shape[0]), cand_e[n0 : n0 + n_chunk])
+                s = self._rest(h.reshape(-1, q.shape[1])).view(q.shape[0], c.shape[0])
+                if skip is not None:
+                    s = s + skip[0] * (skip[1][b0 : b0 + q.shape[0]] @ skip[2][n0 : n0 + n_chunk].T)
                 if k is None:
                     out_scores[b0 : b0 + q.shape[0], n0 : n0 + c.shape[0]] = s
                 else:
@@ -349,17 +412,16 @@ class ScoringEngine:
         if k is None:
             return out_scores
         if rescore:  # exact fp32 scores of the reduced-precision shortlist, re-ranked
-            pairs = (query[:, None, :] + cand[top_i]).reshape(-1, query.shape[1])
+            h = query[:, None, :] + cand[top_i]
+            if factors:
+                h = h + self._pair_term(factors, slice(None), cand_e[top_i])
+            pairs = h.reshape(-1, query.shape[1])
             exact = torch.cat([self._rest(pairs[s : s + self.chunk_pairs], exact=True) for s in range(0, pairs.shape[0], self.chunk_pairs)])
+            if skip is not None:
+                exact = exact + skip[0] * (skip[1][:, None, :] * skip[2][top_i]).sum(-1).reshape(-1)
             top_v, pick = torch.topk(exact.view(b_total, -1), min(k, n_total), dim=1)
             top_i = top_i.gather(1, pick)
         return top_v, top_i
-
-    def _location_block(self, lat: torch.Tensor, lon: torch.Tensor, loc_dim: int) -> torch.Tensor:
-        loc_e = self._encode_location(lat, lon)
-        if loc_e.shape[1] != loc_dim:
-            raise ValueError(f"encode_location gave width {loc_e.shape[1]}, the scorer's location block is {loc_dim}")
-        return loc_e
 
     def _encode_location(self, lat, lon) -> torch.Tensor:
         lat, lon = torch.as_tensor(lat).to(self.device), torch.as_tensor(lon).to(self.device)
@@ -368,18 +430,26 @@ class ScoringEngine:
         with self._inference():
             return self.model.encode_location(lat, lon).float()
 
+    def _location_block(self, lat: torch.Tensor, lon: torch.Tensor, d: int) -> torch.Tensor:
+        loc_e = self._encode_location(lat, lon)
+        loc_dim = self._blocks(d)["loc"].shape[1]
+        if loc_e.shape[1] != loc_dim:
+            raise ValueError(f"encode_location gave width {loc_e.shape[1]}, the scorer's location block is {loc_dim}")
+        return loc_e
+
     def score_tags(self, images: torch.Tensor, lat: torch.Tensor, lon: torch.Tensor, k: int | None = None, progress: bool = False):
         """Tagging: every vocabulary tag for each (image, location). ``images [B, E]``, ``lat``/``lon [B]``
         degrees -> scores ``[B, V]``, or with ``k`` (top-k scores ``[B, k]``, tag ids ``[B, k]``)."""
         images = torch.as_tensor(images)
         if images.ndim != 2 or images.shape[0] != torch.as_tensor(lat).shape[0]:
             raise ValueError(f"images must be [B, E] with B = len(lat), got {tuple(images.shape)} and {torch.as_tensor(lat).shape[0]} locations")
-        vocab = self._vocabulary_block()
+        vocab, vocab_e, vocab_raw = self._vocabulary_block()
         img_e = self._encode_chunked(self.model.encode_image, images)
-        w_loc, w_img, _ = self._blocks(*self._block_widths(img_dim=img_e.shape[1]))
-        loc_e = self._location_block(lat, lon, w_loc.shape[1])
-        query = loc_e @ w_loc.T + img_e @ w_img.T
-        return self._grid(query, vocab, k, progress)
+        loc_e = self._location_block(lat, lon, img_e.shape[1])
+        query, factors = self._split({"loc": loc_e, "img": img_e}, "tag", img_e.shape[1])
+        w = self._skip()
+        skip = None if w is None else (w, F.normalize(images.to(self.device).float(), dim=-1), vocab_raw)
+        return self._grid(query, vocab, k, progress, factors, vocab_e, skip)
 
     def score_images(self, tags: torch.Tensor, lat: torch.Tensor, lon: torch.Tensor,
                      candidates: torch.Tensor | PreparedImages, k: int | None = None, progress: bool = False):
@@ -398,10 +468,13 @@ class ScoringEngine:
         if prepared.weights_key != self._weights_key():
             raise ValueError("the prepared image set is stale: the model's weights changed since prepare_images(); prepare it again")
         tag_e = self._encode_chunked(self.model.encode_tag, tags)
-        w_loc, _, w_tag = self._blocks(*self._block_widths(tag_dim=tag_e.shape[1]))
-        loc_e = self._location_block(lat, lon, w_loc.shape[1])
-        query = loc_e @ w_loc.T + tag_e @ w_tag.T + self._state()["b_first"]
-        return self._grid(query, prepared.first_layer, k, progress)
+        loc_e = self._location_block(lat, lon, tag_e.shape[1])
+        query, factors = self._split({"loc": loc_e, "tag": tag_e}, "img", tag_e.shape[1])
+        w = self._skip()
+        if w is not None and prepared.normalised is None:
+            raise ValueError("the prepared image set lacks the normalised images the model's similarity skip needs; prepare it again")
+        skip = None if w is None else (w, F.normalize(tags.to(self.device).float(), dim=-1), prepared.normalised)
+        return self._grid(query + self._state()["b_first"], prepared.first_layer, k, progress, factors, prepared.embedding, skip)
 
     # ------------------------------------------------------------------------------------------
     # evaluation helpers

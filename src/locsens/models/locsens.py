@@ -7,11 +7,26 @@ Architecture (the paper's; widths are config)::
     lat/lon -> location encoder -> Linear(L, 300) + ReLU -> L2 (concat300) /     -> [Linear + GroupNorm + ReLU] x n
                                 -> raw encoder output      (raw2d)               -> Linear(last, 1) -> score
                                 -> zeros [300]             (zeroed)
+    pairwise_products=true: the scorer reads [loc | img | tag | img*tag | loc*tag | loc*img]
 
 Fusion variants (the paper's ablation): ``concat300`` (the paper's), ``raw2d`` (the encoder's raw
 output concatenated directly; the paper found the model then ignores location), ``zeroed`` (no
 location information at all), ``dropout`` (``concat300`` whose location branch is zeroed per
-positive group with probability ``location_dropout`` during training). Any fusion can be given
+positive group with probability ``location_dropout`` during training).
+
+``pairwise_products`` (ours, not the paper's; off by default) appends the element-wise products of the
+L2-normalised branches to the scorer's input: image*tag, and with a 300-d location branch
+(``concat300`` / ``dropout`` / ``zeroed``) location*tag and location*image. The image-tag match, the
+location-tag compatibility (which tags are used where) and the location-image compatibility (what
+photos look like where: retrieval near a place reads only the candidate's pixels) then become linear
+in the first layer instead of interactions the MLP has to assemble from ReLUs (cf. factorisation
+machines; the geo priors of Mac Aodha et al. score a location embedding times a class embedding).
+``similarity_skip`` (ours, off by default) adds ``w * cos(image, tag)`` of the INPUT embeddings (MCC's,
+whose cosine is MCC's own ranking) to the score, with ``w`` a learned scalar starting at 1: LocSens then
+starts from the location-agnostic model it is built on and its MLP learns the location-dependent
+correction (residual learning), instead of first re-learning the image-tag match through the branches.
+
+Any fusion can be given
 ``progressive_warmup_epochs`` location-free epochs followed by a linear ramp over
 ``progressive_ramp_epochs`` of the drop probability down to its final value (``location_dropout`` for
 ``dropout``, 0 otherwise) -- the paper's progressive fusion.
@@ -26,8 +41,8 @@ eval mode is deterministic, and validation uses raw locations.
 Validation: ``val/loss`` on fixed val triplets; tagging ``val/A@k`` of a fixed val subset scored with
 its location against the whole vocabulary; location-sensitive retrieval ``val/P@10@<D>km`` (queries =
 (one tag of a subset image, its location), candidates = the subset, relevant = carries the tag and lies
-within D km) and ``val/P@10`` (tag only). Scoring uses the exact split of the first scorer layer (the
-candidate side's contribution is computed once) in bounded chunks. The subset metrics are computed
+within D km) and ``val/P@10`` (tag only). Scoring is the evaluation's engine (``locsens.scoring``,
+exact, fp32, bounded chunks), so validation ranks exactly as the evaluation does. The subset metrics are computed
 per process: exact on one device; under DDP each rank reports its own share of the subset.
 """
 
@@ -45,6 +60,7 @@ from torchmetrics import MeanMetric
 from locsens.geo import geodesic_km_torch, sample_around, sigma_to_km
 from locsens.metrics.tagging import TaggingAccuracy
 from locsens.models.location_encoders import build_location_encoder
+from locsens.scoring import CPU_CHUNK_PAIRS, ScoringEngine
 
 FUSIONS = ("concat300", "raw2d", "zeroed", "dropout")
 INITS = ("paper", "torch")
@@ -60,7 +76,11 @@ class LocSens(L.LightningModule):
         fusion: one of ``FUSIONS``.
         location_dropout: drop probability of the location branch for ``fusion="dropout"``.
         progressive_warmup_epochs / progressive_ramp_epochs: location-free epochs, then a linear ramp.
-        location_encoder: ``latlon`` | ``wrap`` | ``sphere_multiscale`` (+ num_scales, min/max_radius_km).
+        pairwise_products: append the branches' element-wise products to the scorer's input (see above).
+        similarity_skip: add ``w * cos(image, tag)`` of the input embeddings to the score, ``w`` learned from 1
+            (see above).
+        location_encoder: ``latlon`` | ``wrap`` | ``sphere_multiscale`` | ``multiresolution_grid`` (+ num_scales,
+            min/max_radius_km; the grid's grid_table_size rows x grid_features per level).
         init: ``paper`` (weights N(0, init_std), biases 0) or ``torch`` (PyTorch's default init).
         margin: margin of the ranking loss (paper: 0.1).
         num_negatives: K, checked against the batches.
@@ -82,10 +102,14 @@ class LocSens(L.LightningModule):
         location_dropout: float = 0.5,
         progressive_warmup_epochs: int = 0,
         progressive_ramp_epochs: int = 0,
+        pairwise_products: bool = False,
+        similarity_skip: bool = False,
         location_encoder: str = "latlon",
         num_scales: int = 16,
         min_radius_km: float = 1.0,
         max_radius_km: float = 20000.0,
+        grid_table_size: int = 2**14,
+        grid_features: int = 4,
         init: str = "paper",
         init_std: float = 0.01,
         margin: float = 0.1,
@@ -121,12 +145,19 @@ class LocSens(L.LightningModule):
 
         self.image_branch = nn.Linear(embed_dim, branch_dim)
         self.tag_branch = nn.Linear(embed_dim, branch_dim)
-        self.location_encoder = build_location_encoder(location_encoder, num_scales, min_radius_km, max_radius_km)
+        self.location_encoder = build_location_encoder(location_encoder, num_scales, min_radius_km, max_radius_km, grid_table_size, grid_features)
         self.location_branch = nn.Linear(self.location_encoder.out_dim, branch_dim) if fusion in ("concat300", "dropout") else None
         self.location_dim = self.location_encoder.out_dim if fusion == "raw2d" else branch_dim
+        # element-wise products appended after [loc | img | tag], in this order (pairwise_products)
+        self.interactions: tuple[tuple[str, str], ...] = ()
+        if pairwise_products:
+            self.interactions = (("img", "tag"),) + ((("loc", "tag"), ("loc", "img")) if self.location_dim == branch_dim else ())
+
+        # learned weight of the input embeddings' cosine added to the score (similarity_skip), else None
+        self.similarity_skip = nn.Parameter(torch.ones(())) if similarity_skip else None
 
         layers: list[nn.Module] = []
-        width = self.location_dim + 2 * branch_dim
+        width = self.location_dim + 2 * branch_dim + len(self.interactions) * branch_dim
         for h in hidden:
             layers += [nn.Linear(width, h), nn.GroupNorm(groups, h, eps=gn_eps), nn.ReLU()]
             width = h
@@ -141,6 +172,7 @@ class LocSens(L.LightningModule):
         self.val_loss = MeanMetric()  # sample-weighted, sum-reduced states (exact under DDP)
         self.val_tagging = TaggingAccuracy(num_tags=1, ks=val_ks)  # resized to the vocabulary in on_validation_epoch_start
         self._val_store: dict[str, list[torch.Tensor]] = {}
+        self._val_engine: ScoringEngine | None = None
 
     # ------------------------------------------------------------------------------------------
     # the model
@@ -162,11 +194,19 @@ class LocSens(L.LightningModule):
 
     def score_encoded(self, loc_e: torch.Tensor, img_e: torch.Tensor, tag_e: torch.Tensor) -> torch.Tensor:
         """[..., L], [..., D], [..., D] -> [...] scores (leading dims flattened: GroupNorm reads dim 1 as channels)."""
-        x = torch.cat([loc_e, img_e, tag_e], dim=-1)
+        parts = {"loc": loc_e, "img": img_e, "tag": tag_e}
+        x = torch.cat([loc_e, img_e, tag_e, *(parts[a] * parts[b] for a, b in self.interactions)], dim=-1)
         return self.scorer(x.reshape(-1, x.shape[-1])).view(x.shape[:-1])
 
+    def similarity_term(self, img: torch.Tensor, tag: torch.Tensor) -> torch.Tensor | float:
+        """``w * cos(img, tag)`` of the input embeddings [..., E] (similarity_skip), else 0."""
+        if self.similarity_skip is None:
+            return 0.0
+        return self.similarity_skip * (F.normalize(img, dim=-1) * F.normalize(tag, dim=-1)).sum(-1)
+
     def forward(self, img: torch.Tensor, tag: torch.Tensor, lat: torch.Tensor, lon: torch.Tensor) -> torch.Tensor:
-        return self.score_encoded(self.encode_location(lat, lon), self.encode_image(img), self.encode_tag(tag))
+        scores = self.score_encoded(self.encode_location(lat, lon), self.encode_image(img), self.encode_tag(tag))
+        return scores + self.similarity_term(img, tag)
 
     # ------------------------------------------------------------------------------------------
     # training
@@ -194,7 +234,14 @@ class LocSens(L.LightningModule):
             loc_e = loc_e * keep
         img_e = self.encode_image(batch["image"])
         tag_e = self.encode_tag(batch["tag"])
-        return self.score_encoded(loc_e, img_e, tag_e)
+        return self.score_encoded(loc_e, img_e, tag_e) + self.similarity_term(batch["image"], batch["tag"])
+
+    @staticmethod
+    def triplet_locations(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, M] locations of a batch's triplets (``lat``/``lon`` given per triplet [B, M], or per group [B])."""
+        shape = batch["tag_index"].shape
+        lat, lon = batch["lat"], batch["lon"]
+        return (lat, lon) if lat.ndim == 2 else (lat[:, None].expand(shape), lon[:, None].expand(shape))
 
     def sample_locations(self, lat: torch.Tensor, lon: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training-time location sampling: each location independently replaced by a geodesic Gaussian draw
@@ -207,7 +254,7 @@ class LocSens(L.LightningModule):
         b, m, _ = batch["image"].shape
         if m - 1 != self.hparams.num_negatives:
             raise ValueError(f"batch has {m - 1} negatives per positive, model.num_negatives={self.hparams.num_negatives}: set both from one config key")
-        lat, lon = self.sample_locations(batch["lat"][:, None].expand(b, m), batch["lon"][:, None].expand(b, m))
+        lat, lon = self.sample_locations(*self.triplet_locations(batch))
         scores = self._group_scores(batch, lat, lon, self.location_drop_probability(self.current_epoch))
         loss = self.ranking_loss(scores)
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=b)
@@ -225,33 +272,6 @@ class LocSens(L.LightningModule):
     # ------------------------------------------------------------------------------------------
     # validation (raw locations)
     # ------------------------------------------------------------------------------------------
-    def _rest_of_scorer(self, h1: torch.Tensor) -> torch.Tensor:
-        """Scorer after its first Linear: [..., H1] pre-activations -> [...] scores."""
-        shape = h1.shape[:-1]
-        return self.scorer[1:](h1.reshape(-1, h1.shape[-1])).view(shape)
-
-    def _first_layer_parts(self, loc_e=None, img_e=None, tag_e=None) -> list[torch.Tensor]:
-        """Contributions of each given block to the first scorer layer (exact split of Linear over a concat)."""
-        w = self.scorer[0].weight
-        lo, bd = self.location_dim, self.hparams.branch_dim
-        blocks = {"loc": (loc_e, w[:, :lo]), "img": (img_e, w[:, lo : lo + bd]), "tag": (tag_e, w[:, lo + bd :])}
-        return [x @ wb.T for x, wb in blocks.values() if x is not None]
-
-    def _score_grid(self, query_h: torch.Tensor, cand_h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k (values, candidate ids) of score = rest(query_h[q] + cand_h[c]) for every pair, chunked."""
-        q, h = query_h.shape
-        chunk = max(1, self.hparams.val_chunk_elements // max(1, q * h))
-        best_v = torch.full((q, 0), -math.inf, device=query_h.device)
-        best_i = torch.zeros((q, 0), dtype=torch.long, device=query_h.device)
-        for s in range(0, cand_h.shape[0], chunk):
-            scores = self._rest_of_scorer(query_h[:, None, :] + cand_h[None, s : s + chunk, :])
-            ids = torch.arange(s, s + scores.shape[1], device=scores.device).expand(q, -1)
-            v = torch.cat([best_v, scores], 1)
-            i = torch.cat([best_i, ids], 1)
-            top = torch.topk(v, min(k, v.shape[1]), dim=1)
-            best_v, best_i = top.values, i.gather(1, top.indices)
-        return best_v, best_i
-
     def on_validation_epoch_start(self) -> None:
         dm = self.trainer.datamodule
         if dm is None or not hasattr(dm, "tag_embeddings"):
@@ -260,38 +280,40 @@ class LocSens(L.LightningModule):
         if self.val_tagging.num_tags != vocab.shape[0]:
             self.val_tagging = TaggingAccuracy(num_tags=vocab.shape[0], ks=self.hparams.val_ks).to(self.device)
         self.val_tagging.reset()
-        self._vocab_h = self._first_layer_parts(tag_e=self.encode_tag(vocab))[0] + self.scorer[0].bias
-        self._val_store = {key: [] for key in ("img_h", "locimg_h", "lat", "lon", "target", "query_tag")}
+        # the evaluation's exact engine, in fp32 (validation picks checkpoints: no reduced precision)
+        widest = max(self.hparams.hidden)
+        chunk = max(1, self.hparams.val_chunk_elements // widest)
+        if self.device.type == "cpu":
+            chunk = min(chunk, CPU_CHUNK_PAIRS)
+        self._val_engine = ScoringEngine(self, dtype="fp32", tag_embeddings=vocab, chunk_pairs=chunk)
+        self._val_store = {key: [] for key in ("image", "lat", "lon", "target", "query_tag")}
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         if dataloader_idx == 0:
-            scores = self._group_scores(batch, batch["lat"][:, None].expand_as(batch["tag_index"]), batch["lon"][:, None].expand_as(batch["tag_index"]))
+            scores = self._group_scores(batch, *self.triplet_locations(batch))
             self.val_loss.update(self.ranking_loss(scores), weight=scores.shape[0])
             self.log("val/loss", self.val_loss, prog_bar=True, batch_size=scores.shape[0], add_dataloader_idx=False)
             return
-        loc_h, img_h = self._first_layer_parts(loc_e=self.encode_location(batch["lat"], batch["lon"]), img_e=self.encode_image(batch["image"]))
-        locimg_h = loc_h + img_h
-        _, top = self._score_grid(locimg_h, self._vocab_h, max(self.hparams.val_ks))
+        _, top = self._val_engine.score_tags(batch["image"], batch["lat"], batch["lon"], k=max(self.hparams.val_ks))
         self.val_tagging.update(top, batch["target"])
-        for key, value in (("img_h", img_h), ("locimg_h", locimg_h), ("lat", batch["lat"]), ("lon", batch["lon"]),
-                           ("target", batch["target"]), ("query_tag", batch["query_tag"])):
-            self._val_store[key].append(value)
+        for key in self._val_store:
+            self._val_store[key].append(batch[key])
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_store.get("img_h"):
+        if not self._val_store.get("image"):
             return
         for name, value in self.val_tagging.compute().items():
             if name.startswith("A@"):
                 self.log(f"val/{name}", float(value))
         self._log_retrieval()
-        self._val_store = {}
+        self._val_store, self._val_engine = {}, None
 
     def _log_retrieval(self) -> None:
         """Location-sensitive P@10 over the val subset (candidates) with its one-tag queries."""
         st = self._val_store
         width = max(t.shape[1] for t in st["target"])
         target = torch.cat([F.pad(t, (0, width - t.shape[1]), value=-1) for t in st["target"]])
-        img_h, lat, lon, query_tag = (torch.cat(st[k]) for k in ("img_h", "lat", "lon", "query_tag"))
+        image, lat, lon, query_tag = (torch.cat(st[k]) for k in ("image", "lat", "lon", "query_tag"))
         n = target.shape[0]
         has = torch.zeros((n, self.val_tagging.num_tags + 1), dtype=torch.bool, device=target.device)
         has.scatter_(1, torch.where(target < 0, self.val_tagging.num_tags, target), True)
@@ -302,9 +324,7 @@ class LocSens(L.LightningModule):
         if len(queries) == 0:
             return
         q_tag = query_tag[queries]
-        vocab = self.trainer.datamodule.tag_embeddings.to(self.device)[q_tag]
-        loc_h, tag_h = self._first_layer_parts(loc_e=self.encode_location(lat[queries], lon[queries]), tag_e=self.encode_tag(vocab))
-        _, top = self._score_grid(loc_h + tag_h + self.scorer[0].bias, img_h, 10)
+        _, top = self._val_engine.score_images(q_tag, lat[queries], lon[queries], image, k=10)
         carries = has[top, q_tag[:, None]]  # [Q, 10]
         dist = geodesic_km_torch(lat[queries][:, None], lon[queries][:, None], lat[top], lon[top])
         self.log("val/P@10", 100.0 * carries.float().mean().item())
