@@ -3,8 +3,9 @@
 A step = location sampling + the three branches + the scorer over B positives x (1 + K) triplets,
 margin ranking loss, backward, optimiser step. The baseline does only the step's GEMMs (scorer layers:
 forward, grad-of-input, grad-of-weight) on tensors of the same shapes. Ratio step/bare = 1.0 means the
-step runs at the speed of its matmuls. Default model (900 -> 512 -> 256 -> 1) and paper size
-(900 -> 2048 x3 -> 1024 -> 512 -> 1).
+step runs at the speed of its matmuls. The paper's LocSens at demo size (900 -> 512 -> 256 -> 1), the
+recipe of experiment=locsens (1800 -> 256 -> 128 -> 1 with products, grid encoder and similarity skip)
+and the paper's size (900 -> 2048 x3 -> 1024 -> 512 -> 1).
 
 Run: .venv/bin/python benchmarks/locsens_train_step.py [--batch 256] [--negatives 6] [--repeat 3]
 """
@@ -39,8 +40,11 @@ def main() -> None:
     batch = {key: t.to(dev) for key, t in batch.items()}
     adamw = functools.partial(torch.optim.AdamW, lr=1e-3)
     print(f"device {dev} ({torch.get_num_threads()} CPU threads), {b} positives x {m} triplets per step")
-    for name, hidden in (("default", [512, 256]), ("paper", [2048, 2048, 2048, 1024, 512])):
-        model = LocSens(embed_dim=e, hidden=hidden, num_negatives=k, sigma=0.01, optimizer=adamw).to(dev)
+    recipe = dict(pairwise_products=True, similarity_skip=True, location_encoder="multiresolution_grid",
+                  num_scales=12, min_radius_km=2.0, max_radius_km=4000.0)  # experiment=locsens
+    for name, hidden, extra in (("small", [512, 256], {}), ("recipe", [256, 128], recipe),
+                                ("paper", [2048, 2048, 2048, 1024, 512], {})):
+        model = LocSens(embed_dim=e, hidden=hidden, num_negatives=k, sigma=0.01, optimizer=adamw, **extra).to(dev)
         model.train()
         optimizer = model.configure_optimizers()
 
@@ -52,7 +56,7 @@ def main() -> None:
 
         model.log = lambda *args, **kwargs: None  # no trainer attached: logging is not part of the step
         t_step = timed(step, dev, a.repeat)
-        widths = [3 * 300, *hidden, 1]
+        widths = [model.scorer[0].in_features, *hidden, 1]
         bare, flops = layer_gemms(b * m, list(zip(widths[:-1], widths[1:])), dev)
         t_bare = timed(bare, dev, a.repeat)
         n = b * m

@@ -19,8 +19,10 @@ from locsens.eval.pipeline import evaluate
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-@pytest.fixture(scope="module")
-def evaluation(tiny_stores, tmp_path_factory):
+@pytest.fixture(scope="module", params=[[], ["limit_test_images=60", "retrieval.limit_candidates=150"]],
+                ids=["all_test_images", "separate_candidates"])
+def evaluation(tiny_stores, tmp_path_factory, request):
+    """The whole test split (180 images) for tagging and retrieval, or 60 tagging images and 150 retrieval candidates."""
     out = tmp_path_factory.mktemp("eval")
     ds = DatasetStore(tiny_stores["dataset"])
     fs = FeatureStore(tiny_stores["features"])
@@ -34,9 +36,13 @@ def evaluation(tiny_stores, tmp_path_factory):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("evaluate", overrides=[
             f"dataset={tiny_stores['dataset']}", f"output_dir={out}", "methods.mlc=null", "methods.her=null",
-            f"methods.mcc.path={emb}", "retrieval.min_query_images=3", "retrieval.max_queries=100",
+            f"methods.mcc.path={emb}", "retrieval.min_query_images=3", "retrieval.max_queries=100", *request.param,
         ])
     results = evaluate(cfg)
+    with h5py.File(out / "predictions.h5", "r") as f:  # the sizes asked for
+        n_test, n_cand = len(f["tagging/rows"]), len(f["location_sensitive_retrieval/candidate_rows"])
+    assert (n_test, n_cand) == ((60, 150) if request.param else (n_test, n_test))
+    assert results["n_test_images"] == n_test and results["n_retrieval_candidates"] == n_cand
     return out, results, ds
 
 

@@ -202,3 +202,17 @@ def test_sweeps_compose(sweep, key, values):
     for value in values.split(","):  # every swept value is itself a valid override
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             compose("train", overrides=["experiment=locsens_paper", f"sweep={sweep}", f"{key}={value}"])
+
+
+def test_location_lr_scale_gives_the_grid_its_own_group():
+    adamw = functools.partial(torch.optim.AdamW, lr=2e-3, weight_decay=1e-4)
+    grid = dict(location_encoder="multiresolution_grid", num_scales=3, min_radius_km=100.0, max_radius_km=1000.0, grid_table_size=64)
+    opt = small_model(optimizer=adamw, location_lr_scale=10.0, **grid).configure_optimizers()
+    assert [g["lr"] for g in opt.param_groups] == [2e-3, pytest.approx(2e-2)]
+    assert opt.param_groups[1]["weight_decay"] == 0.0 and len(opt.param_groups[1]["params"]) == 1  # the tables
+    assert len(small_model(optimizer=adamw, location_lr_scale=10.0).configure_optimizers().param_groups) == 1  # latlon: no parameters
+    assert len(small_model(optimizer=adamw, **grid).configure_optimizers().param_groups) == 1  # scale 1: the paper's single group
+    with pytest.raises(ValueError, match="location_lr_scale"):
+        small_model(optimizer=lambda params: torch.optim.SGD(params, lr=0.1), location_lr_scale=10.0, **grid).configure_optimizers()
+    with pytest.raises(ValueError, match="location_lr_scale"):
+        small_model(location_lr_scale=0.0)

@@ -98,6 +98,7 @@ def _train_rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
         "model.similarity_skip": (lambda v: isinstance(v, bool), "true or false"),
         "model.grid_table_size": (positive_int, "a positive integer"),
         "model.grid_features": (positive_int, "a positive integer"),
+        "model.location_lr_scale": (positive_number, "a positive number"),
         "model.embed_dim": (positive_int_or_null, "a positive integer (or null: filled from the data)"),
         "model.input_dim": (positive_int_or_null, "a positive integer (or null: filled from the data)"),
         "model.num_tags": (positive_int_or_null, "a positive integer (or null: filled from the data)"),
@@ -246,6 +247,7 @@ def validate_evaluate_config(cfg: DictConfig) -> None:
         "retrieval.chunk_queries": (positive_int, "a positive integer"),
         "chunk_images": (positive_int, "a positive integer"),
         "limit_test_images": (positive_int_or_null, "a positive integer or null (the whole test split)"),
+        "retrieval.limit_candidates": (positive_int_or_null, "a positive integer or null (the tagging images)"),
         "wandb.mode": _one_of(WANDB_MODES),
     })
     check_stores_exist(cfg, ("dataset",))

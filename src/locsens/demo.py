@@ -24,7 +24,7 @@ SIZES = {
     "tiny": {"mcc": ["trainer.max_epochs=3"], "her": ["trainer.max_epochs=3"], "mlc": ["trainer.max_epochs=3"],
              "locsens": ["trainer.max_epochs=2"], "eval": ["retrieval.max_queries=300", "retrieval.min_query_images=3"]},
     "demo": {"mcc": [], "her": [], "mlc": ["trainer.max_epochs=3"], "locsens": [],
-             "eval": ["limit_test_images=1000", "retrieval.max_queries=500"]},
+             "eval": ["limit_test_images=750", "retrieval.limit_candidates=3000", "retrieval.max_queries=1000"]},
 }
 AGNOSTIC = ("mcc", "her", "mlc")
 LOCSENS = {  # name -> experiment overlay (conf/experiment/<name>.yaml); raw2d and dropout: `python train.py experiment=...`

@@ -146,7 +146,9 @@ def evaluate(cfg: DictConfig) -> dict:
     k = int(rcfg.k)
     thresholds = [float(t) for t in rcfg.thresholds_km]
     exclude_self = bool(rcfg.exclude_query_image)
-    cand = test_rows
+    # candidates: the tagging images, or a larger seeded sample of the test split (retrieval costs N pairs
+    # a query, tagging V pairs an image: retrieval.limit_candidates lets the two be sized separately)
+    cand = test_rows if rcfg.get("limit_candidates") is None else _sample(ds.split_rows("test"), rcfg.limit_candidates, int(cfg.seed))
     candidates = RetrievalCandidates.from_csr(ds.tags_indptr, ds.tags_indices, ds.num_tags, lat=ds.lat, lon=ds.lon, rows=cand)
     agn_tags = candidates.query_tags(int(rcfg.min_query_images))
     agnostic, agn_preds = {}, {}
@@ -187,6 +189,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "config": resolved_config(cfg, out_dir),
         "git_commit": git_commit(),
         "n_test_images": int(len(test_rows)),
+        "n_retrieval_candidates": int(len(cand)),
         "n_location_queries": int(len(q)),
         "n_agnostic_queries": int(len(agn_tags)),
         "tagging": tagging,

@@ -27,7 +27,9 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 def write_tables(path: Path, results: dict) -> str:
     """The paper's tables as markdown; returns the text (also written to ``path``)."""
-    out = [f"# Evaluation ({results['n_test_images']} test images, {results['n_location_queries']} location queries, "
+    cands = results.get("n_retrieval_candidates", results["n_test_images"])
+    cand_note = "" if cands == results["n_test_images"] else f" over {cands} candidate images"
+    out = [f"# Evaluation ({results['n_test_images']} test images, {results['n_location_queries']} location queries{cand_note}, "
            f"{results['n_agnostic_queries']} tag queries; commit {results['git_commit'][:10]})\n"]
     for key, title in (("with_places", "Image tagging"), ("places_omitted", "Image tagging, place names omitted (supp. Table 2)")):
         rows = []

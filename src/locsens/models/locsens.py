@@ -81,6 +81,8 @@ class LocSens(L.LightningModule):
             (see above).
         location_encoder: ``latlon`` | ``wrap`` | ``sphere_multiscale`` | ``multiresolution_grid`` (+ num_scales,
             min/max_radius_km; the grid's grid_table_size rows x grid_features per level).
+        location_lr_scale: learning-rate multiplier (and no weight decay) for the location encoder's own
+            parameters (the learned grid), see ``parameter_groups``.
         init: ``paper`` (weights N(0, init_std), biases 0) or ``torch`` (PyTorch's default init).
         margin: margin of the ranking loss (paper: 0.1).
         num_negatives: K, checked against the batches.
@@ -110,6 +112,7 @@ class LocSens(L.LightningModule):
         max_radius_km: float = 20000.0,
         grid_table_size: int = 2**14,
         grid_features: int = 4,
+        location_lr_scale: float = 1.0,
         init: str = "paper",
         init_std: float = 0.01,
         margin: float = 0.1,
@@ -139,6 +142,8 @@ class LocSens(L.LightningModule):
             raise ValueError(f"model.location_dropout={location_dropout} must lie in [0, 1]")
         if sigma < 0:
             raise ValueError(f"model.sigma={sigma} must be >= 0")
+        if location_lr_scale <= 0:
+            raise ValueError(f"model.location_lr_scale={location_lr_scale} must be > 0")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.sigma = float(sigma)
@@ -239,7 +244,7 @@ class LocSens(L.LightningModule):
     @staticmethod
     def triplet_locations(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, M] locations of a batch's triplets (``lat``/``lon`` given per triplet [B, M], or per group [B])."""
-        shape = batch["tag_index"].shape
+        shape = batch["image"].shape[:2]
         lat, lon = batch["lat"], batch["lon"]
         return (lat, lon) if lat.ndim == 2 else (lat[:, None].expand(shape), lon[:, None].expand(shape))
 
@@ -261,10 +266,26 @@ class LocSens(L.LightningModule):
         self.log("train/pair_accuracy", (scores[:, :1] > scores[:, 1:]).float().mean(), on_step=False, on_epoch=True, batch_size=b)
         return loss
 
+    def parameter_groups(self) -> list[dict]:
+        """One group, or with ``location_lr_scale != 1`` a second for the location encoder's own parameters
+        (the learned grid's tables) at ``lr * location_lr_scale`` and no weight decay: a grid vertex
+        only gets a gradient when a photo falls in its cell, so at the scorer's lr its features barely
+        leave their near-zero init (Instant-NGP trains its tables at 1e-2 for the same reason)."""
+        encoder = list(self.location_encoder.parameters())
+        scale = self.hparams.location_lr_scale
+        if not encoder or scale == 1.0:
+            return [{"params": list(self.parameters())}]
+        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        if base_lr is None:
+            raise ValueError("model.location_lr_scale needs the optimizer's lr in its partial config (model.optimizer.lr)")
+        ids = {id(p) for p in encoder}
+        return [{"params": [p for p in self.parameters() if id(p) not in ids]},
+                {"params": encoder, "lr": base_lr * scale, "weight_decay": 0.0}]
+
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise ValueError("LocSens has no optimizer: set model.optimizer (a _partial_ optimizer config)")
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"}}
