@@ -48,7 +48,6 @@ per process: exact on one device; under DDP each rank reports its own share of t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import lightning as L
