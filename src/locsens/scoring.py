@@ -115,6 +115,14 @@ def bf16_verdict(device: torch.device) -> tuple[bool, str]:
     return use, why
 
 
+def chunk_pairs_for(activation_elements: int, widest: int, device: torch.device) -> int:
+    """Pairs per scoring chunk so that a [pairs, widest] activation holds ``activation_elements``; at most
+    ``CPU_CHUNK_PAIRS`` on a CPU, where the GroupNorm / add / ReLU passes are memory-bound and run
+    fastest from cache."""
+    pairs = max(1, activation_elements // widest)
+    return min(pairs, CPU_CHUNK_PAIRS) if torch.device(device).type == "cpu" else pairs
+
+
 def _fp32_linear(w: torch.Tensor, b: torch.Tensor | None):
     return lambda h: F.linear(h, w, b)
 
@@ -186,10 +194,8 @@ class ScoringEngine:
         first = self.layers[0]
         self.device = torch.device(device) if device is not None else first.weight.device
         widest = max(m.out_features for m in self.layers if isinstance(m, nn.Linear))
-        if chunk_pairs is None:
-            chunk_pairs = max(1, DEFAULT_CHUNK_BYTES // (3 * 4 * widest))  # ~3 live fp32 [pairs, width] buffers
-            if self.device.type == "cpu":  # the GroupNorm / add / ReLU passes are memory-bound: keep a chunk in cache
-                chunk_pairs = min(chunk_pairs, CPU_CHUNK_PAIRS)
+        if chunk_pairs is None:  # ~3 live fp32 [pairs, width] buffers within DEFAULT_CHUNK_BYTES
+            chunk_pairs = chunk_pairs_for(DEFAULT_CHUNK_BYTES // (3 * 4), widest, self.device)
         if chunk_pairs < 1:
             raise ValueError(f"ScoringEngine chunk_pairs={chunk_pairs} must be >= 1")
         self.chunk_pairs = int(chunk_pairs)

@@ -59,7 +59,7 @@ from torchmetrics import MeanMetric
 from locsens.geo import geodesic_km_torch, sample_around, sigma_to_km
 from locsens.metrics.tagging import TaggingAccuracy
 from locsens.models.location_encoders import build_location_encoder
-from locsens.scoring import CPU_CHUNK_PAIRS, ScoringEngine
+from locsens.scoring import ScoringEngine, chunk_pairs_for
 
 FUSIONS = ("concat300", "raw2d", "zeroed", "dropout")
 INITS = ("paper", "torch")
@@ -301,10 +301,7 @@ class LocSens(L.LightningModule):
             self.val_tagging = TaggingAccuracy(num_tags=vocab.shape[0], ks=self.hparams.val_ks).to(self.device)
         self.val_tagging.reset()
         # the evaluation's exact engine, in fp32 (validation picks checkpoints: no reduced precision)
-        widest = max(self.hparams.hidden)
-        chunk = max(1, self.hparams.val_chunk_elements // widest)
-        if self.device.type == "cpu":
-            chunk = min(chunk, CPU_CHUNK_PAIRS)
+        chunk = chunk_pairs_for(self.hparams.val_chunk_elements, max(self.hparams.hidden), self.device)
         self._val_engine = ScoringEngine(self, dtype="fp32", tag_embeddings=vocab, chunk_pairs=chunk)
         self._val_store = {key: [] for key in ("image", "lat", "lon", "target", "query_tag")}
 
