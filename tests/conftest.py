@@ -67,6 +67,27 @@ def build_synthetic_stores(out_dir, n_photos: int = 1200, n_concepts: int = 40, 
     return paths
 
 
+def write_tiny_embeddings(tiny_stores: dict, path, dim: int = 300, seed: int = 0):
+    """An embeddings store for the tiny dataset: features randomly projected to ``dim``; tag = mean of its images.
+    It records the dataset store it was made from (as export does), so LocSens trains on it."""
+    ds = store.DatasetStore(tiny_stores["dataset"])
+    fs = store.FeatureStore(tiny_stores["features"])
+    feats = fs.read(fs.rows_for(ds.photo_id))
+    image = feats @ np.random.default_rng(seed).normal(size=(feats.shape[1], dim)).astype(np.float32)
+    multi_hot = ds.multi_hot(np.arange(len(ds))).astype(np.float32)
+    tag = multi_hot.T @ image / np.maximum(multi_hot.sum(0)[:, None], 1.0)
+    return store.write_embedding_store(path, photo_id=ds.photo_id, image=image, tag=tag, vocab=ds.vocab, model="test-projection",
+                                       checkpoint_sha256="none", similarity="cosine",
+                                       made_from=embeddings_lineage(tiny_stores, f"test-projection-{dim}-{seed}"))
+
+
+def embeddings_lineage(stores: dict, checkpoint: str = "test") -> dict:
+    """The ``made_from`` an exported embeddings store records, for stand-in exports made by tests."""
+    return {"checkpoint": {"sha256": checkpoint, "path": "none"},
+            "dataset": {"id": store.read_identity(stores["dataset"])[0], "path": str(stores["dataset"])},
+            "features": {"id": store.read_identity(stores["features"])[0], "path": str(stores["features"])}}
+
+
 @pytest.fixture(scope="session")
 def tiny_stores(tmp_path_factory) -> dict:
     return build_synthetic_stores(tmp_path_factory.mktemp("tiny_stores"))

@@ -129,7 +129,7 @@ def test_train_validates_before_any_work(tiny_stores, tmp_path):
 def test_evaluate_config_checks(tiny_stores, tmp_path):
     def cfg_with(*extra):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("evaluate", overrides=[f"dataset={tiny_stores['dataset']}", f"output_dir={tmp_path}", *extra])
+            return compose("evaluate", overrides=[f"dataset_path={tiny_stores['dataset']}", f"output_dir={tmp_path}", *extra])
 
     validate_evaluate_config(cfg_with())
     for override, key in [("tagging.ks=[0,10]", "tagging.ks"), ("retrieval.k=0", "retrieval.k"),
@@ -137,5 +137,5 @@ def test_evaluate_config_checks(tiny_stores, tmp_path):
                           ("chunk_images=0", "chunk_images")]:
         with pytest.raises(ConfigError, match=rf"^{key}="):
             validate_evaluate_config(cfg_with(override))
-    with pytest.raises(FileNotFoundError, match=r"dataset: .*missing.h5 does not exist.*prepare.py"):
-        validate_evaluate_config(cfg_with(f"dataset={tmp_path}/missing.h5"))
+    with pytest.raises(FileNotFoundError, match=r"dataset_path: .*missing.h5 does not exist.*prepare.py"):
+        validate_evaluate_config(cfg_with(f"dataset_path={tmp_path}/missing.h5"))

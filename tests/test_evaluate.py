@@ -13,6 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import reference_metrics as ref
+from conftest import embeddings_lineage
 from locsens.data.store import DatasetStore, FeatureStore, write_embedding_store
 from locsens.eval.pipeline import evaluate
 
@@ -32,11 +33,11 @@ def evaluation(tiny_stores, tmp_path_factory, request):
     tag = rng.normal(size=(ds.num_tags, 16)).astype(np.float32)
     emb = out / "mcc.h5"
     write_embedding_store(emb, photo_id=ds.photo_id, image=feats @ proj, tag=tag, vocab=ds.vocab, model="MCC",
-                          checkpoint_sha256="test", similarity="cosine")
+                          checkpoint_sha256="test", similarity="cosine", made_from=embeddings_lineage(tiny_stores))
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("evaluate", overrides=[
-            f"dataset={tiny_stores['dataset']}", f"output_dir={out}", "methods.mlc=null", "methods.her=null",
-            f"methods.mcc.path={emb}", "retrieval.min_query_images=3", "retrieval.max_queries=100", *request.param,
+            f"dataset_path={tiny_stores['dataset']}", f"output_dir={out}", "methods.mlc=null", "methods.her=null",
+            f"methods.mcc.embeddings_path={emb}", "retrieval.min_query_images=3", "retrieval.max_queries=100", *request.param,
         ])
     results = evaluate(cfg)
     with h5py.File(out / "predictions.h5", "r") as f:  # the sizes asked for
@@ -110,9 +111,9 @@ def test_town_frequency_beats_global_and_upper_bound_bounds_all(evaluation):
 
 def test_missing_method_file_names_the_key(tiny_stores, tmp_path):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"dataset={tiny_stores['dataset']}", f"output_dir={tmp_path}",
+        cfg = compose("evaluate", overrides=[f"dataset_path={tiny_stores['dataset']}", f"output_dir={tmp_path}",
                                              f"paths.data_dir={tmp_path / 'no_data'}"])  # independent of a local make demo
-    with pytest.raises(FileNotFoundError, match="methods.mlc.path"):
+    with pytest.raises(FileNotFoundError, match="methods.mlc.embeddings_path"):
         evaluate(cfg)
 
 
@@ -128,6 +129,6 @@ def test_runs_of_agnostic_models_are_exported_and_named(tiny_stores, tmp_path):
             f"data.features_path={tiny_stores['features']}", f"paths.output_dir={run}", "data.batch_size=64",
         ])
     train(cfg)
-    specs = methods_from_runs([run])
-    assert specs == {"mcc_run": {"kind": "embeddings", "path": str(run / "embeddings.h5")}}
+    specs = methods_from_runs([run], tiny_stores["dataset"])
+    assert specs == {"mcc_run": {"kind": "embeddings", "embeddings_path": str(run / "embeddings.h5")}}
     assert (run / "embeddings.h5").exists()

@@ -10,8 +10,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from locsens.data.store import DatasetStore, EmbeddingStore, FeatureStore, StoreError, write_feature_store
-from locsens.export import export_embeddings, file_sha256, load_tagger
-from locsens.train import fill_data_dims
+from locsens.export import export_embeddings, load_tagger
+from locsens.files import file_sha256
+from locsens.artifacts import LineageError
+from locsens.train import fill_data_dims, train
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -65,20 +67,32 @@ def test_export_round_trip(tiny_stores, checkpoints, tmp_path, name):
         export_embeddings(checkpoints[name], tiny_stores["dataset"], tiny_stores["features"], out)
 
 
-def test_export_refuses_mismatched_stores(tiny_stores, checkpoints, tmp_path):
+def test_export_refuses_stores_the_checkpoint_was_not_trained_on(tiny_stores, checkpoints, tmp_path):
+    """Another feature store or a changed dataset store (two tags swapped) is refused with both ids."""
     fs = FeatureStore(tiny_stores["features"])
     narrow = write_feature_store(tmp_path / "narrow.h5", photo_id=fs.photo_id, features=fs.read_all()[:, :16], extractor="test")
-    with pytest.raises(StoreError, match=r"16-d .* input_dim=32"):
+    with pytest.raises(LineageError, match=rf"made from feature store {fs.content_id[:12]} .* given is {FeatureStore(narrow).content_id[:12]}"):
         export_embeddings(checkpoints["mcc"], tiny_stores["dataset"], narrow, tmp_path / "x.h5")
-    partial = write_feature_store(tmp_path / "partial.h5", photo_id=fs.photo_id[3:], features=fs.read_all()[3:], extractor="test")
-    with pytest.raises(StoreError, match=r"3 of 1200 photos .* have no valid features"):
-        export_embeddings(checkpoints["mcc"], tiny_stores["dataset"], partial, tmp_path / "x.h5")
     other_vocab = tmp_path / "dataset.h5"
     other_vocab.write_bytes(Path(tiny_stores["dataset"]).read_bytes())
-    with h5py.File(other_vocab, "a") as f:  # same size, two tags swapped: the fingerprint catches it
+    with h5py.File(other_vocab, "a") as f:  # same size, two tags swapped, content id recomputed as a writer would
         vocab = [v.decode() for v in f["vocab"][:]]
         vocab[0], vocab[1] = vocab[1], vocab[0]
         f["vocab"][:] = vocab
-    with pytest.raises(StoreError, match=r"differs from the one"):
+        f.attrs["content_id"] = "0" * 64
+    with pytest.raises(LineageError, match=r"made from dataset store .* given is 000000000000"):
         export_embeddings(checkpoints["mcc"], other_vocab, tiny_stores["features"], tmp_path / "x.h5")
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_export_refuses_photos_without_features(tiny_stores, tmp_path):
+    """A model trained where 3 photos lack features cannot export an embedding for every photo: refused."""
+    fs = FeatureStore(tiny_stores["features"])
+    partial = write_feature_store(tmp_path / "partial.h5", photo_id=fs.photo_id[3:], features=fs.read_all()[3:], extractor="test")
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=mcc", f"data.dataset_path={tiny_stores['dataset']}", f"data.features_path={partial}",
+                                          f"paths.output_dir={tmp_path / 'run'}", "trainer=debug", "logger=none", "data.batch_size=64"])
+    best = train(cfg)["best_checkpoint"]
+    with pytest.raises(StoreError, match=r"3 of 1200 photos .* have no valid features"):
+        export_embeddings(best, tiny_stores["dataset"], partial, tmp_path / "x.h5")
     assert not (tmp_path / "x.h5").exists()

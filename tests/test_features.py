@@ -138,7 +138,7 @@ def compose_extract(**overrides):
 def extracted(photos, tmp_path_factory) -> dict:
     """One uninterrupted extraction of the list file through the Hydra config, CPU, Lightning predict."""
     out = tmp_path_factory.mktemp("store") / "features.h5"
-    cfg = compose_extract(images=photos["list"], out=out, batch_size=2, num_workers=2, flush_every=1,
+    cfg = compose_extract(images=photos["list"], features_path=out, batch_size=2, num_workers=2, flush_every=1,
                           accelerator="cpu", devices=1, progress=False)
     summary = extract_from_config(cfg)
     return {"out": out, "summary": summary}

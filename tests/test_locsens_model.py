@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from test_triplets import write_tiny_embeddings
+from conftest import write_tiny_embeddings
 
 from locsens.models.locsens import FUSIONS, LocSens
 from locsens.models.location_encoders import LOCATION_ENCODERS, build_location_encoder

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow  # a Hydra multirun: a fresh interpreter plus two joblib worker processes importing torch
 def test_joblib_multirun_writes_two_complete_runs(tiny_stores, tmp_path):
     """Two tiny LocSens jobs (evaluate's ``runs=`` takes LocSens runs) on a stand-in MCC embedding store."""
-    from test_triplets import write_tiny_embeddings
+    from conftest import write_tiny_embeddings
 
     emb = write_tiny_embeddings(tiny_stores, tmp_path / "mcc.h5", dim=16)
     sweep = tmp_path / "multirun"

@@ -8,18 +8,7 @@ import torch
 
 from locsens.data import store
 from locsens.data.triplets import TagMembership, TripletDataModule
-
-
-def write_tiny_embeddings(tiny_stores: dict, path, dim: int = 300, seed: int = 0):
-    """An embeddings store for the tiny dataset: features randomly projected to ``dim``; tag = mean of its images."""
-    ds = store.DatasetStore(tiny_stores["dataset"])
-    fs = store.FeatureStore(tiny_stores["features"])
-    feats = fs.read(fs.rows_for(ds.photo_id))
-    image = feats @ np.random.default_rng(seed).normal(size=(feats.shape[1], dim)).astype(np.float32)
-    multi_hot = ds.multi_hot(np.arange(len(ds))).astype(np.float32)
-    tag = multi_hot.T @ image / np.maximum(multi_hot.sum(0)[:, None], 1.0)
-    return store.write_embedding_store(path, photo_id=ds.photo_id, image=image, tag=tag, vocab=ds.vocab,
-                                       model="test-projection", checkpoint_sha256="none", similarity="cosine")
+from conftest import write_tiny_embeddings
 
 
 @pytest.fixture(scope="module")

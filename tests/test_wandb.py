@@ -92,14 +92,14 @@ def metrics_num_tags(stores) -> int:
 
 
 def test_evaluate_logs_tables_figures_and_scalars(tiny_stores, tmp_path, no_credentials):
-    from test_triplets import write_tiny_embeddings
+    from conftest import write_tiny_embeddings
 
     out = tmp_path / "eval"
     emb = write_tiny_embeddings(tiny_stores, tmp_path / "mcc.h5", dim=16)  # a stand-in MCC export: retrieval figures
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("evaluate", overrides=[
-            f"dataset={tiny_stores['dataset']}", f"output_dir={out}", "methods.mlc=null", "methods.her=null",
-            f"methods.mcc.path={emb}", "retrieval.min_query_images=3", "retrieval.max_queries=50",
+            f"dataset_path={tiny_stores['dataset']}", f"output_dir={out}", "methods.mlc=null", "methods.her=null",
+            f"methods.mcc.embeddings_path={emb}", "retrieval.min_query_images=3", "retrieval.max_queries=50",
             "wandb.enabled=true", "wandb.project=locsens-test"])
     results = evaluate(cfg)
     run, run_file = read_single_run(out)
@@ -123,7 +123,7 @@ def test_evaluate_logs_tables_figures_and_scalars(tiny_stores, tmp_path, no_cred
 
 def test_the_sigma_schedule_reaches_wandb(tiny_stores, tmp_path, no_credentials):
     """LocSens' SigmaSchedule logs sigma / sigma_km through self.log: both arrive in the W&B history."""
-    from test_triplets import write_tiny_embeddings
+    from conftest import write_tiny_embeddings
 
     torch.set_num_threads(1)
     emb = write_tiny_embeddings(tiny_stores, tmp_path / "mcc.h5", dim=16)

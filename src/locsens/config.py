@@ -1,4 +1,14 @@
-"""Config validation: a composed Hydra config is checked before any work starts.
+"""Config validation: a composed Hydra config is checked before any work starts, and means what it says.
+
+Every entry point validates its config first (``validate_train_config``, ``validate_prepare_config``,
+``validate_evaluate_config``, ``validate_export_config``, ``validate_extract_config``):
+
+* **typed values**: ``no`` / ``false`` / ``off`` / ``0`` are false and ``yes`` / ``true`` / ``on`` / ``1``
+  true for every boolean key; ``seed=abc`` or ``retrieval.k=ten`` is an error naming the key. The
+  non-train entry points are checked against a dataclass schema (an OmegaConf structured merge:
+  the library does the typing); ``_target_`` nodes of the train config are typed by the signature
+  annotations of the callable they name. A string where a list is expected (``source.tsv=/path``)
+  becomes a one-element list.
 
 Hydra rejects unknown *command-line* keys (without ``+``), but a typo inside a yaml file (an
 experiment overlay writing ``model.num_negativs``) merges silently and would only fail -- or, worse,
@@ -21,15 +31,20 @@ The checks are explicit rather than structured configs because model configs are
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import math
+import types
+import typing
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.utils import get_object
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 HYDRA_SPECIAL_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
 # Everything train() reads at the top level (config groups + train.yaml's own keys); `hydra` is Hydra's.
@@ -206,6 +221,248 @@ def check_unknown_keys(cfg: DictConfig, top_level: tuple[str, ...] = TRAIN_TOP_L
             _check_target_keys(child, key)
 
 
+# ---- typed values ---------------------------------------------------------------------------------
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "y", "1"), ("false", "no", "off", "n", "0")
+
+
+def as_bool(value: Any, key: str) -> bool:
+    """``value`` as a bool: a bool, 0/1, or a word of ``TRUE_WORDS`` / ``FALSE_WORDS`` (any case); else ConfigError."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    raise ConfigError(f"{key}={value!r}: expected true or false (also yes/no, on/off, 1/0)")
+
+
+def _coerce(value: Any, kind: type, key: str) -> Any:
+    """A string from the command line as ``kind`` (bool, int, float); other values unchanged."""
+    if kind is bool:
+        return as_bool(value, key)
+    if not isinstance(value, str):
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{key}={value!r}: expected an integer")
+        return value
+    try:
+        return kind(value) if kind is float else int(value)
+    except ValueError:
+        raise ConfigError(f"{key}={value!r}: expected {'an integer' if kind is int else 'a number'}") from None
+
+
+def _simple_type(annotation: Any) -> type | None:
+    """bool / int / float for an annotation of exactly that type (or Optional of it), else None."""
+    if annotation in (bool, int, float):
+        return annotation
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if (origin is typing.Union or isinstance(annotation, types.UnionType)) and len(args) == 2 and type(None) in args:
+        inner = next(a for a in args if a is not type(None))
+        return inner if inner in (bool, int, float) else None
+    return None
+
+
+def _annotations(obj: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
+    except Exception:  # unresolvable forward references, builtins: nothing to type against
+        return {}
+
+
+def coerce_target_values(cfg: DictConfig, root: str = "") -> None:
+    """Type the values of every ``_target_`` node in place from its callable's annotations (bool / int / float)."""
+    for key in list(cfg.keys()):
+        child = cfg._get_node(key)
+        full = f"{root}.{key}" if root else str(key)
+        if isinstance(child, DictConfig):
+            coerce_target_values(child, full)
+    if "_target_" not in cfg:
+        return
+    try:
+        hints = _annotations(get_object(cfg._target_))
+    except Exception:
+        return
+    for key in list(cfg.keys()):
+        kind = _simple_type(hints.get(str(key)))
+        node = cfg._get_node(key)
+        if kind is None or node is None or node._is_interpolation() or node._is_missing():
+            continue
+        value = node._value()
+        if value is None:
+            continue
+        new = _coerce(value, kind, f"{root}.{key}" if root else str(key))
+        if new is not value:
+            with open_dict(cfg):
+                cfg[key] = new
+
+
+# ---- schemas of the other entry points ----------------------------------------------------------
+@dataclass
+class PathsConfig:
+    data_dir: str = "data"
+    world_dir: str = "data/demo"
+    log_dir: str = "outputs"
+    output_dir: Optional[str] = None
+
+
+@dataclass
+class IngestConfig:
+    vocab_size: int = 100_000
+    drop_top: int = 10
+    min_tags: int = 1
+    max_tags: int = 15
+    wordlist: Optional[str] = None
+    split: dict[str, Any] = field(default_factory=lambda: {"test": 0.1, "val": 0.05})
+    split_by_user: bool = False
+    dedupe_tags: bool = False
+    strict: bool = False
+
+
+@dataclass
+class SourceConfig:
+    kind: str = "world"
+    size: Optional[str] = None        # world
+    n_photos: Optional[int] = None    # world
+    feature_dim: int = 512            # world
+    tsv: list[str] = field(default_factory=list)  # yfcc
+    features: Optional[str] = None    # yfcc
+
+
+@dataclass
+class PrepareConfig:
+    world: str = "demo"
+    seed: int = 0
+    overwrite: bool = False
+    dataset_path: str = "${paths.world_dir}/dataset.h5"
+    features_path: str = "${paths.world_dir}/features.h5"
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+
+
+@dataclass
+class TaggingConfig:
+    ks: list[int] = field(default_factory=lambda: [1, 10, 50])
+
+
+@dataclass
+class RetrievalConfig:
+    k: int = 10
+    thresholds_km: list[float] = field(default_factory=lambda: [math.inf, 2500.0, 750.0, 200.0, 25.0, 1.0])
+    min_query_images: int = 10
+    exclude_query_image: bool = False
+    max_queries: Optional[int] = None
+    limit_candidates: Optional[int] = None
+    chunk_queries: int = 64
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = False
+    project: str = "locsens"
+    entity: Optional[str] = None
+    mode: str = "offline"
+
+
+@dataclass
+class EvaluateConfig:
+    world: str = "demo"
+    seed: int = 0
+    dataset_path: str = "${paths.world_dir}/dataset.h5"
+    output_dir: str = "${hydra:runtime.output_dir}"
+    limit_test_images: Optional[int] = None
+    chunk_images: int = 512
+    runs: list[str] = field(default_factory=list)
+    methods: dict[str, Any] = field(default_factory=dict)
+    tagging: TaggingConfig = field(default_factory=TaggingConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+@dataclass
+class ExportConfig:
+    world: str = "demo"
+    checkpoint: str = "???"
+    dataset_path: str = "${paths.world_dir}/dataset.h5"
+    features_path: str = "${paths.world_dir}/features.h5"
+    embeddings_path: Optional[str] = None
+    overwrite: bool = False
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "efficientnet_lite0"
+    weights: Optional[str] = None
+
+
+@dataclass
+class ExtractConfig:
+    images: str = "???"
+    features_path: str = "???"
+    batch_size: int = 64
+    num_workers: int = 4
+    flush_every: int = 20
+    dtype: str = "float32"
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    progress: bool = True
+    overwrite: bool = False
+    restart: bool = False
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def _list_keys(schema: type, prefix: str = "") -> Iterator[str]:
+    for f in dataclasses.fields(schema):
+        if dataclasses.is_dataclass(f.type) or (isinstance(f.type, type) and dataclasses.is_dataclass(f.type)):
+            yield from _list_keys(f.type, f"{prefix}{f.name}.")
+        elif typing.get_origin(f.type) is list:
+            yield f"{prefix}{f.name}"
+
+
+def _schema_keys(schema: type, key: str) -> list[str]:
+    """Valid keys at the dotted position ``key`` of a schema (for did-you-mean)."""
+    node = schema
+    for part in key.split(".")[:-1]:
+        sub = {f.name: f.type for f in dataclasses.fields(node)}.get(part)
+        if sub is None or not dataclasses.is_dataclass(sub):
+            return []
+        node = sub
+    return [f.name for f in dataclasses.fields(node)]
+
+
+def typed_config(cfg: DictConfig, schema: type) -> DictConfig:
+    """``cfg`` merged into ``schema`` (a dataclass): typed values, unknown keys named with a did-you-mean,
+    strings where a list is expected taken as one-element lists. Returns the typed config."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)
+    for key in _list_keys(schema):
+        parts = key.split(".")
+        node = plain
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(parts[-1]), str) and not node[parts[-1]].startswith("${"):
+            node[parts[-1]] = [node[parts[-1]]]
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema), plain)
+    except ConfigKeyError as e:
+        key = str(e.full_key or e.key)
+        raise ConfigError(f"{key}: unknown key{_did_you_mean(key.rsplit('.', 1)[-1], _schema_keys(schema, key))}") from None
+    except ValidationError as e:
+        key = str(e.full_key or e.key)
+        present, value = _select(OmegaConf.create(plain), key)
+        expected = str(e).splitlines()[0]
+        raise ConfigError(f"{key}={value!r}: {expected}") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+    OmegaConf.set_struct(typed, False)
+    return typed
+
+
 # ---- stores --------------------------------------------------------------------------------------
 def _store_hint(cfg: DictConfig, key: str) -> str:
     world = cfg.get("world", "<world>")
@@ -225,19 +482,63 @@ def check_stores_exist(cfg: DictConfig, keys: tuple[str, ...]) -> None:
 
 # ---- entry points --------------------------------------------------------------------------------
 def validate_train_config(cfg: DictConfig) -> None:
-    """Check a composed train config (conf/train.yaml) before any work; raises ConfigError / FileNotFoundError."""
+    """Check a composed train config (conf/train.yaml) before any work, typing its values in place;
+    raises ConfigError / FileNotFoundError."""
     check_unknown_keys(cfg)
+    for key, kind in (("seed", int),):
+        if key in cfg and cfg._get_node(key) is not None and not cfg._get_node(key)._is_interpolation():
+            cfg[key] = _coerce(cfg[key], kind, key)
+    coerce_target_values(cfg)
     _check_rules(cfg, _train_rules())
     _check_sigmas(cfg)
     check_stores_exist(cfg, ("data.dataset_path", "data.features_path", "data.embeddings_path"))
 
 
-def validate_evaluate_config(cfg: DictConfig) -> None:
-    """Check a composed evaluate config (conf/evaluate.yaml): impossible k's, sizes, distances, the store."""
+def _split_ok(v: Any) -> bool:
+    """A split size: a count >= 1 (int) or a fraction in (0, 1) (float)."""
+    return isinstance(v, dict) and set(v) <= {"test", "val"} and all(
+        (_is_int(x) and x >= 1) or (isinstance(x, float) and 0 < x < 1) for x in v.values())
+
+
+def validate_prepare_config(cfg: DictConfig) -> DictConfig:
+    """Type and check conf/prepare.yaml; returns the typed config."""
+    typed = typed_config(cfg, PrepareConfig)
+    for name, value in typed.ingest.split.items():
+        typed.ingest.split[name] = _coerce(value, float if isinstance(value, str) and "." in value else int, f"ingest.split.{name}") \
+            if isinstance(value, str) else value
+    _check_rules(typed, {
+        "ingest.vocab_size": (positive_int, "a positive integer (the vocabulary size)"),
+        "ingest.drop_top": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        "ingest.min_tags": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        "ingest.max_tags": (lambda v: _is_int(v) and v >= typed.ingest.min_tags, f"an integer >= ingest.min_tags ({typed.ingest.min_tags})"),
+        "source.kind": _one_of(("world", "yfcc")),
+        "source.n_photos": (positive_int_or_null, "a positive integer or null"),
+        "source.feature_dim": (positive_int, "a positive integer"),
+    })
+    split = OmegaConf.to_container(typed.ingest.split)
+    if not _split_ok(split):
+        raise ConfigError(f"ingest.split={split}: expected 'test' and 'val', each a count >= 1 (integer) or a fraction in (0, 1) "
+                          "(float); train gets the rest, and no split may be empty")
+    fractions = sum(v for v in split.values() if isinstance(v, float))
+    if fractions >= 1:
+        raise ConfigError(f"ingest.split={split}: the fractions add up to {fractions:g}, leaving no training photos")
+    if typed.source.kind == "yfcc":
+        if not typed.source.tsv:
+            raise ConfigError("source.tsv: give the YFCC100M metadata file(s), e.g. source.tsv=[/data/yfcc100m_dataset.bz2]")
+        if typed.source.features is None:
+            raise ConfigError("source.features: path to a locsens.features store is required for real YFCC data "
+                              "(make one with extract_features.py)")
+    return typed
+
+
+def validate_evaluate_config(cfg: DictConfig) -> DictConfig:
+    """Type and check conf/evaluate.yaml: impossible k's, sizes, distances, the store; returns the typed config."""
     from locsens.tracking import WANDB_MODES
 
+    typed = typed_config(cfg, EvaluateConfig)
     ks_ok = (positive_ints, "a non-empty list of positive integers (k >= 1)")
-    _check_rules(cfg, {
+    _check_rules(typed, {
+        "seed": (_is_int, "an integer"),
         "tagging.ks": ks_ok,
         "retrieval.k": (positive_int, "a positive integer (k >= 1)"),
         "retrieval.thresholds_km": (lambda v: isinstance(v, (list, ListConfig)) and len(v) > 0 and all(positive_number(x) for x in v),
@@ -250,8 +551,29 @@ def validate_evaluate_config(cfg: DictConfig) -> None:
         "retrieval.limit_candidates": (positive_int_or_null, "a positive integer or null (the tagging images)"),
         "wandb.mode": _one_of(WANDB_MODES),
     })
-    check_stores_exist(cfg, ("dataset",))
+    check_stores_exist(typed, ("dataset_path",))
+    return typed
 
 
-__all__ = ["ConfigError", "TRAIN_TOP_LEVEL_KEYS", "check_stores_exist", "check_unknown_keys", "validate_evaluate_config",
+def validate_export_config(cfg: DictConfig) -> DictConfig:
+    typed = typed_config(cfg, ExportConfig)
+    check_stores_exist(typed, ("dataset_path", "features_path"))
+    if not Path(str(typed.checkpoint)).is_file():
+        raise FileNotFoundError(f"checkpoint: {typed.checkpoint} does not exist (a run's checkpoints/<best>.ckpt, see its metrics.json)")
+    return typed
+
+
+def validate_extract_config(cfg: DictConfig) -> DictConfig:
+    typed = typed_config(cfg, ExtractConfig)
+    _check_rules(typed, {
+        "batch_size": (positive_int, "a positive integer"),
+        "num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        "flush_every": (positive_int, "a positive integer"),
+        "dtype": _one_of(("float32", "float16")),
+    })
+    return typed
+
+
+__all__ = ["ConfigError", "TRAIN_TOP_LEVEL_KEYS", "as_bool", "check_stores_exist", "check_unknown_keys", "typed_config",
+           "validate_evaluate_config", "validate_export_config", "validate_extract_config", "validate_prepare_config",
            "validate_train_config"]

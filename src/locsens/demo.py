@@ -59,7 +59,7 @@ def main(argv: list[str]) -> None:
             run(["train.py", f"experiment={name}", f"world={world}", f"hydra.run.dir={run_dir}", *knobs[name]], f"train {name.upper()}")
         if not (emb_dir / f"{name}.h5").exists():
             best = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
-            run(["export.py", f"checkpoint={best}", f"world={world}", f"out_path={emb_dir / f'{name}.h5'}"], f"export {name.upper()} embeddings")
+            run(["export.py", f"checkpoint={best}", f"world={world}", f"embeddings_path={emb_dir / f'{name}.h5'}"], f"export {name.upper()} embeddings")
     runs = []
     for name, experiment in LOCSENS.items():
         run_dir = out / name

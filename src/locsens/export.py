@@ -20,39 +20,26 @@ output defaults to ``${paths.world_dir}/embeddings/<model>.h5``.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from locsens.artifacts import file_ref, require_made_from
+from locsens.checkpointing import load_model
 from locsens.data.store import DatasetStore, FeatureStore, StoreError, write_embedding_store
 from locsens.models.agnostic import AgnosticTagger, vocab_sha256
 
 log = logging.getLogger(__name__)
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_tagger(checkpoint_path: str | Path) -> AgnosticTagger:
-    """The model saved in a checkpoint written by train() (its class is recorded in the checkpoint)."""
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    class_path = checkpoint.get("locsens_model_class")
-    if class_path is None:
-        raise ValueError(f"{checkpoint_path}: no 'locsens_model_class' entry; not a checkpoint of a locsens agnostic model")
-    module_name, _, class_name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    model = cls.load_from_checkpoint(checkpoint_path, map_location="cpu")
-    model.vocab_sha256 = checkpoint.get("locsens_vocab_sha256")
-    return model.eval()
+    """The MLC / MCC / HER model saved in a checkpoint written by train() (safe load, allow-listed class)."""
+    model, ckpt = load_model(checkpoint_path, expect="agnostic")
+    model.vocab_sha256 = ckpt.get("locsens_vocab_sha256")
+    model.made_from = ckpt["locsens"].get("made_from") or {}
+    return model
 
 
 @torch.no_grad()
@@ -60,11 +47,17 @@ def export_embeddings(checkpoint_path: str | Path, dataset_path: str | Path, fea
                       overwrite: bool = False, batch_size: int = 8192) -> Path:
     """Write the embeddings store of a checkpoint (see the module docstring); returns its path.
 
-    ``out_path`` None -> ``<dataset dir>/embeddings/<model>.h5``.
+    ``out_path`` None -> ``<dataset dir>/embeddings/<model>.h5``. The checkpoint must have been trained
+    on these very stores (content ids); the store records the checkpoint's sha256 and both stores' ids.
     """
     model = load_tagger(checkpoint_path)
     dataset, features = DatasetStore(dataset_path), FeatureStore(features_path)
     name = type(model).__name__.lower()
+    fix = f"export it against the stores it was trained on, or train {name.upper()} on these (`python train.py experiment={name} ...`)"
+    require_made_from(f"checkpoint {checkpoint_path}", model.made_from.get("dataset"), "dataset store",
+                      {"id": dataset.content_id, "path": str(dataset_path)}, fix)
+    require_made_from(f"checkpoint {checkpoint_path}", model.made_from.get("features"), "feature store",
+                      {"id": features.content_id, "path": str(features_path)}, fix)
     if dataset.num_tags != model.hparams.num_tags:
         raise StoreError(f"{dataset_path}: vocabulary has {dataset.num_tags} tags but checkpoint {checkpoint_path} was trained with num_tags={model.hparams.num_tags}")
     if model.vocab_sha256 is not None and model.vocab_sha256 != vocab_sha256(dataset.vocab):
@@ -81,8 +74,11 @@ def export_embeddings(checkpoint_path: str | Path, dataset_path: str | Path, fea
         block = torch.from_numpy(features.read(rows[start : start + batch_size]))
         image[start : start + len(block)] = model.image_embedding(block).numpy()
     out_path = Path(out_path) if out_path is not None else Path(dataset_path).parent / "embeddings" / f"{name}.h5"
+    checkpoint = file_ref(checkpoint_path)
+    made_from = {"checkpoint": checkpoint, "dataset": {"id": dataset.content_id, "path": str(dataset_path)},
+                 "features": {"id": features.content_id, "path": str(features_path)}}
     path = write_embedding_store(out_path, photo_id=dataset.photo_id, image=image, tag=model.tag_embedding().numpy(), vocab=dataset.vocab,
-                                 model=name, checkpoint_sha256=file_sha256(checkpoint_path), similarity=model.similarity,
-                                 dataset_path=str(dataset_path), overwrite=overwrite)
+                                 model=name, checkpoint_sha256=checkpoint["sha256"], similarity=model.similarity,
+                                 dataset_path=str(dataset_path), made_from=made_from, overwrite=overwrite)
     log.info("exported %s embeddings (%d photos, %d tags, %d-d, %s) to %s", name, len(dataset), dataset.num_tags, image.shape[1], model.similarity, path)
     return path

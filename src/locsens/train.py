@@ -1,34 +1,46 @@
 """Generic training: a Hydra config in, a fitted model, a run directory and the final metrics out.
 
 ``train(cfg)`` knows nothing about any particular model. It instantiates ``cfg.data`` (a
-LightningDataModule with ``model_kwargs()``), fills the model config's data-dependent dimension keys
-that are null (and fails, naming both numbers and the stores, on those set to something else),
-instantiates ``cfg.model``, ``cfg.callbacks`` (dict of ``_target_`` entries), ``cfg.logger`` (dict of
-``_target_`` entries, or empty) and ``cfg.trainer``, and fits.
+LightningDataModule with ``model_kwargs()`` and ``lineage()``), fills the model config's
+data-dependent dimension keys that are null (and fails, naming both numbers and the stores, on those
+set to something else), instantiates ``cfg.model``, ``cfg.callbacks`` (dict of ``_target_`` entries),
+``cfg.logger`` (dict of ``_target_`` entries, or empty) and ``cfg.trainer``, and fits.
 
-Run directory (``cfg.paths.output_dir``): ``.hydra/`` (Hydra writes it; when train() is called
-without Hydra, e.g. from tests or notebooks, train() writes ``.hydra/config.yaml`` itself, resolved),
-``checkpoints/`` (best + last, from the checkpoint callback), ``metrics.json`` (final metrics,
-written atomically) and ``git_commit.txt``.
+Run directory (``cfg.paths.output_dir``; layout in :mod:`locsens.artifacts`): ``.hydra/`` (Hydra writes
+it; when train() is called without Hydra, e.g. from tests or notebooks, train() writes
+``.hydra/config.yaml`` itself, resolved), ``checkpoints/`` (best + last, from
+:class:`locsens.checkpointing.RunCheckpoint`), ``metrics.json`` (written atomically when training
+finished: final metrics, best checkpoint, epochs, what it resumed from) and ``git_commit.txt``.
+
+Resume: ``ckpt_path=<checkpoint or run directory>`` continues a run in this or any other run
+directory with its best checkpoint, metric history, W&B run and RNG states (see
+``locsens.checkpointing``). A run directory that already holds a run is refused unless resumed.
+The checkpoint is checked before any work: a locsens checkpoint of the configured model, trained on
+the same stores (content ids).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import subprocess
 from pathlib import Path
 
 import lightning as L
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from locsens.config import validate_train_config
+from locsens.artifacts import LineageError, RunLayout, short
+from locsens.checkpointing import RunCheckpoint, class_path, load_checkpoint
+from locsens.config import ConfigError, validate_train_config
+from locsens.files import git_commit, write_json_atomic, write_text_atomic
 from locsens.tracking import finish_loggers
 
 log = logging.getLogger(__name__)
+SIGTERM_EXIT_CODE = 143  # 128 + SIGTERM: a preempted job, as the shell reports it
+
+
+class TrainingError(RuntimeError):
+    """Training produced nothing usable (no batches, no checkpoint); the message names the cause."""
 
 
 def fill_data_dims(model_cfg: DictConfig, data_dims: dict[str, int], source: str) -> DictConfig:
@@ -45,62 +57,106 @@ def fill_data_dims(model_cfg: DictConfig, data_dims: dict[str, int], source: str
     return model_cfg
 
 
-def git_commit() -> str:
-    """``<sha>`` of the repository this code runs from, with ``-dirty`` when tracked files changed."""
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return sha + ("-dirty" if dirty else "")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _instantiate_dict(group: DictConfig | None) -> list:
+def _instantiate_dict(group: DictConfig | None, extra: dict | None = None) -> list:
     """Instantiate every ``_target_`` entry of a dict-of-configs group (callbacks, loggers)."""
     if not group:
         return []
-    return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
+    out = []
+    for entry in group.values():
+        if entry is None or "_target_" not in entry:
+            continue
+        out.append(instantiate(entry, **(extra or {}).get(entry._target_, {})))
+    return out
+
+
+def resolve_resume(ckpt_path, run: RunLayout) -> Path | None:
+    """The checkpoint to resume from (a file, a run directory's last.ckpt, or ``last``: this run's own
+    last.ckpt if it has one, for requeued jobs), or None for a fresh run; a fresh run into a directory
+    that already holds one is refused."""
+    if ckpt_path == "last":
+        ckpt_path = run.path if run.last_checkpoint.exists() else None
+        if ckpt_path is None and run.metrics_path.exists():
+            raise FileExistsError(f"{run.path} holds a finished run without checkpoints/last.ckpt; train into another directory")
+    if ckpt_path is None:
+        if run.holds_training():
+            raise FileExistsError(f"{run.path} already holds a training run ({run.last_checkpoint.name} or metrics.json); "
+                                  f"resume it with ckpt_path={run.path}, or train into another directory (hydra.run.dir=...)")
+        return None
+    path = Path(str(ckpt_path))
+    if path.is_dir():
+        path = RunLayout(path).last_checkpoint
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path: {ckpt_path} is neither a checkpoint file nor a run directory with checkpoints/last.ckpt")
+    return path
+
+
+def check_resume(path: Path, model_cfg: DictConfig, lineage: dict) -> dict:
+    """The record of the checkpoint to resume: a locsens checkpoint of the configured model class,
+    trained on the same stores as this run (content ids)."""
+    ckpt = load_checkpoint(path)
+    record = ckpt["locsens"]
+    want = class_path(get_class(model_cfg._target_))
+    if record["model_class"] != want:
+        raise ConfigError(f"ckpt_path: {path} is a checkpoint of {record['model_class']}, but model._target_ is {want}")
+    made_from = record.get("made_from") or {}
+    for role, actual in lineage.items():
+        got = (made_from.get(role) or {}).get("id")
+        if got != actual["id"]:
+            raise LineageError(f"ckpt_path: {path} was trained on {role} {short(got)} ({(made_from.get(role) or {}).get('path')}), "
+                               f"but this run's {role} store is {short(actual['id'])} ({actual['path']}); resume with the "
+                               "stores it was trained on, or start a new run")
+    return record
 
 
 def train(cfg: DictConfig) -> dict[str, float | str]:
-    """Fit ``cfg.model`` on ``cfg.data``; returns final metrics (floats) and ``best_checkpoint`` (path)."""
+    """Fit ``cfg.model`` on ``cfg.data``; returns the final metrics (floats), ``best_checkpoint`` (path) etc."""
     validate_train_config(cfg)  # unknown keys, impossible values, missing stores: fail before any work
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if not (output_dir / ".hydra").exists():
-        (output_dir / ".hydra").mkdir()
-        write_text_atomic(output_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    write_text_atomic(output_dir / "git_commit.txt", git_commit() + "\n")
+    run = RunLayout(Path(cfg.paths.output_dir))
+    resume = resolve_resume(cfg.get("ckpt_path"), run)
+    run.path.mkdir(parents=True, exist_ok=True)
+    if not run.config_path.exists():
+        write_text_atomic(run.config_path, OmegaConf.to_yaml(cfg, resolve=True))
+    write_text_atomic(run.git_commit_path, git_commit() + "\n")
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
+    lineage = datamodule.lineage()
+    record = check_resume(resume, cfg.model, lineage) if resume is not None else {}
     model_cfg = fill_data_dims(cfg.model, datamodule.model_kwargs(), datamodule.describe())
     model = instantiate(model_cfg)
     callbacks = _instantiate_dict(cfg.get("callbacks"))
-    loggers = _instantiate_dict(cfg.get("logger"))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    checkpoints = [c for c in callbacks if isinstance(c, RunCheckpoint)]
+    if len(checkpoints) != 1:
+        raise ConfigError(f"callbacks: exactly one locsens.checkpointing.RunCheckpoint is needed (found {len(checkpoints)})")
+    checkpoint = checkpoints[0]
+    wandb_resume = {"locsens.tracking.wandb_logger": {"id": record["wandb_run_id"]}} if record.get("wandb_run_id") else {}
+    loggers = _instantiate_dict(cfg.get("logger"), wandb_resume)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_checkpointing=False)
     for logger in loggers:  # the whole resolved config as hyperparameters (W&B config, CSV/TB hparams)
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
+    except SIGTERMException:  # Lightning stops after the current batch; a SystemExit(None) would exit 0
+        done = f"the end of epoch {int(checkpoint.history[-1]['epoch'])}" if checkpoint.history else "nothing (no epoch finished)"
+        log.warning("SIGTERM: training stopped; %s holds %s; resume with ckpt_path=%s", run.last_checkpoint, done, run.path)
+        raise SystemExit(SIGTERM_EXIT_CODE) from None
     finally:
         finish_loggers(loggers)
-
-    metrics: dict[str, float | str] = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    if checkpoint is not None:
-        metrics["best_checkpoint"] = checkpoint.best_model_path or checkpoint.last_model_path
-        if checkpoint.best_model_score is not None:
-            metrics["best_score"] = float(checkpoint.best_model_score)
+    if trainer.fast_dev_run:
+        metrics = {"fast_dev_run": True, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
+        log.info("fast_dev_run: nothing saved; metrics %s", metrics)
+        return metrics
+    if trainer.global_step == 0:
+        raise TrainingError(f"no optimiser step was taken: {datamodule.describe()} gave no training batches "
+                            "(check the training split's size against data.batch_size)")
+    metrics = checkpoint.summary()
+    if not metrics["best_checkpoint"]:
+        raise TrainingError(f"no best checkpoint: the monitored metric {checkpoint.monitor} was never logged (validation "
+                            "did not run: check trainer.limit_val_batches / check_val_every_n_epoch and the val split)")
+    metrics["status"] = "finished"
+    metrics["made_from"] = lineage
     if trainer.is_global_zero:
-        write_text_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        write_json_atomic(run.metrics_path, metrics)
     log.info("final metrics: %s", metrics)
     return metrics

@@ -182,9 +182,21 @@ class AgnosticDataModule(L.LightningDataModule):
         log.info("%s: %s photos with features (train/val/test), features %s", self.dataset_path,
                  "/".join(str(len(self.splits[s])) for s in SPLIT_NAMES), "preloaded" if preload else "read from HDF5")
 
+        n_train = len(self.splits["train"])
+        if n_train < self.batch_size or len(self.splits["val"]) == 0:
+            raise ValueError(f"{self.dataset_path}: {n_train} training and {len(self.splits['val'])} validation photos with "
+                             f"features: {'no training batch of data.batch_size=' + str(self.batch_size) if n_train < self.batch_size else 'no validation photo'} "
+                             f"(per split: {', '.join(f'{s} {len(self.splits[s])}' for s in SPLIT_NAMES)}); "
+                             "lower data.batch_size or ingest more photos")
+
     @property
     def vocab(self) -> list[str]:
         return self.dataset.vocab
+
+    def lineage(self) -> dict:
+        """What a model trained on this data is made from: the content ids of the two stores."""
+        return {"dataset": {"id": self.dataset.content_id, "path": self.dataset_path},
+                "features": {"id": self.features.content_id, "path": self.features_path}}
 
     def model_kwargs(self) -> dict[str, int]:
         """Dimensions the models take from the data (train() fills null model config keys with them)."""

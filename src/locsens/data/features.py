@@ -423,12 +423,14 @@ def extract_features(
 
 def extract_from_config(cfg) -> dict | None:
     """``extract_features`` driven by conf/extract.yaml (the entry point ``extract_features.py``)."""
+    from locsens.config import validate_extract_config
+
+    cfg = validate_extract_config(cfg)  # typed: restart=no means false, not "a non-empty string"
     summary = extract_features(
-        cfg.images, cfg.out, backbone=cfg.backbone.name, weights=cfg.backbone.weights,
-        batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers), flush_every=int(cfg.flush_every),
-        dtype=str(cfg.dtype), accelerator=str(cfg.accelerator), devices=cfg.devices, strategy=str(cfg.strategy),
-        precision=str(cfg.precision), progress=bool(cfg.progress), overwrite=bool(cfg.overwrite),
-        restart=bool(cfg.restart))
+        cfg.images, cfg.features_path, backbone=cfg.backbone.name, weights=cfg.backbone.weights,
+        batch_size=cfg.batch_size, num_workers=cfg.num_workers, flush_every=cfg.flush_every,
+        dtype=cfg.dtype, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        precision=cfg.precision, progress=cfg.progress, overwrite=cfg.overwrite, restart=cfg.restart)
     if summary is not None:
         print(f"[extract] {summary['store']}: {summary['n_photos']} photos, {summary['n_failed']} without features "
               f"(listed in {summary['report']}); {summary['extractor']}")

@@ -16,7 +16,10 @@ for 320M occurrences); strings live once in the tag and user dictionaries. Then,
 4. Geography: town/region/country/continent of each kept photo (:mod:`locsens.data.geography`).
 
 Every line read ends in exactly one bucket of the report (kept or a reason), printed as a table
-and stored in the store's ``n_dropped`` attribute.
+and stored in the store's ``n_dropped`` attribute. Nothing usable left is an error, never an empty
+store: no kept photo, an empty vocabulary or an empty split raises :class:`IngestError` with the
+report's table. The store records its inputs (path, size, sha256, hashed while parsing) and the
+ingest config in ``made_from``.
 
 CLI: ``python -m locsens.data.ingest IN.tsv [IN2.tsv ...] --out store.h5 [--strict] ...``
 """
@@ -28,6 +31,7 @@ import json
 import os
 import sys
 import time
+import threading
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,11 +40,23 @@ from pathlib import Path
 import numpy as np
 
 from locsens.data.geography import FAR_FROM_TOWN_KM, reverse_geocode
+from locsens.files import file_sha256
 from locsens.data.store import SPLIT_IDS, write_dataset_store
 from locsens.data.yfcc import DROP_REASONS, KEPT, MALFORMED_REASONS, ParseStats, YfccReader
 
 INGEST_REASONS = ("too_few_vocab_tags", "too_many_vocab_tags", "duplicate_photo_id")
 PAPER_SPLIT = {"test": 500_000, "val": 250_000}
+
+
+class IngestError(ValueError):
+    """Ingestion left nothing usable (no photo, no vocabulary, an empty split); the message has the reason table."""
+
+
+def describe_input(path: str | os.PathLike) -> dict:
+    """What a store records of a raw input file: path, size, mtime and the sha256 of its bytes."""
+    path = Path(path)
+    st = path.stat()
+    return {"path": str(path), "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns), "sha256": file_sha256(path)}
 
 
 @dataclass
@@ -101,7 +117,7 @@ def assign_splits(n: int, user_index: np.ndarray, split: Mapping[str, float], se
     n_test = _split_count("test", split.get("test", 0), n)
     n_val = _split_count("val", split.get("val", 0), n)
     if n_test + n_val > n:
-        raise ValueError(f"split: test={n_test} + val={n_val} photos asked but only {n} photos were kept")
+        raise IngestError(f"split: test={n_test} + val={n_val} photos asked but only {n} photos were kept")
     rng = np.random.default_rng(seed)
     out = np.full(n, SPLIT_IDS["train"], dtype=np.int8)
     if not by_user:
@@ -157,8 +173,12 @@ def ingest(
     overwrite: bool = False,
     progress: bool | None = None,
     print_report: bool = True,
+    made_from: dict | None = None,
 ) -> IngestReport:
-    """Build a ``locsens.dataset`` store at ``out_path`` from YFCC100M-format TSV files (module docstring)."""
+    """Build a ``locsens.dataset`` store at ``out_path`` from YFCC100M-format TSV files (module docstring).
+
+    ``made_from``: lineage entries to record beside the inputs and ingest config (prepare passes the
+    feature store it pairs the dataset with, and the source it was asked for)."""
     t0 = time.perf_counter()
     paths = [Path(tsv_paths)] if isinstance(tsv_paths, (str, os.PathLike)) else [Path(p) for p in tsv_paths]
     if not paths:
@@ -166,11 +186,15 @@ def ingest(
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"ingest: input {p} does not exist")
+        if p.stat().st_size == 0:
+            raise IngestError(f"ingest: input {p} is empty (0 bytes)")
+    if vocab_size < 1 or drop_top < 0:
+        raise ValueError(f"ingest: need vocab_size >= 1 and drop_top >= 0, got vocab_size={vocab_size}, drop_top={drop_top}")
     out_path = Path(out_path)
     if out_path.exists() and not overwrite:  # refuse before the long parse, not after
         raise FileExistsError(f"{out_path} already exists; pass overwrite=True (--overwrite) to rebuild it")
-    if min_tags < 0 or max_tags < min_tags:
-        raise ValueError(f"ingest: need 0 <= min_tags <= max_tags, got min_tags={min_tags}, max_tags={max_tags}")
+    if min_tags < 1 or max_tags < min_tags:
+        raise ValueError(f"ingest: need 1 <= min_tags <= max_tags, got min_tags={min_tags}, max_tags={max_tags}")
     split = dict(PAPER_SPLIT if split is None else split)
     words = read_wordlist(wordlist) if wordlist is not None else None
     config = dict(
@@ -179,6 +203,7 @@ def ingest(
         dedupe_tags=dedupe_tags,
     )
 
+    described = _in_background(lambda: [describe_input(p) for p in paths])  # hashed while parsed (hashlib releases the GIL)
     photo_id, user_index, lat, lon = array("q"), array("i"), array("d"), array("d")
     indptr, tag_ids = array("q", [0]), array("i")
     user_of: dict[str, int] = {}
@@ -207,6 +232,10 @@ def ingest(
         finally:
             stats.merge(reader.stats)
 
+    if stats.kept == 0:
+        raise IngestError(f"ingest: no photo of {', '.join(map(str, paths))} was kept (LocSens needs photos with user tags "
+                          f"and a location):\n{_reason_table(stats)}")
+
     # vocabulary
     names = list(tag_of)
     del tag_of
@@ -215,6 +244,10 @@ def ingest(
     vocab_ids = select_vocabulary(counts, names, drop_top, vocab_size)
     vocab = [names[i] for i in vocab_ids]
     vocab_count = counts[vocab_ids]
+    if not vocab:
+        raise IngestError(f"ingest: the vocabulary is empty: {len(names)} distinct normalised tags, of which drop_top={drop_top} "
+                          f"are dropped (tags with digits are never kept){'; ' + str(len(words)) + ' words in the word list' if words else ''}\n"
+                          f"{_reason_table(stats)}")
     remap = np.full(len(names), -1, dtype=np.int32)
     remap[vocab_ids] = np.arange(len(vocab_ids), dtype=np.int32)
 
@@ -248,14 +281,24 @@ def ingest(
     users = [user_names[u] for u in present_users]
     final_user_index = final_user_index.astype(np.int32).ravel()
     n_kept = int(keep.sum())
+    if n_kept == 0:
+        raise IngestError(f"ingest: no photo has {min_tags}..{max_tags} vocabulary tags ({int(too_few.sum())} too few, "
+                          f"{int(too_many.sum())} too many; vocabulary of {len(vocab)} tags)\n{_reason_table(stats)}")
 
     split_id = assign_splits(n_kept, final_user_index, split, seed, by_user=split_by_user)
+    # train must not be empty; val / test only when asked for (an explicit 0 is a store without that split)
+    asked = {"train": True, **{name: bool(split.get(name, 0)) for name in ("val", "test")}}
+    empty = [name for name, i in SPLIT_IDS.items() if asked[name] and not (split_id == i).any()]
+    if empty:
+        raise IngestError(f"ingest: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty ({n_kept} photos kept, "
+                          f"split {split}); every split needs photos (train gets what test and val leave)")
     placement = reverse_geocode(lat_np, lon_np)
 
     reasons = {r: int(stats.reasons[r]) for r in (*MALFORMED_REASONS, *DROP_REASONS)}
     reasons.update(too_few_vocab_tags=int(too_few.sum()), too_many_vocab_tags=int(too_many.sum()), duplicate_photo_id=int(duplicate.sum()))
     assert stats.reasons[KEPT] == n and n_kept + sum(reasons.values()) == stats.lines, "every line must land in one bucket"
     split_sizes = {name: int((split_id == i).sum()) for name, i in SPLIT_IDS.items()}
+    record = {"inputs": described(), "ingest_config": config, **(made_from or {})}
     write_dataset_store(
         out_path,
         photo_id=photo_id_np[keep],
@@ -274,6 +317,7 @@ def ingest(
         source=", ".join(str(p) for p in paths),
         ingest_config=config,
         n_dropped=reasons,
+        made_from=record,
         overwrite=overwrite,
     )
     report = IngestReport(
@@ -284,6 +328,34 @@ def ingest(
     if print_report:
         print(report.table())
     return report
+
+
+def _in_background(fn):
+    """Run ``fn`` in a daemon thread (an error elsewhere never waits for it); returns a getter of its result."""
+    out: dict = {}
+
+    def target():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # re-raised by the getter
+            out["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+
+    def result():
+        thread.join()
+        if "error" in out:
+            raise out["error"]
+        return out["value"]
+
+    return result
+
+
+def _reason_table(stats: ParseStats) -> str:
+    """Lines by reason (what the parser saw), for error messages."""
+    rows = sorted(((r, n) for r, n in stats.reasons.items() if n), key=lambda x: -x[1])
+    return "\n".join([f"  {'lines read':<22}{stats.lines:>12,}"] + [f"  {r:<22}{n:>12,}" for r, n in rows])
 
 
 def _count_or_fraction(text: str) -> float:

@@ -1,7 +1,11 @@
 """HDF5 stores: the one home for the on-disk schema, atomic writing and validated reading.
 
 Schema (version ``SCHEMA_VERSION``). Every store carries the root attributes ``schema``
-(one of the kinds below) and ``schema_version``. Strings are UTF-8 variable-length.
+(one of the kinds below), ``schema_version``, ``content_id`` (sha256 of the store's datasets, in a fixed
+order, computed while writing: two stores with the same content have the same id) and ``made_from``
+(JSON: the ids and paths of the artefacts it was built from; see :mod:`locsens.artifacts`, which
+checks them). Strings are UTF-8 variable-length. Photo ids are unique and features finite in every
+store: both are checked when a store is written and when it is validated.
 
 ``locsens.dataset`` -- one row per kept photo (``N`` rows, ``V`` vocabulary tags)::
 
@@ -17,14 +21,16 @@ Schema (version ``SCHEMA_VERSION``). Every store carries the root attributes ``s
     split           int8    [N]      0 = train, 1 = val, 2 = test (attr split_names)
     vocab           str     [V]      vocabulary, frequency-ordered (class index = rank)
     vocab_count     int64   [V]      occurrences of each vocabulary tag in the ingested data
-    attrs: source (str), ingest_config (JSON str), n_dropped (JSON str of counts by reason)
+    attrs: source (str), ingest_config (JSON str), n_dropped (JSON str of counts by reason),
+           made_from = {"inputs": [{path, size, sha256}], "ingest_config": {...}, "features": {id, path}}
 
 ``locsens.features`` -- image features keyed by photo id::
 
     photo_id  int64   [N]       need not match the dataset's order; joined by id
     features  float32 [N, D]    (or float16)
     valid     bool    [N]       False where extraction failed (no features for that id)
-    attrs: extractor (str), dim (int = D), complete (bool; False while an extraction is running)
+    attrs: extractor (str), dim (int = D), complete (bool; False while an extraction is running),
+           made_from = {"extractor": str, "images": inputs sha256} (or the simulated world's parameters)
 
 ``locsens.embeddings`` -- what a trained model exports for LocSens and the evaluation::
 
@@ -33,25 +39,34 @@ Schema (version ``SCHEMA_VERSION``). Every store carries the root attributes ``s
     tag       float32 [V, d]    tag embeddings, one row per vocabulary id
     vocab     str     [V]
     attrs: model (str), checkpoint_sha256 (str), dim (int = d), similarity ("cosine" or "dot"),
-           dataset_path (str)
+           dataset_path (str), made_from = {"checkpoint": {sha256, path}, "dataset": {id, path},
+           "features": {id, path}}
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-SCHEMA_VERSION = 1
+from locsens.files import ArtefactWriteError, atomic_path, check_free_space, describe_os_error, is_disk_error
+
+SCHEMA_VERSION = 2
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_IDS = {name: i for i, name in enumerate(SPLIT_NAMES)}
 PLACE_LEVELS = ("town", "region", "country", "continent")
 STR = h5py.string_dtype("utf-8")
+REBUILD_HINT = {
+    "locsens.dataset": "rebuild it with `python prepare.py world=<world> overwrite=true`",
+    "locsens.features": "re-extract it with `python extract_features.py ...` (or rebuild a simulated world with prepare.py overwrite=true)",
+    "locsens.embeddings": "re-export it with `python export.py checkpoint=<run dir>/checkpoints/<best>.ckpt`",
+}
 
 
 class StoreError(ValueError):
@@ -59,37 +74,112 @@ class StoreError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
+# content ids
+# --------------------------------------------------------------------------------------------
+class ContentHasher:
+    """sha256 over named arrays in the order they are added (name, dtype, shape and bytes of each).
+
+    Strings are hashed as their UTF-8 bytes joined by NUL; numeric blocks of one dataset may be added
+    piecewise (``add_block``) as long as the same data always arrives in the same row order.
+    """
+
+    def __init__(self):
+        self._h = hashlib.sha256()
+
+    def add(self, name: str, values) -> None:
+        if isinstance(values, (list, tuple)) and (not values or isinstance(values[0], str)):
+            self._h.update(f"{name}:str[{len(values)}]".encode())
+            self._h.update("\0".join(values).encode("utf-8"))
+            return
+        arr = np.ascontiguousarray(values)
+        self._h.update(f"{name}:{arr.dtype.str}{arr.shape}".encode())
+        self._h.update(arr.tobytes())
+
+    def add_block(self, values: np.ndarray) -> None:
+        self._h.update(np.ascontiguousarray(values).tobytes())
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def _attr(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def read_identity(path) -> tuple[str, dict]:
+    """(content_id, made_from) of a store, read from its attributes only (cheap)."""
+    with h5py.File(path, "r") as f:
+        return str(_attr(f.attrs.get("content_id", ""))), json.loads(_attr(f.attrs.get("made_from", "{}")) or "{}")
+
+
+# --------------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def atomic_h5(path: str | os.PathLike, kind: str, overwrite: bool = False, **attrs) -> Iterator[h5py.File]:
+def atomic_h5(path: str | os.PathLike, kind: str, overwrite: bool = False, expected_bytes: int = 0, **attrs) -> Iterator[h5py.File]:
     """Write a store atomically: to a temporary file beside ``path``, renamed into place on success.
 
     An exception (or a kill) midway leaves any previous store at ``path`` untouched and no file at
-    ``path`` that looks valid. An existing store is refused unless ``overwrite``.
+    ``path`` that looks valid. An existing store is refused unless ``overwrite``. ``expected_bytes``
+    (the arrays' size) is checked against the free space first: HDF5 reports a full disk late and
+    noisily, so a store that cannot fit is refused before anything is written.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=true to rebuild it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        if expected_bytes:
+            check_free_space(path, int(expected_bytes * 1.02) + (1 << 20))
+        f = h5py.File(tmp, "w")
+        try:
             f.attrs["schema"] = kind
             f.attrs["schema_version"] = SCHEMA_VERSION
             for k, v in attrs.items():
                 f.attrs[k] = v
             yield f
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            f.close()
+        except (OSError, RuntimeError) as e:
+            with contextlib.suppress(Exception):
+                f.close()
+            if is_disk_error(e):
+                raise ArtefactWriteError(28, f"{path}: could not be written ({describe_os_error(e)}); "
+                                             f"any previous {path.name} is intact") from e
+            raise
+        except BaseException:
+            with contextlib.suppress(Exception):
+                f.close()
+            raise
 
 
 def write_strings(group: h5py.Group, name: str, values: Sequence[str]) -> None:
     group.create_dataset(name, data=np.array(list(values), dtype=object), dtype=STR)
+
+
+def _nbytes(*arrays) -> int:
+    return sum(np.asarray(a).nbytes if not isinstance(a, (list, tuple)) else sum(len(s) + 16 for s in a) for a in arrays)
+
+
+def first_duplicates(ids: np.ndarray, n: int = 5) -> list[int]:
+    """Up to ``n`` ids that occur more than once (sorted), or [] when all are unique."""
+    ids = np.asarray(ids)
+    if len(ids) < 2:
+        return []
+    s = np.sort(ids, kind="stable")
+    return np.unique(s[1:][s[1:] == s[:-1]])[:n].tolist()
+
+
+def check_finite(path, what: str, values: np.ndarray, photo_id: np.ndarray | None = None, row0: int = 0) -> None:
+    """Refuse NaN / inf values, naming the first rows (and their photo ids)."""
+    values = np.asarray(values)
+    if values.dtype.kind != "f" or values.size == 0:
+        return
+    finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
+    if finite.all():
+        return
+    bad = np.flatnonzero(~finite)
+    ids = "" if photo_id is None else f" (photo ids {np.asarray(photo_id)[bad[:5]].tolist()})"
+    raise StoreError(f"{path}: {what} holds NaN or inf in {len(bad)} rows, first rows {(bad[:5] + row0).tolist()}{ids}; "
+                     "every feature must be a finite number")
 
 
 def write_dataset_store(
@@ -111,33 +201,49 @@ def write_dataset_store(
     source: str = "",
     ingest_config: dict | None = None,
     n_dropped: dict | None = None,
+    made_from: dict | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write a ``locsens.dataset`` store (see the module docstring); returns its path."""
+    photo_id = np.asarray(photo_id, dtype=np.int64)
+    dup = first_duplicates(photo_id)
+    if dup:
+        raise StoreError(f"{path}: photo ids must be unique; duplicated: {dup}")
+    columns = {
+        "photo_id": photo_id,
+        "user_index": np.asarray(user_index, dtype=np.int32),
+        "users": list(users),
+        "lat": np.asarray(lat, dtype=np.float64),
+        "lon": np.asarray(lon, dtype=np.float64),
+        "tags_indptr": np.asarray(tags_indptr, dtype=np.int64),
+        "tags_indices": np.asarray(tags_indices, dtype=np.int32),
+        **{f"places/{lvl}": list(places[lvl]) for lvl in PLACE_LEVELS},
+        **{lvl: np.asarray(place_index[lvl], dtype=np.int32) for lvl in PLACE_LEVELS},
+        "place_names": list(place_names),
+        "split": np.asarray(split, dtype=np.int8),
+        "vocab": list(vocab),
+        "vocab_count": np.asarray(vocab_count, dtype=np.int64),
+    }
+    hasher = ContentHasher()
+    for name, values in columns.items():
+        hasher.add(name, values)
     with atomic_h5(
         path,
         "locsens.dataset",
         overwrite=overwrite,
+        expected_bytes=_nbytes(*columns.values()),
         source=source,
         ingest_config=json.dumps(ingest_config or {}),
         n_dropped=json.dumps(n_dropped or {}),
         split_names=json.dumps(list(SPLIT_NAMES)),
+        content_id=hasher.hexdigest(),
+        made_from=json.dumps(made_from or {}),
     ) as f:
-        f.create_dataset("photo_id", data=np.asarray(photo_id, dtype=np.int64))
-        f.create_dataset("user_index", data=np.asarray(user_index, dtype=np.int32))
-        write_strings(f, "users", users)
-        f.create_dataset("lat", data=np.asarray(lat, dtype=np.float64))
-        f.create_dataset("lon", data=np.asarray(lon, dtype=np.float64))
-        f.create_dataset("tags_indptr", data=np.asarray(tags_indptr, dtype=np.int64))
-        f.create_dataset("tags_indices", data=np.asarray(tags_indices, dtype=np.int32))
-        g = f.create_group("places")
-        for level in PLACE_LEVELS:
-            write_strings(g, level, places[level])
-            f.create_dataset(level, data=np.asarray(place_index[level], dtype=np.int32))
-        write_strings(f, "place_names", place_names)
-        f.create_dataset("split", data=np.asarray(split, dtype=np.int8))
-        write_strings(f, "vocab", vocab)
-        f.create_dataset("vocab_count", data=np.asarray(vocab_count, dtype=np.int64))
+        for name, values in columns.items():
+            if isinstance(values, list):
+                write_strings(f, name, values)
+            else:
+                f.create_dataset(name, data=values)
     validate_dataset_store(path)
     return Path(path)
 
@@ -152,17 +258,19 @@ def _open_checked(path, kind: str) -> h5py.File:
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise StoreError(f"{path}: not a readable HDF5 file ({e})") from e
-    got_kind = f.attrs.get("schema")
-    if isinstance(got_kind, bytes):
-        got_kind = got_kind.decode()
+        raise StoreError(f"{path}: not a readable HDF5 file ({e}); {REBUILD_HINT.get(kind, 'rebuild it')}") from e
+    got_kind = _attr(f.attrs.get("schema"))
     if got_kind != kind:
         f.close()
         raise StoreError(f"{path}: attribute 'schema' is {got_kind!r}, expected {kind!r}")
     version = int(f.attrs.get("schema_version", -1))
     if version != SCHEMA_VERSION:
         f.close()
-        raise StoreError(f"{path}: schema_version {version}, this locsens reads version {SCHEMA_VERSION}")
+        raise StoreError(f"{path}: schema_version {version}, this locsens reads version {SCHEMA_VERSION}; "
+                         f"{REBUILD_HINT.get(kind, 'rebuild it')}")
+    if not _attr(f.attrs.get("content_id", "")) and f.attrs.get("complete", True):  # a partial store gets it when finalised
+        f.close()
+        raise StoreError(f"{path}: no content_id attribute (not written by locsens' store writers); {REBUILD_HINT.get(kind, 'rebuild it')}")
     return f
 
 
@@ -183,6 +291,12 @@ def _require(f: h5py.File, path, name: str, dtype_kind: str, shape: tuple) -> No
         raise StoreError(f"{path}: dataset '{name}' has {len(ds.shape)} dimensions, expected {len(shape)}")
 
 
+def _check_unique_ids(path, ids: np.ndarray) -> None:
+    dup = first_duplicates(ids)
+    if dup:
+        raise StoreError(f"{path}: photo ids must be unique; duplicated: {dup}; {REBUILD_HINT['locsens.dataset'].split(' with')[0]}")
+
+
 def validate_dataset_store(path) -> None:
     with _open_checked(path, "locsens.dataset") as f:
         n = f["photo_id"].shape[0] if "photo_id" in f else None
@@ -200,15 +314,20 @@ def validate_dataset_store(path) -> None:
         _require(f, path, "place_names", "str", (None,))
         for level in PLACE_LEVELS:
             _require(f, path, f"places/{level}", "str", (None,))
+        if n == 0:
+            raise StoreError(f"{path}: holds no photos")
+        if v == 0:
+            raise StoreError(f"{path}: has an empty vocabulary")
+        _check_unique_ids(path, f["photo_id"][:])
         indptr = f["tags_indptr"][:]
         nnz = f["tags_indices"].shape[0]
         if indptr[0] != 0 or indptr[-1] != nnz or np.any(np.diff(indptr) < 0):
             raise StoreError(f"{path}: tags_indptr is not a valid CSR pointer for {nnz} tag entries")
         if nnz and (f["tags_indices"][:].max() >= v or f["tags_indices"][:].min() < 0):
             raise StoreError(f"{path}: tags_indices has ids outside the vocabulary of {v} tags")
-        lat = f["lat"][:]
-        if np.any(np.abs(lat) > 90) or np.any(np.abs(f["lon"][:]) > 180):
-            raise StoreError(f"{path}: lat/lon outside [-90, 90] x [-180, 180]")
+        lat, lon = f["lat"][:], f["lon"][:]
+        if not (np.all(np.abs(lat) <= 90) and np.all(np.abs(lon) <= 180)):  # NaN fails too
+            raise StoreError(f"{path}: lat/lon outside [-90, 90] x [-180, 180] (or not finite)")
         split = f["split"][:]
         if np.any((split < 0) | (split >= len(SPLIT_NAMES))):
             raise StoreError(f"{path}: split values outside 0..{len(SPLIT_NAMES) - 1}")
@@ -216,6 +335,10 @@ def validate_dataset_store(path) -> None:
 
 def _strings(ds) -> list[str]:
     return [s.decode("utf-8") if isinstance(s, bytes) else s for s in ds[:]]
+
+
+def _attrs(f: h5py.File) -> dict:
+    return {k: _attr(v) for k, v in f.attrs.items()}
 
 
 class DatasetStore:
@@ -241,7 +364,15 @@ class DatasetStore:
             self.split = f["split"][:]
             self.vocab = _strings(f["vocab"])
             self.vocab_count = f["vocab_count"][:]
-            self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            self.attrs = _attrs(f)
+
+    @property
+    def content_id(self) -> str:
+        return self.attrs["content_id"]
+
+    @property
+    def made_from(self) -> dict:
+        return json.loads(self.attrs.get("made_from") or "{}")
 
     def __len__(self) -> int:
         return len(self.photo_id)
@@ -278,10 +409,17 @@ def validate_feature_store(path) -> None:
             raise StoreError(f"{path}: attribute dim={dim} but 'features' has {f['features'].shape[1]} columns")
         if not bool(f.attrs.get("complete", False)):
             raise StoreError(f"{path}: extraction not complete (attribute complete=False); resume it before use")
+        if n == 0:
+            raise StoreError(f"{path}: holds no features")
+        _check_unique_ids(path, f["photo_id"][:])
 
 
 class FeatureStore:
-    """A ``locsens.features`` store. The HDF5 handle opens lazily per process (DataLoader-worker safe)."""
+    """A ``locsens.features`` store. The HDF5 handle opens lazily per process (DataLoader-worker safe).
+
+    Every read is checked for NaN / inf (naming the photo ids): a non-finite feature would otherwise
+    surface epochs later as NaN scores.
+    """
 
     def __init__(self, path):
         self.path = Path(path)
@@ -290,9 +428,18 @@ class FeatureStore:
             self.photo_id = f["photo_id"][:]
             self.valid = f["valid"][:]
             self.dim = int(f.attrs["dim"])
-            self.extractor = str(f.attrs.get("extractor", ""))
+            self.extractor = str(_attr(f.attrs.get("extractor", "")))
+            self.attrs = _attrs(f)
         self._file = None
         self._pid = None
+
+    @property
+    def content_id(self) -> str:
+        return self.attrs["content_id"]
+
+    @property
+    def made_from(self) -> dict:
+        return json.loads(self.attrs.get("made_from") or "{}")
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -330,10 +477,13 @@ class FeatureStore:
             out = block[uniq - lo]
         else:
             out = self.features[uniq]
+        check_finite(self.path, "'features'", out, self.photo_id[uniq])
         return np.asarray(out[inverse], dtype=np.float32)
 
     def read_all(self) -> np.ndarray:
-        return np.asarray(self.features[:], dtype=np.float32)
+        out = np.asarray(self.features[:], dtype=np.float32)
+        check_finite(self.path, "'features'", out, self.photo_id)
+        return out
 
 
 def validate_embedding_store(path, dataset: DatasetStore | None = None) -> None:
@@ -345,7 +495,7 @@ def validate_embedding_store(path, dataset: DatasetStore | None = None) -> None:
         _require(f, path, "vocab", "str", (None,))
         v = f["vocab"].shape[0]
         _require(f, path, "tag", "f", (v, d))
-        sim = f.attrs.get("similarity")
+        sim = _attr(f.attrs.get("similarity"))
         if sim not in ("cosine", "dot"):
             raise StoreError(f"{path}: attribute similarity={sim!r}, expected 'cosine' or 'dot'")
         if dataset is not None:
@@ -355,12 +505,22 @@ def validate_embedding_store(path, dataset: DatasetStore | None = None) -> None:
                 raise StoreError(f"{path}: vocabulary ({v} tags) does not match the dataset store {dataset.path} ({dataset.num_tags} tags)")
 
 
-def write_embedding_store(path, *, photo_id, image, tag, vocab, model: str, checkpoint_sha256: str, similarity: str, dataset_path: str = "", overwrite: bool = False) -> Path:
+def write_embedding_store(path, *, photo_id, image, tag, vocab, model: str, checkpoint_sha256: str, similarity: str,
+                          dataset_path: str = "", made_from: dict | None = None, overwrite: bool = False) -> Path:
     image = np.asarray(image, dtype=np.float32)
-    with atomic_h5(path, "locsens.embeddings", overwrite=overwrite, model=model, checkpoint_sha256=checkpoint_sha256, dim=int(image.shape[1]), similarity=similarity, dataset_path=str(dataset_path)) as f:
-        f.create_dataset("photo_id", data=np.asarray(photo_id, dtype=np.int64))
+    tag = np.asarray(tag, dtype=np.float32)
+    photo_id = np.asarray(photo_id, dtype=np.int64)
+    check_finite(path, "image embeddings", image, photo_id)
+    check_finite(path, "tag embeddings", tag)
+    hasher = ContentHasher()
+    for name, values in (("photo_id", photo_id), ("image", image), ("tag", tag), ("vocab", list(vocab)), ("similarity", [similarity])):
+        hasher.add(name, values)
+    with atomic_h5(path, "locsens.embeddings", overwrite=overwrite, expected_bytes=_nbytes(photo_id, image, tag, list(vocab)),
+                   model=model, checkpoint_sha256=checkpoint_sha256, dim=int(image.shape[1]), similarity=similarity,
+                   dataset_path=str(dataset_path), content_id=hasher.hexdigest(), made_from=json.dumps(made_from or {})) as f:
+        f.create_dataset("photo_id", data=photo_id)
         f.create_dataset("image", data=image)
-        f.create_dataset("tag", data=np.asarray(tag, dtype=np.float32))
+        f.create_dataset("tag", data=tag)
         write_strings(f, "vocab", vocab)
     validate_embedding_store(path)
     return Path(path)
@@ -377,7 +537,17 @@ class EmbeddingStore:
             self.image = f["image"][:]
             self.tag = f["tag"][:]
             self.vocab = _strings(f["vocab"])
-            self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            self.attrs = _attrs(f)
+        check_finite(self.path, "image embeddings", self.image, self.photo_id)
+        check_finite(self.path, "tag embeddings", self.tag)
+
+    @property
+    def content_id(self) -> str:
+        return self.attrs["content_id"]
+
+    @property
+    def made_from(self) -> dict:
+        return json.loads(self.attrs.get("made_from") or "{}")
 
     @property
     def dim(self) -> int:
@@ -388,31 +558,43 @@ class EmbeddingStore:
         return self.attrs["similarity"]
 
 
-def write_feature_store(path, *, photo_id, features, extractor: str, valid=None, overwrite: bool = False, chunk_rows: int = 4096) -> Path:
+def write_feature_store(path, *, photo_id, features, extractor: str, valid=None, made_from: dict | None = None,
+                        overwrite: bool = False, chunk_rows: int = 4096) -> Path:
     """Write a complete ``locsens.features`` store in one go (``features`` may be an array or an
     iterable of row blocks in photo_id order). Resumable extraction writes its own partial file
     and calls :func:`finalise_feature_store`."""
     photo_id = np.asarray(photo_id, dtype=np.int64)
     n = len(photo_id)
-    with atomic_h5(path, "locsens.features", overwrite=overwrite, extractor=extractor, complete=True) as f:
+    if n == 0:
+        raise StoreError(f"{path}: no photo ids to write")
+    dup = first_duplicates(photo_id)
+    if dup:
+        raise StoreError(f"{path}: photo ids must be unique; duplicated: {dup}")
+    valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+    blocks: Iterable = [features] if isinstance(features, np.ndarray) else features
+    hasher = ContentHasher()
+    hasher.add("photo_id", photo_id)
+    hasher.add("valid", valid)
+    expected = n * (np.asarray(features).shape[1] * 4 if isinstance(features, np.ndarray) else 0)
+    with atomic_h5(path, "locsens.features", overwrite=overwrite, expected_bytes=expected, extractor=extractor, complete=True,
+                   made_from=json.dumps(made_from or {"extractor": extractor})) as f:
         f.create_dataset("photo_id", data=photo_id)
-        if isinstance(features, np.ndarray):
-            dim = features.shape[1]
-            f.create_dataset("features", data=features, chunks=(min(chunk_rows, max(n, 1)), dim))
-        else:
-            ds = None
-            row = 0
-            for block in features:
-                block = np.asarray(block)
-                if ds is None:
-                    dim = block.shape[1]
-                    ds = f.create_dataset("features", shape=(n, dim), dtype=block.dtype, chunks=(min(chunk_rows, max(n, 1)), dim))
-                ds[row : row + len(block)] = block
-                row += len(block)
-            if row != n:
-                raise ValueError(f"{path}: feature blocks gave {row} rows for {n} photo ids")
+        ds, row = None, 0
+        for block in blocks:
+            block = np.asarray(block)
+            check_finite(path, "'features'", block, photo_id[row : row + len(block)], row0=row)
+            if ds is None:
+                dim = block.shape[1]
+                ds = f.create_dataset("features", shape=(n, dim), dtype=block.dtype, chunks=(min(chunk_rows, max(n, 1)), dim))
+                hasher.add("features", np.zeros((0, dim), block.dtype))  # dtype and width; rows follow
+            ds[row : row + len(block)] = block
+            hasher.add_block(block)
+            row += len(block)
+        if row != n:
+            raise ValueError(f"{path}: feature blocks gave {row} rows for {n} photo ids")
         f.attrs["dim"] = int(dim)
-        f.create_dataset("valid", data=np.ones(n, bool) if valid is None else np.asarray(valid, bool))
+        f.attrs["content_id"] = hasher.hexdigest()
+        f.create_dataset("valid", data=valid)
     validate_feature_store(path)
     return Path(path)
 
@@ -437,12 +619,12 @@ def create_partial_feature_store(path, *, photo_id, dim: int, extractor: str, in
     """
     photo_id = np.asarray(photo_id, dtype=np.int64)
     partial = partial_feature_store_path(path)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial.with_name(f"{partial.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(partial) as tmp:
+        check_free_space(partial, len(photo_id) * int(dim) * np.dtype(dtype).itemsize + (1 << 20))
         with h5py.File(tmp, "w") as f:
             f.attrs.update(schema="locsens.features", schema_version=SCHEMA_VERSION, extractor=extractor,
-                           dim=int(dim), complete=False, inputs_sha256=inputs_sha256)
+                           dim=int(dim), complete=False, inputs_sha256=inputs_sha256,
+                           made_from=json.dumps({"extractor": extractor, "images": inputs_sha256}))
             f.create_dataset("photo_id", data=photo_id)
             dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
             dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
@@ -450,10 +632,6 @@ def create_partial_feature_store(path, *, photo_id, dim: int, extractor: str, in
             h5py.h5d.create(f.id, b"features", h5py.h5t.py_create(np.dtype(dtype)), space, dcpl=dcpl)
             f.create_dataset("valid", data=np.zeros(len(photo_id), bool))
             f.create_dataset("done", data=np.zeros(len(photo_id), bool))
-        os.replace(tmp, partial)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return partial
 
 
@@ -465,8 +643,7 @@ def open_partial_feature_store(path, *, extractor: str, inputs_sha256: str) -> h
     except OSError as e:
         raise StoreError(f"{partial}: unreadable partial store ({e}); delete it (or pass restart=true) to start over") from e
     for key, want in (("extractor", extractor), ("inputs_sha256", inputs_sha256)):
-        got = f.attrs.get(key)
-        got = got.decode() if isinstance(got, bytes) else got
+        got = _attr(f.attrs.get(key))
         if got != want:
             f.close()
             raise StoreError(f"{partial}: attribute {key}={got!r} but this run has {want!r} (different backbone "
@@ -478,8 +655,11 @@ def open_partial_feature_store(path, *, extractor: str, inputs_sha256: str) -> h
     return f
 
 
-def finalise_feature_store(path, overwrite: bool = False) -> Path:
-    """Turn a partial store whose every row is done into the store at ``path`` (complete=True, atomic rename)."""
+def finalise_feature_store(path, overwrite: bool = False, block_rows: int = 65536) -> Path:
+    """Turn a partial store whose every row is done into the store at ``path`` (complete=True, atomic rename).
+
+    The content id is computed here, in one sequential pass over the features (which also refuses
+    non-finite values before the store can be used)."""
     path = Path(path)
     partial = partial_feature_store_path(path)
     if path.exists() and not overwrite:
@@ -488,9 +668,19 @@ def finalise_feature_store(path, overwrite: bool = False) -> Path:
         n_left = int((~f["done"][:]).sum())
         if n_left:
             raise StoreError(f"{partial}: {n_left} rows not extracted yet; cannot finalise")
+        photo_id, valid, feats = f["photo_id"][:], f["valid"][:], f["features"]
+        hasher = ContentHasher()
+        hasher.add("photo_id", photo_id)
+        hasher.add("valid", valid)
+        hasher.add("features", np.zeros((0, feats.shape[1]), feats.dtype))
+        for start in range(0, len(photo_id), block_rows):
+            block = feats[start : start + block_rows]
+            check_finite(partial, "'features'", block, photo_id[start : start + block_rows], row0=start)
+            hasher.add_block(block)
         del f["done"]
         del f.attrs["inputs_sha256"]
         f.attrs["complete"] = True
+        f.attrs["content_id"] = hasher.hexdigest()
     with open(partial, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(partial, path)

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from locsens.artifacts import require_made_from
 from locsens.data.store import DatasetStore, EmbeddingStore
 
 NEGATIVE_MODES = ("retrieval", "tagging")
@@ -88,7 +89,10 @@ class EpochBatchSampler(Sampler):
         return self.num_batches // self.world_size
 
     def __iter__(self):
-        return iter([(self.epoch, b) for b in range(self.rank, self.num_batches, self.world_size)][: len(self)])
+        # a generator: the epoch is read at the first batch, after Lightning's set_epoch (a resumed fit
+        # creates the iterator before it sets the epoch)
+        for b in range(self.rank, self.num_batches, self.world_size)[: len(self)]:
+            yield self.epoch, b
 
 
 class TripletBatches(Dataset):
@@ -294,6 +298,10 @@ class TripletDataModule(L.LightningDataModule):
         hp = self.hparams
         self.dataset = DatasetStore(hp.dataset_path)
         self.embeddings = EmbeddingStore(hp.embeddings_path, dataset=self.dataset)
+        require_made_from(f"embeddings store {hp.embeddings_path}", self.embeddings.made_from.get("dataset"), "dataset store",
+                          {"id": self.dataset.content_id, "path": str(hp.dataset_path)},
+                          "re-export the embeddings from an agnostic model trained on this dataset store "
+                          "(`python export.py checkpoint=<run dir>/checkpoints/<best>.ckpt world=<world>`)")
         ds = self.dataset
         self.image_embeddings = torch.from_numpy(np.ascontiguousarray(self.embeddings.image, dtype=np.float32))
         self.tag_embeddings = torch.from_numpy(np.ascontiguousarray(self.embeddings.tag, dtype=np.float32))
@@ -331,6 +339,11 @@ class TripletDataModule(L.LightningDataModule):
 
     def describe(self) -> str:
         return f"dataset store {self.hparams.dataset_path} + embeddings store {self.hparams.embeddings_path}"
+
+    def lineage(self) -> dict:
+        """What a LocSens model trained on this data is made from: the content ids of its two stores."""
+        return {"dataset": {"id": self.dataset.content_id, "path": str(self.hparams.dataset_path)},
+                "embeddings": {"id": self.embeddings.content_id, "path": str(self.hparams.embeddings_path)}}
 
     def model_kwargs(self) -> dict:
         """Dimensions the model takes from the data (``embed_dim``)."""

@@ -532,7 +532,8 @@ def generate_world(
     # ---- features ----------------------------------------------------------------------------------------
     feats = _feature_blocks(seed, params, feature_dim, perm, concepts, n_concepts, user, n_users,
                             cities.continent[city], cities.country[city], len(cities.continents), len(cities.countries))
-    write_feature_store(paths.features, photo_id=photo_id[perm], features=feats, extractor=EXTRACTOR, overwrite=overwrite)
+    write_feature_store(paths.features, photo_id=photo_id[perm], features=feats, extractor=EXTRACTOR, overwrite=overwrite,
+                        made_from={"extractor": EXTRACTOR, "world": {"size": size, "seed": seed, "n_photos": n_lines, "feature_dim": feature_dim}})
 
     # ---- ground truth -------------------------------------------------------------------------------------
     kept_geo = geotagged & ~null_island & ~video & ~untagged

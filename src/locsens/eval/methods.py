@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from locsens.artifacts import file_ref, require_made_from
 from locsens.data.store import DatasetStore, EmbeddingStore
 from locsens.metrics.tagging import drop_excluded, ranked_topk
 
@@ -43,6 +44,11 @@ class EmbeddingMethod(ScoreRanking):
     def __init__(self, name: str, dataset: DatasetStore, path: str):
         self.name = name
         self.store = EmbeddingStore(path, dataset)
+        require_made_from(f"embeddings store {path}", self.store.made_from.get("dataset"), "dataset store",
+                          {"id": dataset.content_id, "path": str(dataset.path)},
+                          "re-export it from a model trained on this dataset store (`python export.py checkpoint=...`)")
+        self.lineage = {"embeddings": {"id": self.store.content_id, "path": str(path)},
+                        "checkpoint": self.store.made_from.get("checkpoint")}
         image, tag = torch.from_numpy(self.store.image), torch.from_numpy(self.store.tag)
         if self.store.similarity == "cosine":
             image, tag = F.normalize(image, dim=-1), F.normalize(tag, dim=-1)
@@ -98,6 +104,7 @@ class ProductOfExperts(ScoreRanking):
         from locsens.eval.baselines import FrequencyTagger
 
         self.name, self.visual, self.weight = name, visual, weight
+        self.lineage = visual.lineage
         self.prior = FrequencyTagger(dataset, level=level)
         self.prior.fit()
         val = dataset.split_rows("val")
@@ -127,12 +134,22 @@ class LocSensMethod(ScoreRanking):
     location_aware = True
 
     def __init__(self, name: str, dataset: DatasetStore, checkpoint: str, embeddings: str, dtype: str = "auto"):
-        from locsens.models.locsens import LocSens
+        from locsens.checkpointing import load_model
         from locsens.scoring import ScoringEngine
 
         self.name = name
-        self.model = LocSens.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+        self.model, ckpt = load_model(checkpoint, expect="locsens")
+        made_from = ckpt["locsens"].get("made_from") or {}
         self.store = EmbeddingStore(embeddings, dataset)
+        exported_by = (self.store.made_from.get("checkpoint") or {}).get("path", "?")
+        trained_on = (made_from.get("embeddings") or {}).get("path", "?")
+        require_made_from(f"LocSens checkpoint {checkpoint}", made_from.get("embeddings"), "embeddings store",
+                          {"id": self.store.content_id, "path": str(embeddings)},
+                          f"that store was re-exported since (now from {exported_by}); retrain LocSens on it, or restore the "
+                          f"embeddings it was trained on ({trained_on})")
+        require_made_from(f"LocSens checkpoint {checkpoint}", made_from.get("dataset"), "dataset store",
+                          {"id": dataset.content_id, "path": str(dataset.path)}, "evaluate it on the dataset store it was trained on")
+        self.lineage = {"checkpoint": file_ref(checkpoint), "embeddings": {"id": self.store.content_id, "path": str(embeddings)}}
         self.image = torch.from_numpy(self.store.image)
         self.tag = torch.from_numpy(self.store.tag)
         self.engine = ScoringEngine(self.model, dtype=dtype, tag_embeddings=self.tag)
@@ -160,19 +177,23 @@ class LocSensMethod(ScoreRanking):
 def build_method(name: str, spec: dict, dataset: DatasetStore, built: dict):
     """One method from its config entry. ``built`` holds the methods made so far (for products)."""
     kind = spec.get("kind")
-    path_keys = [k for k in ("path", "checkpoint", "embeddings") if spec.get(k)]
+    unknown = set(spec) - {"kind", "level", "embeddings_path", "checkpoint", "visual", "weight", "dtype"}
+    if unknown:
+        raise KeyError(f"methods.{name}: unknown keys {sorted(unknown)} (a method takes kind and, by kind, level, "
+                       "embeddings_path, checkpoint, visual, weight, dtype)")
+    path_keys = [k for k in ("embeddings_path", "checkpoint") if spec.get(k)]
     for k in path_keys:
         if not Path(spec[k]).exists():
             raise FileNotFoundError(f"methods.{name}.{k}: {spec[k]} does not exist")
     if kind == "frequency":
         return FrequencyMethod(name, dataset, spec["level"])
     if kind == "embeddings":
-        return EmbeddingMethod(name, dataset, spec["path"])
+        return EmbeddingMethod(name, dataset, spec["embeddings_path"])
     if kind == "product_of_experts":
         visual = built.get(spec["visual"])
         if not isinstance(visual, EmbeddingMethod):
             raise KeyError(f"methods.{name}.visual: {spec['visual']!r} must name an earlier 'embeddings' method")
         return ProductOfExperts(name, dataset, visual, spec["level"], float(spec.get("weight", 1.0)))
     if kind == "locsens":
-        return LocSensMethod(name, dataset, spec["checkpoint"], spec["embeddings"], spec.get("dtype", "auto"))
+        return LocSensMethod(name, dataset, spec["checkpoint"], spec["embeddings_path"], spec.get("dtype", "auto"))
     raise ValueError(f"methods.{name}.kind: expected frequency | embeddings | product_of_experts | locsens, got {kind!r}")

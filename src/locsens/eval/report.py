@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from locsens.files import atomic_path, write_text_atomic  # noqa: E402
 from locsens.geo import geodesic_km  # noqa: E402
 from locsens.metrics.retrieval import location_sensitive_precision, precision_at_k, threshold_key  # noqa: E402
 
@@ -44,9 +45,7 @@ def write_tables(path: Path, results: dict) -> str:
     rows = [[name, _fmt(v)] for name, v in results["location_agnostic_retrieval"].items()]
     out += ["## Location-agnostic retrieval P@10 (all tags)\n", markdown_table(["method", "P@10"], rows), ""]
     text = "\n".join(out)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomic(path, text)
     return text
 
 
@@ -148,8 +147,9 @@ def far_apart_sites(ds, n: int) -> list[tuple[str, float, float]]:
 
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return str(path)

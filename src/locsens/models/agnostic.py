@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from locsens.checkpointing import record_model
 from locsens.metrics.tagging import TaggingAccuracy
 
 VAL_KS = (1, 10, 50)
@@ -80,8 +81,9 @@ class AgnosticTagger(L.LightningModule):
         self.val_tagging.reset()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Record what export needs to rebuild the model and check it against the stores."""
-        checkpoint["locsens_model_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        """Record the vocabulary export checks against (the model class and the stores' ids are recorded
+        by locsens.checkpointing.record_model)."""
+        record_model(self, checkpoint)
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "vocab"):
             checkpoint["locsens_vocab_sha256"] = vocab_sha256(datamodule.vocab)

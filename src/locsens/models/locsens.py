@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
+from locsens.checkpointing import record_model
 from locsens.geo import geodesic_km_torch, sample_around, sigma_to_km
 from locsens.metrics.tagging import TaggingAccuracy
 from locsens.models.location_encoders import build_location_encoder
@@ -288,6 +289,9 @@ class LocSens(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        record_model(self, checkpoint)  # model class + the stores' ids (locsens.checkpointing)
 
     # ------------------------------------------------------------------------------------------
     # validation (raw locations)

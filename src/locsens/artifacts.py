@@ -1,0 +1,200 @@
+"""Artefacts: the names and layout of a world directory and of a run directory, and their lineage.
+
+Every artefact records what it was made from, by content id (sha256 of a store's datasets, see
+``locsens.data.store``) or by file sha256 (checkpoints, raw inputs)::
+
+    dataset store      <- the raw input files (path, size, sha256) + the ingest config (+ the feature store it is paired with)
+    feature store      <- the extractor + the image list (or the simulated world's parameters)
+    agnostic checkpoint <- dataset store + feature store
+    embeddings store   <- the agnostic checkpoint (sha256) + dataset store + feature store
+    LocSens checkpoint <- embeddings store + dataset store
+    results.json       <- every input's id above, with the git commit
+
+A consumer compares what an artefact records with the artefacts it is given and refuses a mismatch
+with :class:`LineageError`, naming both ids, the files and the command that fixes it; a cache
+(``<run>/embeddings.h5``) is keyed on its inputs and rebuilt when they change.
+
+World directory (``<paths.data_dir>/<world>/``)::
+
+    yfcc100m_dataset.tsv   simulated world only: its raw metadata, real YFCC100M format
+    ground_truth.json      simulated world only: the mechanisms' ground truth
+    features.h5            locsens.features (for real data a link to the extracted store)
+    dataset.h5             locsens.dataset, paired with features.h5 (records its content id)
+    embeddings/<model>.h5  locsens.embeddings exported from a trained MLC / MCC / HER
+
+Run directory (one ``train.py`` run; a multirun directory holds several, named 0, 1, ...)::
+
+    .hydra/config.yaml     the resolved config          checkpoints/last.ckpt   end of the last epoch
+    .hydra/overrides.yaml  the command-line overrides   checkpoints/epochNNN.ckpt   the best epoch
+    metrics.json           final metrics, best checkpoint; written when training FINISHED
+    csv/metrics.csv        the metric history          git_commit.txt
+    embeddings.h5          (agnostic runs) the evaluation's export of the best checkpoint
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from locsens.files import file_sha256
+
+
+class LineageError(ValueError):
+    """An artefact was made from something other than what it is used with; the message says what and how to fix it."""
+
+
+def short(content_id: str | None) -> str:
+    return (content_id or "none")[:12]
+
+
+def store_ref(path: str | Path) -> dict:
+    """``{"id": content id, "path": path}`` of a store (read from its attributes)."""
+    from locsens.data.store import read_identity
+
+    return {"id": read_identity(path)[0], "path": str(path)}
+
+
+def file_ref(path: str | Path) -> dict:
+    """``{"sha256": ..., "path": ...}`` of a file (checkpoints, raw inputs)."""
+    return {"sha256": file_sha256(path), "path": str(path)}
+
+
+def require_made_from(artefact: str, recorded: dict | None, role: str, actual: dict, fix: str) -> None:
+    """``artefact`` records it was made from ``recorded`` (``{"id", "path"}``) as ``role``; refuse if the
+    ``actual`` artefact given for that role has another id."""
+    recorded = recorded or {}
+    key = "id" if "id" in actual else "sha256"
+    if not recorded.get(key):
+        raise LineageError(f"{artefact} does not record which {role} it was made from (made by an older locsens?); {fix}")
+    if recorded[key] != actual[key]:
+        raise LineageError(f"{artefact} was made from {role} {short(recorded[key])} ({recorded.get('path')}), but the "
+                           f"{role} given is {short(actual[key])} ({actual['path']}); {fix}")
+
+
+# --------------------------------------------------------------------------------------------
+# world directory
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WorldLayout:
+    root: Path
+
+    @classmethod
+    def of(cls, data_dir: str | Path, world: str) -> "WorldLayout":
+        return cls(Path(data_dir) / str(world))
+
+    @property
+    def dataset_path(self) -> Path:
+        return self.root / "dataset.h5"
+
+    @property
+    def features_path(self) -> Path:
+        return self.root / "features.h5"
+
+    @property
+    def tsv_path(self) -> Path:
+        return self.root / "yfcc100m_dataset.tsv"
+
+    @property
+    def ground_truth_path(self) -> Path:
+        return self.root / "ground_truth.json"
+
+    def embeddings_path(self, model: str) -> Path:
+        return self.root / "embeddings" / f"{model}.h5"
+
+
+# --------------------------------------------------------------------------------------------
+# run directory
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunLayout:
+    path: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / ".hydra" / "config.yaml"
+
+    @property
+    def overrides_path(self) -> Path:
+        return self.path / ".hydra" / "overrides.yaml"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints_dir / "last.ckpt"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def embeddings_cache(self) -> Path:
+        return self.path / "embeddings.h5"
+
+    @property
+    def git_commit_path(self) -> Path:
+        return self.path / "git_commit.txt"
+
+    def is_run(self) -> bool:
+        return self.config_path.is_file()
+
+    def holds_training(self) -> bool:
+        """A run already trained here (a checkpoint or final metrics exist)."""
+        return self.metrics_path.exists() or self.last_checkpoint.exists()
+
+    def config(self) -> DictConfig:
+        return OmegaConf.load(self.config_path)
+
+    def overrides(self) -> list[str]:
+        return [str(o) for o in OmegaConf.load(self.overrides_path)] if self.overrides_path.exists() else []
+
+    def metrics(self) -> dict:
+        """``metrics.json`` of a finished run; a run still training (or killed) has none: refused."""
+        if not self.metrics_path.is_file():
+            state = f"its last checkpoint is {self.last_checkpoint}" if self.last_checkpoint.exists() else "it has no checkpoint"
+            raise FileNotFoundError(f"run {self.path}: no metrics.json, so its training has not finished ({state}); "
+                                    f"finish it (`python train.py ... ckpt_path={self.path}`) before evaluating it")
+        return json.loads(self.metrics_path.read_text())
+
+    def best_checkpoint(self) -> Path:
+        metrics = self.metrics()
+        best = metrics.get("best_checkpoint")
+        if not best:
+            raise FileNotFoundError(f"run {self.path}: metrics.json names no best checkpoint")
+        best = Path(best)
+        if not best.is_absolute() and not best.exists():
+            best = self.path / best
+        if not best.is_file():
+            raise FileNotFoundError(f"run {self.path}: its best checkpoint {best} (metrics.json) is missing")
+        return best
+
+    def name(self) -> str:
+        """A method name for tables: the run directory's name, or for multirun jobs (0, 1, ...) the task
+        and what the sweep changed."""
+        if not self.path.name.isdigit():
+            return self.path.name
+        tail = ",".join(o for o in self.overrides() if not o.startswith(("paths.", "world=", "trainer", "logger", "hydra")))
+        return str(self.config().get("task_name", self.path.name)) + (f"[{tail}]" if tail else f"#{self.path.name}")
+
+
+def expand_runs(paths) -> list[RunLayout]:
+    """Run directories from paths that are runs or multirun directories (their numbered jobs)."""
+    runs = []
+    for p in paths or []:
+        layout = RunLayout(Path(p))
+        if layout.is_run():
+            runs.append(layout)
+            continue
+        jobs = sorted((RunLayout(c.parent.parent) for c in Path(p).glob("*/.hydra/config.yaml")), key=lambda r: r.path.name)
+        if not jobs:
+            raise FileNotFoundError(f"runs: {p} is neither a run directory (no .hydra/config.yaml) nor a multirun directory")
+        runs.extend(jobs)
+    return runs
+
+
+__all__ = ["LineageError", "RunLayout", "WorldLayout", "expand_runs", "file_ref", "require_made_from", "short", "store_ref"]
