@@ -1,11 +1,47 @@
-"""Shared fixtures. ``tiny_stores`` builds small but valid stores once per test session."""
+"""Shared fixtures and helpers: the real config (``CONF``, ``compose``), the shared store builders
+(``tiny_stores``, ``write_tiny_embeddings``) and running the entry points as a user would (``run_cli``)."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from locsens.data import store
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def compose(config_name: str, overrides=()):
+    """The repository's real Hydra config ``config_name`` with ``overrides`` (as the entry point composes it)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config_name, overrides=list(overrides))
+
+
+def train_overrides(stores: dict, out_dir, *extra, embeddings=None) -> list[str]:
+    """Overrides of conf/train.yaml for a quick CPU run on ``stores`` into ``out_dir``."""
+    base = [f"data.dataset_path={stores['dataset']}", f"paths.output_dir={out_dir}", "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false", "data.batch_size=64"]
+    base.append(f"data.embeddings_path={embeddings}" if embeddings else f"data.features_path={stores['features']}")
+    return base + list(extra)
+
+
+def run_cli(script: str, *args: str, env: dict | None = None, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
+    """``python <script> <args>`` from the repository root, as a user types it (tests/faults on the path
+    for the fault-injecting callbacks); returns the finished process (stdout and stderr captured)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "faults"), "HYDRA_FULL_ERROR": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, script, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+    return proc
 
 
 def build_synthetic_stores(out_dir, n_photos: int = 1200, n_concepts: int = 40, dim: int = 32, seed: int = 0) -> dict:

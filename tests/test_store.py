@@ -158,4 +158,4 @@ def test_killed_build_keeps_old_store(tmp_path):
     assert sha256(path) == before
     assert len(DatasetStore(path)) == 7
     leftovers = [p for p in tmp_path.iterdir() if p.name != "d.h5"]
-    assert leftovers and all(p.name.startswith(".d.h5.tmp-") for p in leftovers)  # hidden temp, not the store's name
+    assert all(p.name.startswith(".d.h5.tmp-") for p in leftovers)  # at most a hidden temp (stores are built in memory)

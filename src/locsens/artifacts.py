@@ -74,6 +74,16 @@ def require_made_from(artefact: str, recorded: dict | None, role: str, actual: d
                            f"{role} given is {short(actual[key])} ({actual['path']}); {fix}")
 
 
+def is_export_of(embeddings_path: str | Path, checkpoint: str | Path) -> bool:
+    """Whether ``embeddings_path`` exists and was exported from exactly this checkpoint file (sha256)."""
+    from locsens.data.store import read_identity
+
+    if not Path(embeddings_path).exists():
+        return False
+    recorded = (read_identity(embeddings_path)[1].get("checkpoint") or {}).get("sha256")
+    return recorded == file_sha256(checkpoint)
+
+
 # --------------------------------------------------------------------------------------------
 # world directory
 # --------------------------------------------------------------------------------------------
@@ -197,4 +207,5 @@ def expand_runs(paths) -> list[RunLayout]:
     return runs
 
 
-__all__ = ["LineageError", "RunLayout", "WorldLayout", "expand_runs", "file_ref", "require_made_from", "short", "store_ref"]
+__all__ = ["LineageError", "RunLayout", "WorldLayout", "expand_runs", "file_ref", "is_export_of", "require_made_from", "short",
+           "store_ref"]

@@ -93,14 +93,17 @@ def load_checkpoint(path: str | Path, expect: str | None = None) -> dict:
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()
         detail = next((line for line in first if "Unsupported" in line or "GLOBAL" in line), first[0] if first else "")
-        if "Weights only load failed" in str(e) and ("GLOBAL" in str(e) or "Unsupported" in str(e)):
+        if "Unsupported global" in str(e) or "GLOBAL" in detail:  # a real pickle naming a class or function
             raise CheckpointError(f"{path}: refused: it holds pickled Python objects beyond tensors and plain containers "
                                   f"({detail.strip()[:200]}); a checkpoint written by locsens' train.py never does, and "
                                   "locsens does not execute code from checkpoints") from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable: {detail.strip()[:200]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as e:  # a zip archive cut short, a stream that ends early
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a complete PyTorch checkpoint (truncated or corrupt: {reason})") from None
+    except Exception as e:  # random bytes make the unpickler fail in many ways
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable: {reason})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict' entry)")
     record = ckpt.get(RECORD_KEY)

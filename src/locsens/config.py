@@ -416,23 +416,27 @@ class ExtractConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
+def _field_types(schema: type) -> dict[str, Any]:
+    return typing.get_type_hints(schema)  # resolves the string annotations of `from __future__ import annotations`
+
+
 def _list_keys(schema: type, prefix: str = "") -> Iterator[str]:
-    for f in dataclasses.fields(schema):
-        if dataclasses.is_dataclass(f.type) or (isinstance(f.type, type) and dataclasses.is_dataclass(f.type)):
-            yield from _list_keys(f.type, f"{prefix}{f.name}.")
-        elif typing.get_origin(f.type) is list:
-            yield f"{prefix}{f.name}"
+    for name, kind in _field_types(schema).items():
+        if dataclasses.is_dataclass(kind):
+            yield from _list_keys(kind, f"{prefix}{name}.")
+        elif typing.get_origin(kind) is list:
+            yield f"{prefix}{name}"
 
 
 def _schema_keys(schema: type, key: str) -> list[str]:
     """Valid keys at the dotted position ``key`` of a schema (for did-you-mean)."""
     node = schema
     for part in key.split(".")[:-1]:
-        sub = {f.name: f.type for f in dataclasses.fields(node)}.get(part)
+        sub = _field_types(node).get(part)
         if sub is None or not dataclasses.is_dataclass(sub):
             return []
         node = sub
-    return [f.name for f in dataclasses.fields(node)]
+    return list(_field_types(node))
 
 
 def typed_config(cfg: DictConfig, schema: type) -> DictConfig:

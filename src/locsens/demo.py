@@ -5,7 +5,9 @@
 
 Every step is the user-facing command (prepare.py, train.py, export, evaluate.py) run as a
 subprocess, so the demo exercises exactly what a researcher types; each step's run directory lands
-under outputs/demo-<size>/. A rerun reuses the prepared world and skips steps whose outputs exist.
+under outputs/demo-<size>/. A rerun reuses the prepared world (after checking it), skips training runs
+that finished, resumes those that were interrupted (``ckpt_path=last``) and re-exports embeddings
+that are not the export of their run's best checkpoint.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from locsens.artifacts import RunLayout, is_export_of
+from locsens.checkpointing import checkpoint_record
+from locsens.data.store import read_identity
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,15 +62,23 @@ def main(argv: list[str]) -> None:
     for name in AGNOSTIC:
         run_dir = out / name
         if not (run_dir / "metrics.json").exists():
-            run(["train.py", f"experiment={name}", f"world={world}", f"hydra.run.dir={run_dir}", *knobs[name]], f"train {name.upper()}")
-        if not (emb_dir / f"{name}.h5").exists():
-            best = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
-            run(["export.py", f"checkpoint={best}", f"world={world}", f"embeddings_path={emb_dir / f'{name}.h5'}"], f"export {name.upper()} embeddings")
+            run(["train.py", f"experiment={name}", f"world={world}", f"hydra.run.dir={run_dir}", "ckpt_path=last", *knobs[name]],
+                f"train {name.upper()}")
+        best = RunLayout(run_dir).best_checkpoint()
+        if not is_export_of(emb_dir / f"{name}.h5", best):
+            run(["export.py", f"checkpoint={best}", f"world={world}", f"embeddings_path={emb_dir / f'{name}.h5'}", "overwrite=true"],
+                f"export {name.upper()} embeddings")
     runs = []
     for name, experiment in LOCSENS.items():
         run_dir = out / name
-        if not (run_dir / "metrics.json").exists():
-            run(["train.py", f"experiment={experiment}", f"world={world}", f"hydra.run.dir={run_dir}", *knobs["locsens"]], f"train {name}")
+        if (run_dir / "metrics.json").exists():
+            trained_on = (checkpoint_record(RunLayout(run_dir).best_checkpoint())["made_from"].get("embeddings") or {}).get("id")
+            if trained_on != read_identity(emb_dir / "mcc.h5")[0]:
+                raise SystemExit(f"{run_dir} was trained on embeddings that were re-exported since ({emb_dir / 'mcc.h5'}); "
+                                 f"remove {run_dir} to retrain it")
+        else:
+            run(["train.py", f"experiment={experiment}", f"world={world}", f"hydra.run.dir={run_dir}", "ckpt_path=last",
+                 *knobs["locsens"]], f"train {name}")
         runs.append(str(run_dir))
     eval_dir = out / "evaluation"
     run(["evaluate.py", f"world={world}", f"runs=[{','.join(runs)}]", f"hydra.run.dir={eval_dir}", *knobs["eval"]], "evaluate every method")

@@ -141,6 +141,39 @@ def temp_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class InUseError(RuntimeError):
+    """Another process works on the same directory (a concurrent prepare, training or evaluation)."""
+
+
+@contextlib.contextmanager
+def exclusive(directory: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (``.locsens.lock``, flock: released when the process dies)
+    or fail at once naming the process that holds it. Under DDP only the launching process locks."""
+    import fcntl
+
+    if any(os.environ.get(k, "0") != "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK")):
+        yield
+        return
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fh = open(directory / ".locsens.lock", "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise InUseError(f"{directory}: {what} is already running there (pid {holder}); wait for it to finish, "
+                             "or use another directory") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
 def fsync_file(path: Path) -> None:
     if path.is_symlink() or path.is_dir():
         return
@@ -210,6 +243,6 @@ def git_commit() -> str:
     return sha + ("-dirty" if dirty else "")
 
 
-__all__ = ["ArtefactWriteError", "atomic_path", "temp_dir", "check_free_space", "copy_atomic", "describe_os_error", "file_sha256",
+__all__ = ["ArtefactWriteError", "InUseError", "atomic_path", "exclusive", "temp_dir", "check_free_space", "copy_atomic", "describe_os_error", "file_sha256",
            "git_commit", "json_default", "remove_stale_temps", "temp_path", "write_bytes_atomic", "write_json_atomic",
            "write_text_atomic"]

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from locsens.config import validate_prepare_config
 from locsens.data.store import DatasetStore, FeatureStore, StoreError, read_identity
-from locsens.files import remove_stale_temps, temp_dir
+from locsens.files import exclusive, remove_stale_temps, temp_dir
 
 OVERLAP_SAMPLE = 20_000  # kept photos of the first metadata file whose ids must meet the feature store's
 
@@ -65,16 +65,17 @@ def prepare(cfg: DictConfig) -> dict:
     dataset_path, features_path = Path(cfg.dataset_path), Path(cfg.features_path)
     root = dataset_path.parent
     root.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(root)
-    source = requested_source(cfg)
-    if cfg.source.kind == "yfcc":
-        check_yfcc_inputs(cfg)
-    if dataset_path.exists() and not cfg.overwrite:
-        verify_pair(dataset_path, features_path, source, ingest_options(cfg))
-        print(f"[prepare] {dataset_path} and {features_path} exist and match the request: reusing them (overwrite=true rebuilds)")
+    with exclusive(root, "prepare"):
+        remove_stale_temps(root)
+        source = requested_source(cfg)
+        if cfg.source.kind == "yfcc":
+            check_yfcc_inputs(cfg)
+        if dataset_path.exists() and not cfg.overwrite:
+            verify_pair(dataset_path, features_path, source, ingest_options(cfg))
+            print(f"[prepare] {dataset_path} and {features_path} exist and match the request: reusing them (overwrite=true rebuilds)")
+            return summarise(dataset_path, features_path)
+        build(cfg, dataset_path, features_path, source)
         return summarise(dataset_path, features_path)
-    build(cfg, dataset_path, features_path, source)
-    return summarise(dataset_path, features_path)
 
 
 def check_yfcc_inputs(cfg: DictConfig) -> None:
@@ -123,7 +124,7 @@ def verify_pair(dataset_path: Path, features_path: Path, source: dict, ingest: d
         diff = sorted(k for k in set(recorded_ingest) | set(ingest) if recorded_ingest.get(k) != ingest.get(k))
         problems.append("the ingest config differs in " + ", ".join(f"{k} ({recorded_ingest.get(k)!r} -> {ingest.get(k)!r})" for k in diff))
     for entry in made_from.get("inputs") or []:
-        p = Path(entry["path"])
+        p = dataset_path.parent / entry["path"]  # relative paths: inside the world directory
         if not p.exists():
             problems.append(f"its input {p} no longer exists")
         elif p.stat().st_size != entry["size"] or p.stat().st_mtime_ns != entry.get("mtime_ns", p.stat().st_mtime_ns):
@@ -146,11 +147,11 @@ def build(cfg: DictConfig, dataset_path: Path, features_path: Path, source: dict
 
             paths = generate_world(build_dir, size=str(cfg.source.size), seed=int(cfg.seed), n_photos=cfg.source.n_photos,
                                    feature_dim=int(cfg.source.feature_dim))
-            tsv_final = dataset_path.parent / paths.tsv.name
             tsv_paths = [paths.tsv]
-            moves += [(paths.tsv, tsv_final), (paths.ground_truth, dataset_path.parent / paths.ground_truth.name),
+            moves += [(paths.tsv, dataset_path.parent / paths.tsv.name), (paths.ground_truth, dataset_path.parent / paths.ground_truth.name),
                       (paths.features, features_path)]
-            made_from["inputs"] = [{**describe_input(paths.tsv), "path": str(tsv_final)}]  # os.replace keeps the mtime
+            # relative to the world directory (it may be moved as a whole); os.replace keeps the mtime
+            made_from["inputs"] = [{**describe_input(paths.tsv), "path": paths.tsv.name}]
             features_id = read_identity(paths.features)[0]
         else:
             tsv_paths = [Path(p) for p in cfg.source.tsv]

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from locsens.artifacts import LineageError, RunLayout, short
 from locsens.checkpointing import RunCheckpoint, class_path, load_checkpoint
 from locsens.config import ConfigError, validate_train_config
-from locsens.files import git_commit, write_json_atomic, write_text_atomic
+from locsens.files import exclusive, git_commit, write_json_atomic, write_text_atomic
 from locsens.tracking import finish_loggers
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,11 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
     validate_train_config(cfg)  # unknown keys, impossible values, missing stores: fail before any work
     run = RunLayout(Path(cfg.paths.output_dir))
     resume = resolve_resume(cfg.get("ckpt_path"), run)
+    with exclusive(run.path, "a training run"):
+        return _train(cfg, run, resume)
+
+
+def _train(cfg: DictConfig, run: RunLayout, resume: Path | None) -> dict[str, float | str]:
     run.path.mkdir(parents=True, exist_ok=True)
     if not run.config_path.exists():
         write_text_atomic(run.config_path, OmegaConf.to_yaml(cfg, resolve=True))

@@ -116,13 +116,17 @@ def read_identity(path) -> tuple[str, dict]:
 # writing
 # --------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def atomic_h5(path: str | os.PathLike, kind: str, overwrite: bool = False, expected_bytes: int = 0, **attrs) -> Iterator[h5py.File]:
+def atomic_h5(path: str | os.PathLike, kind: str, overwrite: bool = False, expected_bytes: int = 0, in_memory: bool = True,
+              **attrs) -> Iterator[h5py.File]:
     """Write a store atomically: to a temporary file beside ``path``, renamed into place on success.
 
     An exception (or a kill) midway leaves any previous store at ``path`` untouched and no file at
-    ``path`` that looks valid. An existing store is refused unless ``overwrite``. ``expected_bytes``
-    (the arrays' size) is checked against the free space first: HDF5 reports a full disk late and
-    noisily, so a store that cannot fit is refused before anything is written.
+    ``path`` that looks valid. An existing store is refused unless ``overwrite``.
+
+    A full disk: HDF5 can crash the process (a segfault when closing a file whose flush failed), so
+    stores built from arrays in memory (``in_memory``, the default) are assembled as an HDF5 image in
+    memory and written by Python, where ENOSPC is an ordinary error; streamed stores (features) are
+    written to disk directly, after ``expected_bytes`` were checked against the free space.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -130,14 +134,21 @@ def atomic_h5(path: str | os.PathLike, kind: str, overwrite: bool = False, expec
     with atomic_path(path, overwrite=overwrite) as tmp:
         if expected_bytes:
             check_free_space(path, int(expected_bytes * 1.02) + (1 << 20))
-        f = h5py.File(tmp, "w")
+        f = h5py.File(tmp, "w", driver="core", backing_store=False) if in_memory else h5py.File(tmp, "w")
         try:
             f.attrs["schema"] = kind
             f.attrs["schema_version"] = SCHEMA_VERSION
             for k, v in attrs.items():
                 f.attrs[k] = v
             yield f
-            f.close()
+            if in_memory:
+                f.flush()
+                image = f.id.get_file_image()
+                f.close()
+                with open(tmp, "wb") as fh:
+                    fh.write(image)
+            else:
+                f.close()
         except (OSError, RuntimeError) as e:
             with contextlib.suppress(Exception):
                 f.close()
@@ -576,8 +587,8 @@ def write_feature_store(path, *, photo_id, features, extractor: str, valid=None,
     hasher.add("photo_id", photo_id)
     hasher.add("valid", valid)
     expected = n * (np.asarray(features).shape[1] * 4 if isinstance(features, np.ndarray) else 0)
-    with atomic_h5(path, "locsens.features", overwrite=overwrite, expected_bytes=expected, extractor=extractor, complete=True,
-                   made_from=json.dumps(made_from or {"extractor": extractor})) as f:
+    with atomic_h5(path, "locsens.features", overwrite=overwrite, expected_bytes=expected, in_memory=False, extractor=extractor,
+                   complete=True, made_from=json.dumps(made_from or {"extractor": extractor})) as f:
         f.create_dataset("photo_id", data=photo_id)
         ds, row = None, 0
         for block in blocks:
@@ -585,6 +596,7 @@ def write_feature_store(path, *, photo_id, features, extractor: str, valid=None,
             check_finite(path, "'features'", block, photo_id[row : row + len(block)], row0=row)
             if ds is None:
                 dim = block.shape[1]
+                check_free_space(path, int(n * dim * block.dtype.itemsize * 1.02) + (1 << 20))  # before HDF5 meets a full disk
                 ds = f.create_dataset("features", shape=(n, dim), dtype=block.dtype, chunks=(min(chunk_rows, max(n, 1)), dim))
                 hasher.add("features", np.zeros((0, dim), block.dtype))  # dtype and width; rows follow
             ds[row : row + len(block)] = block

@@ -32,7 +32,7 @@ from locsens.checkpointing import MODEL_CLASSES, checkpoint_record
 from locsens.config import validate_evaluate_config
 from locsens.data.store import STR, DatasetStore, StoreError, atomic_h5, read_identity
 from locsens.eval.methods import build_method
-from locsens.files import git_commit, write_json_atomic
+from locsens.files import exclusive, git_commit, write_json_atomic
 from locsens.metrics.retrieval import (
     LocationSensitivePrecision,
     RetrievalCandidates,
@@ -174,7 +174,11 @@ def evaluate(cfg: DictConfig) -> dict:
     """Run the whole evaluation described by ``cfg`` (conf/evaluate.yaml); returns results.json's content."""
     cfg = validate_evaluate_config(cfg)  # typed values, unknown keys, a missing dataset store: fail before any work
     out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(out_dir, "an evaluation"):
+        return _evaluate(cfg, out_dir)
+
+
+def _evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     torch.manual_seed(int(cfg.seed))
     ds = DatasetStore(cfg.dataset_path)
     test_rows = _sample(ds.split_rows("test"), cfg.limit_test_images, int(cfg.seed))
