@@ -91,8 +91,8 @@ def resolve_resume(ckpt_path, run: RunLayout) -> Path | None:
 
 
 def check_resume(path: Path, model_cfg: DictConfig, lineage: dict) -> dict:
-    """The record of the checkpoint to resume: a locsens checkpoint of the configured model class,
-    trained on the same stores as this run (content ids)."""
+    """The checkpoint to resume: a locsens checkpoint of the configured model class, trained on the same
+    stores as this run (content ids)."""
     ckpt = load_checkpoint(path)
     record = ckpt["locsens"]
     want = class_path(get_class(model_cfg._target_))
@@ -105,7 +105,16 @@ def check_resume(path: Path, model_cfg: DictConfig, lineage: dict) -> dict:
             raise LineageError(f"ckpt_path: {path} was trained on {role} {short(got)} ({(made_from.get(role) or {}).get('path')}), "
                                f"but this run's {role} store is {short(actual['id'])} ({actual['path']}); resume with the "
                                "stores it was trained on, or start a new run")
-    return record
+    return ckpt
+
+
+def check_same_model(path: Path, ckpt: dict, model) -> None:
+    """A resumed checkpoint must hold the model the config builds: the same hyperparameters."""
+    saved = ckpt.get("hyper_parameters") or {}
+    differ = sorted(k for k in set(saved) | set(model.hparams) if saved.get(k) != model.hparams.get(k))
+    if differ:
+        raise ConfigError(f"ckpt_path: {path} was trained with other model settings: "
+                          + "; ".join(f"model.{k}: {saved.get(k)!r} in the checkpoint, {model.hparams.get(k)!r} now" for k in differ))
 
 
 def train(cfg: DictConfig) -> dict[str, float | str]:
@@ -127,9 +136,13 @@ def _train(cfg: DictConfig, run: RunLayout, resume: Path | None) -> dict[str, fl
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     lineage = datamodule.lineage()
-    record = check_resume(resume, cfg.model, lineage) if resume is not None else {}
+    resumed = check_resume(resume, cfg.model, lineage) if resume is not None else {}
+    record = resumed.get("locsens", {})
     model_cfg = fill_data_dims(cfg.model, datamodule.model_kwargs(), datamodule.describe())
     model = instantiate(model_cfg)
+    if resume is not None:
+        check_same_model(resume, resumed, model)
+        del resumed  # Lightning reads the file again (with weights_only=True) to restore the state
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     checkpoints = [c for c in callbacks if isinstance(c, RunCheckpoint)]
     if len(checkpoints) != 1:

@@ -105,6 +105,10 @@ def test_a_checkpoint_of_the_wrong_kind_is_named(trained, tiny_stores, tmp_path)
                                            f"ckpt_path={mcc}", embeddings=emb))
     with pytest.raises(ConfigError, match=r"is a checkpoint of locsens.models.mcc.MCC, but model._target_ is .*LocSens"):
         train(cfg)
+    cfg = compose("train", train_overrides(tiny_stores, tmp_path / "r2", "experiment=mcc", "trainer=debug", "logger=none",
+                                           f"ckpt_path={mcc}", "model.embed_dim=64"))
+    with pytest.raises(ConfigError, match=r"trained with other model settings: model.embed_dim: 300 in the checkpoint, 64 now"):
+        train(cfg)
 
 
 def test_a_checkpoint_naming_another_class_is_not_imported(trained, tmp_path):
