@@ -130,3 +130,39 @@ def test_strict_passes_a_clean_file(sample):
 def test_wordlist_restricts_tags():
     photos, _ = read_yfcc(FIXTURE, wordlist={"paris", "beach"})
     assert [p.tags for p in photos] == [["paris"], [], ["beach"]]
+
+
+def test_crlf_file_parses_as_lf(tmp_path):
+    lf = FIXTURE.read_bytes().replace(b"\r\n", b"\n")
+    crlf = tmp_path / "crlf.tsv"
+    crlf.write_bytes(lf.replace(b"\n", b"\r\n"))
+    unix = tmp_path / "lf.tsv"
+    unix.write_bytes(lf)
+    photos, stats = read_yfcc(crlf)
+    assert (photos, stats) == read_yfcc(unix)
+    assert YfccReader(crlf).compression == "plain"
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_file_level_problems_raise_in_either_mode(tmp_path, strict):
+    line = FIXTURE.read_bytes().split(b"\n")[0]
+    old_mac = tmp_path / "old_mac.tsv"
+    old_mac.write_bytes((line + b"\r") * 3)
+    with pytest.raises(YfccFormatError, match=r"old_mac\.tsv: uses CR-only line endings \(old Mac\).*convert with: tr"):
+        list(YfccReader(old_mac, strict=strict))
+    one_line = tmp_path / "one_line.tsv"  # a wrong file: 2 MiB without a line break
+    one_line.write_bytes(b"x" * (2 << 20))
+    reader = YfccReader(one_line, strict=strict)
+    with pytest.raises(YfccFormatError, match=r"one_line\.tsv: no line break in its first 1,048,576 bytes"):
+        list(reader)
+    assert reader.stats.lines == 0  # refused before reading the giant "line"
+
+
+def test_a_huge_malformed_line_is_named(tmp_path):
+    line = FIXTURE.read_bytes().split(b"\n")[0]
+    path = tmp_path / "huge.tsv"
+    path.write_bytes(line + b"\n" + b"y" * (2 << 20) + b"\n" + line + b"\n")
+    with pytest.raises(YfccFormatError, match=r"line 2: .*got 1 in a line of 2,097,153 bytes"):
+        list(YfccReader(path, strict=True))
+    _, stats = read_yfcc(path)
+    assert dict(stats.reasons) == {KEPT: 2, "wrong_column_count": 1}

@@ -53,10 +53,13 @@ class IngestError(ValueError):
 
 
 def describe_input(path: str | os.PathLike) -> dict:
-    """What a store records of a raw input file: path, size, mtime and the sha256 of its bytes."""
+    """What a store records of a raw input file: path, size, mtime, compression and the sha256 of its bytes."""
+    from locsens.data.compressed import detect_compression
+
     path = Path(path)
     st = path.stat()
-    return {"path": str(path), "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns), "sha256": file_sha256(path)}
+    return {"path": str(path), "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns), "compression": detect_compression(path),
+            "sha256": file_sha256(path)}
 
 
 @dataclass
@@ -364,8 +367,8 @@ def _count_or_fraction(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m locsens.data.ingest", description="YFCC100M-format TSV -> locsens.dataset HDF5 store")
-    ap.add_argument("inputs", nargs="+", help="yfcc100m_dataset-format TSV files")
+    ap = argparse.ArgumentParser(prog="python -m locsens.data.ingest", description="YFCC100M-format metadata (plain, .bz2 or .gz) -> locsens.dataset HDF5 store")
+    ap.add_argument("inputs", nargs="+", help="yfcc100m_dataset-format files (plain, bzip2 or gzip; told apart by content)")
     ap.add_argument("--out", required=True, help="store to write (.h5)")
     ap.add_argument("--vocab-size", type=int, default=100_000)
     ap.add_argument("--drop-top", type=int, default=10, help="most frequent tags left out (paper: 10)")

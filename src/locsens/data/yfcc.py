@@ -26,6 +26,13 @@ Independently of those exclusive buckets, ``ParseStats`` counts facts over all w
 (``tagged``, ``geotagged``, ``tagged_and_geotagged``, ``videos``): the numbers the sample's
 README states.
 
+The input may be plain, bzip2 (as YFCC100M ships it) or gzip, told apart by its magic bytes and decoded
+in parallel threads while the parser runs (:mod:`locsens.data.compressed`); ``YfccReader.compression``
+says which. File-level problems raise :class:`YfccFormatError` whether or not ``strict``: CR-only line
+endings (old Mac: the whole file would be one line) and no line break at all in the first MiB; a
+truncated or corrupt compressed file raises ``locsens.data.compressed.CorruptInputError`` when the
+damage is reached. CRLF line endings and a missing newline at the end of the file are fine.
+
 Speed: the line stays bytes (``float``/``int`` parse bytes; UTF-8 is validated by a full decode
 only for the rare non-ASCII lines, since YFCC URL-encodes its text columns), one partial
 ``split`` per line, no regex, and each raw tag is URL-decoded once per distinct spelling (a
@@ -44,6 +51,7 @@ from typing import NamedTuple
 
 from tqdm import tqdm
 
+from locsens.data.compressed import BZIP2, GZIP, compressed_position, detect_compression, open_input
 from locsens.data.tags import normalise_tag
 
 NUM_COLUMNS = 25
@@ -61,10 +69,13 @@ KEPT = "kept"
 INT64_MAX = 2**63 - 1
 TAG_CACHE_MAX = 2_000_000  # distinct raw tag spellings kept in the normalisation cache (bounds memory)
 PROGRESS_EVERY = 1 << 16  # lines between progress-bar updates
+HEAD_BYTES = 1 << 20  # the start of the file checked for line endings; a real line is ~0.5 KB
+LONG_LINE_BYTES = 1 << 20  # a malformed line this long is named as a sign of a wrong file
 
 
 class YfccFormatError(ValueError):
-    """A malformed line in strict mode. The message names file, 1-based line number and field."""
+    """A malformed line in strict mode (the message names file, 1-based line number and field), or a file-level
+    problem in any mode (the message names the file and the problem)."""
 
 
 class YfccPhoto(NamedTuple):
@@ -141,6 +152,34 @@ class YfccReader:
         # raw tag bytes -> normalised tag; share one only between readers with the same wordlist
         self.tag_cache: dict[bytes, str | None] = {} if tag_cache is None else tag_cache
         self.stats = ParseStats()
+        self._compression: str | None = None
+
+    @property
+    def compression(self) -> str:
+        """``"plain"``, ``"bzip2"`` or ``"gzip"``: how the file is stored, from its magic bytes."""
+        if self._compression is None:
+            self._compression = detect_compression(self.path)
+        return self._compression
+
+    def _check_line_endings(self, fh) -> None:
+        """Refuse, before the parse, a file whose start shows it is not line-by-line YFCC text."""
+        head = fh.peek(HEAD_BYTES)[:HEAD_BYTES]
+        if b"\n" in head:
+            return
+        if b"\r" in head:
+            name = self.path.name
+            unix = f"{self.path.stem.removesuffix('.tsv')}.unix.tsv"
+            cat = {BZIP2: "bzcat", GZIP: "zcat"}.get(self.compression)
+            convert = f"{cat} {name} | tr '\\r' '\\n' > {unix}" if cat else f"tr '\\r' '\\n' < {name} > {unix}"
+            raise YfccFormatError(
+                f"{self.path}: uses CR-only line endings (old Mac): '\\r' but no '\\n' in its first"
+                f" {len(head):,} bytes, so the whole file would read as one line; convert with: {convert}"
+            )
+        if len(head) >= HEAD_BYTES:
+            raise YfccFormatError(
+                f"{self.path}: no line break in its first {len(head):,} bytes (a yfcc100m_dataset line is ~0.5 KB):"
+                " not a yfcc100m_dataset file?"
+            )
 
     def _malformed(self, reason: str, lineno: int, detail: str) -> None:
         if self.strict:
@@ -160,11 +199,12 @@ class YfccReader:
         n_tagged = n_geo = n_both = n_video = 0
         kept = video = untagged = not_geo = out_of_range = null_island = 0
         try:
-            with open(self.path, "rb") as fh:
+            with open_input(self.path) as fh:
+                self._check_line_endings(fh)
                 for line in fh:
                     lineno += 1
                     if not lineno & (PROGRESS_EVERY - 1):
-                        pos = fh.tell()
+                        pos = compressed_position(fh)
                         bar.update(pos - done_bytes)
                         done_bytes = pos
                     if not line.isascii():  # YFCC URL-encodes text columns: non-ASCII is rare
@@ -177,7 +217,10 @@ class YfccReader:
                     cols = line.split(b"\t", COL_LAT + 1)
                     if len(cols) != COL_LAT + 2 or cols[-1].count(b"\t") != NUM_COLUMNS - COL_LAT - 2:
                         got = line.count(b"\t") + 1
-                        self._malformed("wrong_column_count", lineno, f"line: expected {NUM_COLUMNS} tab-separated columns, got {got}")
+                        detail = f"line: expected {NUM_COLUMNS} tab-separated columns, got {got}"
+                        if len(line) > LONG_LINE_BYTES:
+                            detail += f" in a line of {len(line):,} bytes (a real one is ~0.5 KB): not a YFCC file?"
+                        self._malformed("wrong_column_count", lineno, detail)
                         continue
                     pid = cols[COL_PHOTO_ID]
                     if not pid.isdigit() or (len(pid) >= 19 and (len(pid) > 19 or int(pid) > INT64_MAX)):
