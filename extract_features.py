@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from locsens.data.features import extract_from_config
+from locsens.features.extract import extract_from_config
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="extract")

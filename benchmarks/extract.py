@@ -5,7 +5,7 @@ id) to a temp dir, then for each backbone times:
 
     decode    DataLoader over the files with PIL decoding + preprocessing in worker processes
     forward   the backbone's ``features`` on an already-decoded batch (no I/O)
-    extract   locsens.data.features.extract_features: the whole pipeline (Lightning predict loop,
+    extract   locsens.features.extract.extract_features: the whole pipeline (Lightning predict loop,
               decoding workers, shard writes, merge, final store), timed end to end
 
 and prints images/s of each, plus extract's ratio to the slower of decode and forward (the pipeline's
@@ -29,8 +29,8 @@ from PIL import Image
 from skimage import data as skimage_data
 from torch.utils.data import DataLoader
 
-from locsens.data.backbones import BACKBONES, ResNet50, load_backbone
-from locsens.data.features import ImageFiles, extract_features, list_image_folder
+from locsens.features.backbones import BACKBONES, ResNet50, load_backbone
+from locsens.features.extract import ImageFiles, extract_features, list_image_folder
 
 
 def write_photos(folder: Path, n: int) -> None:

@@ -13,11 +13,10 @@ Run: .venv/bin/python benchmarks/locsens_train_step.py [--batch 256] [--negative
 from __future__ import annotations
 
 import argparse
-import functools
 
 import torch
 
-from locsens.models.locsens import LocSens
+from locsens.config import build_model
 
 from train_step import layer_gemms, timed  # noqa: E402  (benchmarks/ is the script's directory)
 
@@ -38,13 +37,11 @@ def main() -> None:
         "lon": torch.rand(b, generator=gen, dtype=torch.float64) * 360 - 180,
     }
     batch = {key: t.to(dev) for key, t in batch.items()}
-    adamw = functools.partial(torch.optim.AdamW, lr=1e-3)
     print(f"device {dev} ({torch.get_num_threads()} CPU threads), {b} positives x {m} triplets per step")
-    recipe = dict(pairwise_products=True, similarity_skip=True, location_encoder="multiresolution_grid",
-                  num_scales=12, min_radius_km=2.0, max_radius_km=4000.0)  # experiment=locsens
-    for name, hidden, extra in (("small", [512, 256], {}), ("recipe", [256, 128], recipe),
-                                ("paper", [2048, 2048, 2048, 1024, 512], {})):
-        model = LocSens(embed_dim=e, hidden=hidden, num_negatives=k, sigma=0.01, optimizer=adamw, **extra).to(dev)
+    for name, experiment in (("small", "locsens_paper_small"), ("recipe", "locsens"), ("paper", "locsens_paper")):
+        torch.manual_seed(0)
+        model = build_model([f"experiment={experiment}", f"model.num_negatives={k}"], embed_dim=e).to(dev)
+        model.sigma = 0.01  # location sampling on, as in a sigma schedule
         model.train()
         optimizer = model.configure_optimizers()
 
@@ -56,7 +53,7 @@ def main() -> None:
 
         model.log = lambda *args, **kwargs: None  # no trainer attached: logging is not part of the step
         t_step = timed(step, dev, a.repeat)
-        widths = [model.scorer[0].in_features, *hidden, 1]
+        widths = [layer.in_features for layer in model.scorer.layers if isinstance(layer, torch.nn.Linear)] + [1]
         bare, flops = layer_gemms(b * m, list(zip(widths[:-1], widths[1:])), dev)
         t_bare = timed(bare, dev, a.repeat)
         n = b * m

@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from locsens.config import build_model
 from locsens.models.locsens import LocSens
 from locsens.scoring import ScoringEngine, bf16_verdict
 
 V, E = 100_000, 300
-HIDDEN = (2048, 2048, 2048, 1024, 512)
 
 
 def matmul_gflops(dtype: torch.dtype, rows: int, repeat: int = 3) -> float:
@@ -51,10 +51,11 @@ def matmul_gflops(dtype: torch.dtype, rows: int, repeat: int = 3) -> float:
 
 
 def paper_model() -> LocSens:
+    """experiment=locsens_paper's model, as the config builds it."""
     torch.manual_seed(0)
-    model = LocSens(embed_dim=E, hidden=HIDDEN, groups=32, gn_eps=1e-3, fusion="concat300", init="paper").eval()
+    model = build_model(["experiment=locsens_paper"], embed_dim=E).eval()
     with torch.no_grad():
-        for m in model.scorer:
+        for m in model.scorer.layers:
             if isinstance(m, nn.GroupNorm):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
@@ -63,9 +64,9 @@ def paper_model() -> LocSens:
 
 def macs_per_pair(model: LocSens) -> tuple[int, int]:
     """(whole forward incl. branches, engine's per-pair part: the scorer after its first Linear)."""
-    linears = [m for m in model.scorer if isinstance(m, nn.Linear)]
+    linears = [m for m in model.scorer.layers if isinstance(m, nn.Linear)]
     scorer = sum(m.in_features * m.out_features for m in linears)
-    branches = model.image_branch.weight.numel() + model.tag_branch.weight.numel() + model.location_branch.weight.numel()
+    branches = sum(b.linear.weight.numel() for b in (model.image_branch, model.tag_branch, model.location_branch))
     return scorer + branches, scorer - linears[0].in_features * linears[0].out_features
 
 
@@ -90,17 +91,17 @@ def emulate_bf16(engine: ScoringEngine) -> None:
     """Make ``engine`` (built with dtype="bf16") compute bf16 numerics with fp32 kernels: operands rounded
     to bf16, products accumulated in fp32, outputs rounded to bf16 -- what a bf16 matmul returns. The
     final Linear(last, 1) stays fp32, as in the engine."""
-    state = engine._state()
-    linears = [m for m in engine.model.scorer if isinstance(m, nn.Linear)][1:]
+    fast = engine.fast
+    linears = [m for m in engine.model.scorer.layers if isinstance(m, nn.Linear)][1:]
     stages = []
-    for (groups, eps, gamma, beta, linear), lin in zip(state["stages32"], linears):
+    for (groups, eps, gamma, beta, linear), lin in zip(fast.stages32, linears):
         if lin.out_features == 1:
             stages.append((groups, eps, gamma, beta, linear))
             continue
         w = lin.weight.detach().bfloat16().float()
         b = None if lin.bias is None else lin.bias.detach().bfloat16().float()
         stages.append((groups, eps, gamma, beta, lambda h, w=w, b=b: F.linear(h.bfloat16().float(), w, b).bfloat16().float()))
-    state["stages"] = stages
+    fast.stages = stages
 
 
 def main() -> None:

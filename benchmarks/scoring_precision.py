@@ -14,7 +14,6 @@ Run: .venv/bin/python benchmarks/scoring_precision.py --run outputs/demo-demo/lo
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from locsens.data.store import DatasetStore, EmbeddingStore
 from locsens.eval.pipeline import _sample
 from locsens.metrics.retrieval import LocationSensitivePrecision, RetrievalCandidates, build_location_queries
 from locsens.metrics.tagging import ground_truth_from_csr, tagging_accuracy
-from locsens.models.locsens import LocSens
+from locsens.artifacts import RunLayout
+from locsens.checkpointing import load_model
 from locsens.scoring import ScoringEngine
 
 THRESHOLDS = [float("inf"), 2500.0, 750.0, 200.0, 25.0, 1.0]
@@ -39,8 +39,7 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--dtypes", default="fp32,bf16,int8")
     a = p.parse_args()
-    ckpt = json.loads((Path(a.run) / "metrics.json").read_text())["best_checkpoint"]
-    model = LocSens.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    model, _ = load_model(RunLayout(Path(a.run)).best_checkpoint(), expect="locsens")
     ds = DatasetStore(f"{a.world}/dataset.h5")
     store = EmbeddingStore(f"{a.world}/embeddings/mcc.h5", ds)
     image, tag = torch.from_numpy(store.image), torch.from_numpy(store.tag)

@@ -6,9 +6,9 @@ mkdir -p outputs/ablation
 run() { name=$1; shift; [ -f outputs/ablation/$name/metrics.json ] && return; echo "=== $name $(date +%T)"; .venv/bin/python train.py world=demo hydra.run.dir=outputs/ablation/$name trainer.enable_progress_bar=false "$@" > outputs/ablation/$name.log 2>&1 || echo "FAILED $name"; }
 run paper_small experiment=locsens_paper_small
 run raw2d experiment=locsens_raw2d
-run no_skip experiment=locsens model.similarity_skip=false
-run no_products experiment=locsens model.pairwise_products=false
-run grid_lr_x1 experiment=locsens model.location_lr_scale=1.0
+run no_skip experiment=locsens model.scorer.similarity_skip=false
+run no_products experiment=locsens model.scorer.pairwise_products=false
+run grid_lr_x1 experiment=locsens model.location_encoder.lr_scale=1.0
 run latlon experiment=locsens model/location_encoder=latlon
 run wrap experiment=locsens model/location_encoder=wrap
 run sphere experiment=locsens model/location_encoder=sphere_multiscale

@@ -19,11 +19,22 @@ CONF = ROOT / "conf"
 
 def compose(config_name: str, overrides=()):
     """The repository's real Hydra config ``config_name`` with ``overrides`` (as the entry point composes it)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from locsens.config import compose as compose_config
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose(config_name, overrides=list(overrides))
+    return compose_config(config_name, overrides)
+
+
+def build_locsens(*overrides, embed_dim: int = 32, width: int = 64, hidden=(64, 32), groups: int = 8, seed: int = 0):
+    """A small LocSens from the REAL config (the paper's experiment at test size) with ``overrides``, e.g.
+    ``"model/fusion=raw2d"``, ``"model/location_encoder=wrap"``, ``"model.scorer.pairwise_products=true"``."""
+    import torch
+
+    from locsens.config import build_model
+
+    torch.manual_seed(seed)
+    return build_model(["experiment=locsens_paper", f"model.image_branch.out_dim={width}", f"model.tag_branch.out_dim={width}",
+                        f"model.scorer.hidden=[{','.join(map(str, hidden))}]", f"model.scorer.groups={groups}",
+                        "model.num_negatives=3", *overrides], embed_dim=embed_dim)
 
 
 def train_overrides(stores: dict, out_dir, *extra, embeddings=None) -> list[str]:

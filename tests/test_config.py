@@ -68,13 +68,13 @@ def test_impossible_values_of_the_agnostic_models(tiny_stores, override, key):
 @pytest.mark.parametrize("override,key,expected", [
     ("model.num_negatives=0", "model.num_negatives", "positive integer"),
     ("model.margin=-0.1", "model.margin", ">= 0"),
-    ("model.sigma=-1", "model.sigma", ">= 0"),
     ("callbacks.sigma_schedule.sigma_start=-0.5", "callbacks.sigma_schedule.sigma_start", ">= 0"),
     ("callbacks.sigma_schedule.sigma_end=-0.01", "callbacks.sigma_schedule.sigma_end", ">= 0"),
     ("model.val_ks=[0,10]", "model.val_ks", "k >= 1"),
     ("model.val_ks=[-1]", "model.val_ks", "k >= 1"),
-    ("model.fusion=concat", "model.fusion", "one of concat300, raw2d, zeroed, dropout"),
-    ("model.location_encoder=sphere", "model.location_encoder", "one of latlon, wrap, sphere_multiscale"),
+    ("model.location_dropout=1.5", "model.location_dropout", "in \\[0, 1\\]"),
+    ("model.scorer.hidden=[]", "model.scorer.hidden", "non-empty list"),
+    ("model.location_encoder.lr_scale=0", "model.location_encoder.lr_scale", "positive number"),
     ("data.negative_mode=hard", "data.negative_mode", "one of retrieval, tagging"),
 ])
 def test_impossible_values_of_locsens(tiny_stores, override, key, expected):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from locsens.data.datamodule import AgnosticDataModule, EpochBatchSampler, padded_tags, sample_draws
+from locsens.data.datamodule import AgnosticDataModule
 from locsens.data.store import DatasetStore, FeatureStore, write_feature_store
 
 
@@ -79,37 +79,6 @@ def test_batches_do_not_depend_on_the_number_of_workers(tiny_stores):
     for a, b in zip(*runs):
         for key in a:
             assert torch.equal(a[key], b[key]), key
-
-
-def test_sampler_reproduces_per_epoch_and_shards_by_rank():
-    s = EpochBatchSampler(103, 10, shuffle=True, seed=5, drop_last=False)
-    first = [p.copy() for _, p in s]
-    assert sorted(np.concatenate(first).tolist()) == list(range(103))
-    assert all(np.array_equal(a, b) for a, b in zip(first, (p for _, p in s)))
-    s.set_epoch(1)
-    assert not np.array_equal(np.concatenate(first), np.concatenate([p for _, p in s]))
-    shards = [np.concatenate([p for _, p in EpochBatchSampler(103, 10, True, 5, True, rank=r, world_size=2)]) for r in (0, 1)]
-    assert len(shards[0]) == len(shards[1]) == 50 and not set(shards[0]) & set(shards[1])
-    evaluation = EpochBatchSampler(20, 7, shuffle=False, seed=5, drop_last=False)
-    evaluation.set_epoch(4)
-    assert [e for e, _ in evaluation] == [0, 0, 0]  # evaluation draws do not change with the epoch
-
-
-def test_sample_draws_are_a_function_of_seed_epoch_and_row():
-    rows = np.arange(10_000)
-    a = sample_draws(0, 0, rows)
-    assert np.array_equal(a, sample_draws(0, 0, rows))
-    assert np.array_equal(a[[5, 7]], sample_draws(0, 0, np.array([5, 7])))  # independent of the batch
-    assert not np.allclose(a, sample_draws(0, 1, rows)) and not np.allclose(a, sample_draws(1, 0, rows))
-    assert abs(a.mean() - 0.5) < 0.01 and a.min() >= 0 and a.max() < 1
-    assert np.histogram(a, bins=10, range=(0, 1))[0].min() > 900  # roughly uniform
-
-
-def test_padded_tags_match_csr():
-    indptr = np.array([0, 2, 2, 5, 6])
-    indices = np.array([4, 1, 7, 7, 0, 3])
-    out = padded_tags(indptr, indices, np.array([2, 0, 1, 3]))
-    assert out.tolist() == [[7, 7, 0], [4, 1, -1], [-1, -1, -1], [3, -1, -1]]
 
 
 def test_missing_store_names_the_file(tmp_path, tiny_stores):

@@ -10,32 +10,9 @@ import numpy as np
 import pytest
 from conftest import build_synthetic_stores
 
-from locsens.data.datamodule import EpochBatchSampler
 from locsens.data.store import DatasetStore
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.mark.parametrize("n,world", [(103, 2), (100, 2), (103, 3), (5, 4), (2048, 3)])
-def test_evaluation_shards_cover_every_item_exactly_once(n, world):
-    shards = [np.concatenate([p for _, p in EpochBatchSampler(n, 7, shuffle=False, seed=0, drop_last=False, rank=r, world_size=world)]
-                             or [np.zeros(0, np.int64)]) for r in range(world)]
-    assert sorted(np.concatenate(shards).tolist()) == list(range(n))  # none dropped, none duplicated
-    assert max(map(len, shards)) - min(map(len, shards)) <= 1
-    for r, shard in enumerate(shards):
-        assert len(EpochBatchSampler(n, 7, False, 0, False, rank=r, world_size=world)) == -(-len(shard) // 7)
-
-
-@pytest.mark.parametrize("n,batch", [(103, 10), (1000, 64), (64, 64)])
-def test_training_shards_are_the_single_process_batches_split(n, batch):
-    """With batch B/2 on each of 2 ranks, step b's two rank batches together are exactly the one-process
-    batch b of size B: averaged DDP gradients then equal the one-process gradient (mean losses)."""
-    single = [set(p.tolist()) for _, p in EpochBatchSampler(n, batch, True, 3, True)]
-    ranks = [[p for _, p in EpochBatchSampler(n, batch // 2, True, 3, True, rank=r, world_size=2)] for r in (0, 1)]
-    assert len(ranks[0]) == len(ranks[1]) == len(single)  # equal step counts on every rank
-    for b, want in enumerate(single):
-        assert set(ranks[0][b].tolist()) | set(ranks[1][b].tolist()) == want
-        assert len(ranks[0][b]) == len(ranks[1][b]) == batch // 2
 
 
 def run_train(tmp_path: Path, name: str, stores: dict, *overrides: str) -> dict:

@@ -19,15 +19,15 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from locsens.data import store  # noqa: E402
-from locsens.data.backbones import ResNet50, load_backbone  # noqa: E402
-from locsens.data.features import (  # noqa: E402
+from locsens.features.backbones import ResNet50, load_backbone  # noqa: E402
+from locsens.features.extract import (  # noqa: E402
     extract_features,
     extract_from_config,
     failures_report_path,
     list_image_folder,
     read_image_list,
 )
-from locsens.data.imagenet_classes import IMAGENET_CLASSES  # noqa: E402
+from locsens.features.imagenet_classes import IMAGENET_CLASSES  # noqa: E402
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 CATS = {281, 282, 283, 285}  # tabby, tiger cat, Persian, Egyptian cat
@@ -222,7 +222,7 @@ KILLED_RUN = """
 import os, signal, sys
 import lightning as L
 import torch
-from locsens.data.features import extract_features
+from locsens.features.extract import extract_features
 
 class KillAfter(L.Callback):
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):

@@ -136,3 +136,28 @@ def test_sample_around_zero_sigma_and_seed():
     b = sample_around(lat, lon, 50.0, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert a[0].dtype == lat.dtype
+
+
+def test_destination_is_at_the_distance_and_bearing_in_numpy_and_torch():
+    """The great-circle destination formula (one home for the world's offsets and the sigma sampling):
+    the haversine distance back to the origin is the distance asked, north goes up in latitude, and the
+    numpy and torch versions agree."""
+    import math
+
+    import torch
+
+    from locsens.geo import chord_for_km, destination, unit_vectors
+
+    rng = np.random.default_rng(0)
+    lat, lon = rng.uniform(-80, 80, 200), rng.uniform(-180, 180, 200)
+    km, bearing = rng.uniform(1, 5000, 200), rng.uniform(0, 2 * math.pi, 200)
+    lat2, lon2 = destination(lat, lon, km, bearing)
+    np.testing.assert_allclose(geodesic_km(lat, lon, lat2, lon2), km, rtol=1e-9)
+    assert np.all((lon2 >= -180) & (lon2 < 180)) and np.all(np.abs(lat2) <= 90)
+    north, _ = destination(lat, lon, 100.0, 0.0)
+    np.testing.assert_allclose(north - lat, 100.0 / (math.pi * 6371.0088 / 180), rtol=1e-9)
+    t_lat, t_lon = destination(torch.from_numpy(lat), torch.from_numpy(lon), torch.from_numpy(km), torch.from_numpy(bearing))
+    np.testing.assert_allclose(t_lat.numpy(), lat2, atol=1e-9)
+    np.testing.assert_allclose(t_lon.numpy(), lon2, atol=1e-9)
+    a, b = unit_vectors(lat, lon), unit_vectors(lat2, lon2)  # the chord of a great-circle distance
+    np.testing.assert_allclose(np.linalg.norm(a - b, axis=1), [chord_for_km(k) for k in km], rtol=1e-9)

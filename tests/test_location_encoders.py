@@ -5,14 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import CONF, compose
+from hydra.utils import instantiate
+
 from locsens.geo import KM_PER_DEGREE
-from locsens.models.location_encoders import LOCATION_ENCODERS, MultiResolutionGridEncoder, build_location_encoder
+from locsens.models.location_encoders import MultiResolutionGridEncoder
+
+ENCODERS = sorted(p.stem for p in (CONF / "model" / "location_encoder").glob("*.yaml"))  # every shipped encoder config
 
 
-@pytest.mark.parametrize("name", LOCATION_ENCODERS)
+@pytest.mark.parametrize("name", ENCODERS)
 def test_shape_and_antimeridian_continuity(name):
     torch.manual_seed(0)
-    enc = build_location_encoder(name, num_scales=6, min_radius_km=5.0, max_radius_km=5000.0)
+    enc = instantiate(compose("train", ["experiment=locsens_paper", f"model/location_encoder={name}"]).model.location_encoder)
     if name == "multiresolution_grid":
         with torch.no_grad():
             enc.tables.normal_()  # trained-like features, not the near-zero init
@@ -55,5 +60,5 @@ def test_grid_hashes_fine_levels_into_the_table_and_learns():
     out = enc(lat, lon)
     out.pow(2).sum().backward()
     assert enc.tables.grad is not None and (enc.tables.grad != 0).any()
-    with pytest.raises(ValueError, match="min_radius_km"):
+    with pytest.raises(ValueError, match="min_cell_km"):
         MultiResolutionGridEncoder(min_cell_km=0.0)

@@ -6,12 +6,14 @@ import pytest
 import torch
 
 from locsens.geo import geodesic_km_torch, sigma_to_km
+from conftest import build_locsens
+
 from locsens.models.locsens import LocSens
 
 
 def model_with_sigma(sigma: float) -> LocSens:
-    torch.manual_seed(0)
-    m = LocSens(embed_dim=16, branch_dim=32, hidden=[32], groups=8, num_negatives=3, sigma=sigma)
+    m = build_locsens(embed_dim=16, width=32, hidden=(32,))
+    m.sigma = sigma  # what the SigmaSchedule callback sets each epoch
     m.log = lambda *a, **k: None
     return m
 

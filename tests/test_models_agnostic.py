@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from locsens.data.datamodule import sample_draws
+from locsens.data.sampling import sample_draws
 from locsens.models.mcc import draw_target_tags
 from locsens.models.word_vectors import aligned_word_vectors
 from locsens.train import fill_data_dims, train

@@ -28,7 +28,7 @@ def test_joblib_multirun_writes_two_complete_runs(tiny_stores, tmp_path):
         [sys.executable, str(ROOT / "train.py"), "-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
          "experiment=locsens", f"data.dataset_path={tiny_stores['dataset']}", f"data.embeddings_path={emb}",
          "trainer=debug", "logger=none", "data.batch_size=32", "data.val_tagging_images=40", "data.val_retrieval_queries=10",
-         "model.hidden=[32,32]", "model.branch_dim=32", "task_name=locsens_seeds", f"hydra.sweep.dir={sweep}"],
+         "model.scorer.hidden=[32,32]", "model.image_branch.out_dim=32", "model.tag_branch.out_dim=32", "task_name=locsens_seeds", f"hydra.sweep.dir={sweep}"],
         capture_output=True, text=True, timeout=900, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-4000:]
     assert yaml.safe_load((sweep / "multirun.yaml").read_text())["hydra"]["launcher"]["_target_"].endswith("JoblibLauncher")
@@ -42,10 +42,10 @@ def test_joblib_multirun_writes_two_complete_runs(tiny_stores, tmp_path):
         metrics[job] = json.loads((job_dir / "metrics.json").read_text())
         assert Path(metrics[job]["best_checkpoint"]).parent == job_dir / "checkpoints"
     weights = [torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for job in ("0", "1")]
-    assert not torch.equal(weights[0]["scorer.0.weight"], weights[1]["scorer.0.weight"])  # two seeds, two different runs
+    assert not torch.equal(weights[0]["scorer.layers.0.weight"], weights[1]["scorer.layers.0.weight"])  # two seeds, two different runs
 
-    specs = methods_from_runs([sweep])  # what `python evaluate.py runs=[<multirun dir>]` builds
-    assert len(specs) == 2 and all(s["kind"] == "locsens" and s["embeddings"] == str(emb) for s in specs.values())
+    specs = methods_from_runs([sweep], tiny_stores["dataset"])  # what `python evaluate.py runs=[<multirun dir>]` builds
+    assert len(specs) == 2 and all(s["kind"] == "locsens" and s["embeddings_path"] == str(emb) for s in specs.values())
     assert sorted(Path(s["checkpoint"]).parent.parent.name for s in specs.values()) == ["0", "1"]
     assert all("seed=" in name for name in specs)  # named after the task and what the sweep changed
 

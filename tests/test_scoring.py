@@ -1,5 +1,5 @@
 """The scoring engine computes exactly the model's forward (fp32), keeps rankings in bf16, falls back
-to fp32 by itself, and follows weight changes.
+to fp32 by itself, and follows weight changes -- on the project's LocSens, built from the real config.
 
 Tolerance of the fp32 checks: |engine - forward| <= 1e-5 * max(1, max |score|) -- the engine sums the
 first layer's three column blocks in a different order than the module's single matmul, so the two
@@ -16,59 +16,24 @@ import torch.nn.functional as F
 from torch import nn
 
 import locsens.scoring as scoring
-from locsens.models.locsens import LocSens
+from conftest import build_locsens
 from locsens.scoring import PreparedImages, ScoringEngine
 
 E, BRANCH = 24, 16
+FUSIONS = ("concat300", "raw2d", "zeroed", "dropout")
 
 
-class StandInLocSens(nn.Module):
-    """Minimal model with LocSens' scoring interface: branches to BRANCH, location per fusion
-    (concat300/dropout: a BRANCH-d branch; raw2d: the raw 2-d (lat', lon'); zeroed: zeros), and the
-    scorer ``[Linear, GroupNorm, ReLU] * n + [Linear(last, 1)]`` over ``cat([loc, img, tag])``. It pins
-    the interface the engine relies on, independently of LocSens' training code; the project's LocSens
-    itself is checked in ``test_real_locsens_each_fusion``."""
-
-    def __init__(self, fusion: str = "concat300", hidden=(64, 32), groups: int = 8, seed: int = 0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.fusion = fusion
-        self.image_branch = nn.Linear(E, BRANCH)
-        self.tag_branch = nn.Linear(E, BRANCH)
-        self.location_branch = nn.Linear(2, BRANCH) if fusion in ("concat300", "dropout") else None
-        self.location_dim = 2 if fusion == "raw2d" else BRANCH
-        layers, width = [], self.location_dim + 2 * BRANCH
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.GroupNorm(groups, h, eps=1e-3), nn.ReLU()]
-            width = h
-        layers.append(nn.Linear(width, 1))
-        self.scorer = nn.Sequential(*layers)
-        with torch.no_grad():  # non-trivial GroupNorm affine, as after training
-            for m in self.scorer:
-                if isinstance(m, nn.GroupNorm):
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.uniform_(-0.2, 0.2)
-
-    def encode_image(self, img):
-        return F.normalize(F.relu(self.image_branch(F.normalize(img, dim=-1))), dim=-1)
-
-    def encode_tag(self, tag):
-        return F.normalize(F.relu(self.tag_branch(F.normalize(tag, dim=-1))), dim=-1)
-
-    def encode_location(self, lat_deg, lon_deg):
-        raw = torch.stack([(lat_deg.double() + 90) / 180, (lon_deg.double() + 180) / 360], -1).float()
-        if self.fusion == "zeroed":
-            return torch.zeros((*lat_deg.shape, self.location_dim))
-        if self.location_branch is None:
-            return raw
-        return F.normalize(F.relu(self.location_branch(raw)), dim=-1)
-
-    def score_encoded(self, loc_e, img_e, tag_e):
-        x = torch.cat([loc_e, img_e, tag_e], dim=-1)
-        return self.scorer(x.reshape(-1, x.shape[-1])).view(x.shape[:-1])
-
-    def forward(self, img, tag, lat, lon):
-        return self.score_encoded(self.encode_location(lat, lon), self.encode_image(img), self.encode_tag(tag))
+def model_for(fusion: str = "concat300", hidden=(64, 32), groups: int = 8, seed: int = 0, *overrides):
+    """The project's LocSens from the real config, small, with PyTorch's init and a non-trivial GroupNorm
+    affine (as after training), so every block of the scorer's input matters."""
+    model = build_locsens(f"model/fusion={fusion}", "model.init=torch", *overrides, embed_dim=E, width=BRANCH, hidden=hidden,
+                          groups=groups, seed=seed)
+    with torch.no_grad():
+        for m in model.scorer.layers:
+            if isinstance(m, nn.GroupNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model.eval()
 
 
 def inputs(b: int, n: int, seed: int = 1):
@@ -106,7 +71,7 @@ def assert_topk_matches(vals, ids, full, k):
 
 @pytest.mark.parametrize("fusion", ["concat300", "raw2d", "zeroed", "dropout"])
 def test_score_tags_equals_forward(fusion):
-    model = StandInLocSens(fusion)
+    model = model_for(fusion)
     images, vocab, lat, lon = inputs(7, 53)
     want = naive_tag_scores(model, images, vocab, lat, lon)
     engine = ScoringEngine(model, dtype="fp32", chunk_pairs=17, tag_embeddings=vocab)  # 7 x 53 pairs, chunks of 17
@@ -122,7 +87,7 @@ def test_score_tags_equals_forward(fusion):
 
 @pytest.mark.parametrize("fusion", ["concat300", "raw2d", "zeroed"])
 def test_score_images_equals_forward(fusion):
-    model = StandInLocSens(fusion)
+    model = model_for(fusion)
     tags, cands, lat, lon = inputs(6, 41, seed=2)
     want = naive_image_scores(model, tags, cands, lat, lon)
     engine = ScoringEngine(model, dtype="fp32", chunk_pairs=13)
@@ -134,39 +99,31 @@ def test_score_images_equals_forward(fusion):
     # queries given as vocabulary ids, and the batched evaluation helper
     engine.set_vocabulary(tags)
     assert_close_scores(engine.score_images(torch.arange(6).flip(0), lat.flip(0), lon.flip(0), prepared), want.flip(0))
-    r_vals, r_ids = engine.retrieve(tags, lat, lon, prepared, k=11, batch_size=4, progress=False)
-    assert_close_scores(r_vals, vals)  # other batch shapes: equal to rounding
-    assert_close_scores(want.gather(1, r_ids), vals)
-
-
-def test_topk_tags_for_batches_and_matches():
-    model = StandInLocSens()
-    images, vocab, lat, lon = inputs(9, 30, seed=3)
-    engine = ScoringEngine(model, dtype="fp32", chunk_pairs=50, tag_embeddings=vocab)
-    vals, ids = engine.topk_tags_for(images, lat, lon, k=5, batch_size=4, progress=False)
-    assert_topk_matches(vals, ids, naive_tag_scores(model, images, vocab, lat, lon), 5)
+    r_vals, r_ids = engine.score_images(tags[:4], lat[:4], lon[:4], prepared, k=11)  # other batch shapes: equal to rounding
+    assert_close_scores(r_vals, vals[:4])
+    assert_close_scores(want[:4].gather(1, r_ids), vals[:4])
 
 
 def test_cache_follows_weight_changes_and_stale_sets_are_refused():
-    model = StandInLocSens()
+    model = model_for()
     images, vocab, lat, lon = inputs(3, 20, seed=4)
     engine = ScoringEngine(model, dtype="fp32", tag_embeddings=vocab)
     before = engine.score_tags(images, lat, lon)
     prepared = engine.prepare_images(vocab)
     with torch.no_grad():  # an optimizer-like in-place update of the tag branch and a scorer layer
-        model.tag_branch.weight.add_(0.3)
-        model.scorer[3].weight.mul_(-1.0)
+        model.tag_branch.linear.weight.add_(0.3)
+        model.scorer.layers[3].weight.mul_(-1.0)
     after = engine.score_tags(images, lat, lon)
     assert not torch.allclose(before, after)
     assert_close_scores(after, naive_tag_scores(model, images, vocab, lat, lon))
     with pytest.raises(ValueError, match="stale"):
         engine.score_images(vocab[:3], lat, lon, prepared)
-    model.load_state_dict(StandInLocSens(seed=5).state_dict())
+    model.load_state_dict(model_for(seed=5).state_dict())
     assert_close_scores(engine.score_tags(images, lat, lon), naive_tag_scores(model, images, vocab, lat, lon))
 
 
 def test_training_mode_is_restored_and_inputs_checked():
-    model = StandInLocSens().train()
+    model = model_for().train()
     images, vocab, lat, lon = inputs(2, 5)
     engine = ScoringEngine(model, dtype="fp32", tag_embeddings=vocab)
     engine.score_tags(images, lat, lon)
@@ -178,15 +135,15 @@ def test_training_mode_is_restored_and_inputs_checked():
     with pytest.raises(ValueError, match="dtype"):
         ScoringEngine(model, dtype="fp16")
     model.scorer = nn.Sequential(nn.Linear(2 * BRANCH + BRANCH, 8), nn.ReLU(), nn.Linear(8, 1))
-    with pytest.raises(TypeError, match="GroupNorm"):
+    with pytest.raises(TypeError, match="fast"):
         ScoringEngine(model)
 
 
 @pytest.fixture(scope="module")
-def trained_like_model() -> StandInLocSens:
+def trained_like_model():
     """A small model trained a few hundred steps to rank a planted tag-image-location relation, so its
     score distribution (and its top-10 margins) look like a trained model's rather than random init's."""
-    model = StandInLocSens(hidden=(128, 64), groups=8, seed=7)
+    model = model_for("concat300", (128, 64), 8, 7).train()
     g = torch.Generator().manual_seed(8)
     proj = torch.randn(E, E, generator=g)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -230,13 +187,13 @@ def test_reduced_precision_keeps_top10_sets(trained_like_model, dtype, raw_agree
 
 
 def test_auto_falls_back_to_fp32_and_says_so(monkeypatch, caplog):
-    model = StandInLocSens()
+    model = model_for()
     monkeypatch.setattr(scoring, "_BF16_VERDICT", {"cpu": (False, "bf16 matmul 0.15x the speed of fp32 on cpu")})
     monkeypatch.setattr(scoring, "_WARNED", set())
     with caplog.at_level(logging.WARNING, logger="locsens.scoring"):
         engine = ScoringEngine(model, dtype="auto")
         ScoringEngine(model, dtype="auto")
-    assert engine.dtype_used == "fp32" and engine.matmul_dtype == torch.float32
+    assert engine.dtype_used == "fp32" and engine.fast.dtype == "fp32"
     assert "0.15x" in engine.dtype_reason
     assert sum("falls back to fp32" in r.message for r in caplog.records) == 1  # said once
     monkeypatch.setattr(scoring, "_BF16_VERDICT", {"cpu": (True, "bf16 matmul 4.00x the speed of fp32 on cpu")})
@@ -250,8 +207,8 @@ def test_bf16_verdict_measures_this_machine(monkeypatch):
     assert scoring._BF16_VERDICT["cpu"] == (use, why)
 
 
-def test_real_locsens_each_fusion():
-    """The engine on the project's LocSens (all fusions, two location encoders), against its forward."""
+def test_every_composition_of_parts():
+    """The engine on every fusion, several location encoders, products and skip, against the forward."""
     images, vocab, lat, lon = inputs(4, 23, seed=10)
     for fusion, encoder, products, skip in [
         ("concat300", "latlon", False, False), ("raw2d", "latlon", False, False), ("raw2d", "sphere_multiscale", False, False),
@@ -259,17 +216,17 @@ def test_real_locsens_each_fusion():
         ("concat300", "multiresolution_grid", True, True), ("raw2d", "wrap", True, False), ("zeroed", "latlon", True, True),
         ("concat300", "latlon", False, True),
     ]:
-        torch.manual_seed(0)
-        model = LocSens(embed_dim=E, branch_dim=16, hidden=(32, 16), groups=8, fusion=fusion, location_encoder=encoder,
-                        num_scales=4, init="torch", pairwise_products=products, similarity_skip=skip).eval()
+        extra = {"sphere_multiscale": ["model.location_encoder.num_scales=4"], "multiresolution_grid": ["model.location_encoder.num_levels=4"]}
+        model = model_for(fusion, (32, 16), 8, 0, f"model/location_encoder={encoder}", *extra.get(encoder, []),
+                          f"model.scorer.pairwise_products={products}", f"model.scorer.similarity_skip={skip}")
         if skip:
             with torch.no_grad():
-                model.similarity_skip.fill_(0.7)
+                model.scorer.skip.fill_(0.7)
         if encoder == "multiresolution_grid":
             with torch.no_grad():
                 model.location_encoder.tables.normal_()
         loc_dim = model.encode_location(lat, lon).shape[1]
-        assert loc_dim == (model.location_encoder.out_dim if fusion == "raw2d" else 16)
+        assert loc_dim == (model.location_encoder.out_dim if fusion == "raw2d" else BRANCH)
         engine = ScoringEngine(model, dtype="fp32", chunk_pairs=19, tag_embeddings=vocab)
         want = naive_tag_scores(model, images, vocab, lat, lon)
         assert_close_scores(engine.score_tags(images, lat, lon), want)

@@ -7,13 +7,20 @@ import pytest
 import torch
 
 from locsens.data import store
-from locsens.data.triplets import TagMembership, TripletDataModule
+from locsens.data.triplets import TripletDataModule
 from conftest import write_tiny_embeddings
 
 
 @pytest.fixture(scope="module")
 def embeddings_path(tiny_stores, tmp_path_factory):
     return write_tiny_embeddings(tiny_stores, tmp_path_factory.mktemp("emb") / "mcc.h5")
+
+
+def epoch_batches(triplets, epoch: int, rank: int = 0, world_size: int = 1):
+    """The training batches of one epoch, as the train loader's sampler yields them."""
+    sampler = triplets.sampler(shuffle=True, drop_last=True, rank=rank, world_size=world_size)
+    sampler.set_epoch(epoch)
+    return [triplets[item] for item in sampler]
 
 
 def make_dm(tiny_stores, embeddings_path, **kw) -> TripletDataModule:
@@ -24,14 +31,6 @@ def make_dm(tiny_stores, embeddings_path, **kw) -> TripletDataModule:
     return dm
 
 
-def test_membership_matches_csr(tiny_stores):
-    ds = store.DatasetStore(tiny_stores["dataset"])
-    m = TagMembership(ds.tags_indptr, ds.tags_indices, ds.num_tags)
-    rows = np.repeat(np.arange(50), ds.num_tags)
-    tags = np.tile(np.arange(ds.num_tags), 50)
-    np.testing.assert_array_equal(m.contains(rows, tags).reshape(50, -1), ds.multi_hot(np.arange(50)))
-
-
 @pytest.mark.parametrize("mode, power, loc_swap", [("retrieval", 0.0, 0.0), ("tagging", 0.0, 0.0), ("tagging", 0.75, 0.0), ("tagging", 0.0, 0.3)])
 def test_negatives_never_carry_the_positive_tag(tiny_stores, embeddings_path, mode, power, loc_swap):
     """Image / tag swaps never carry the tag; location swaps (loc_swap > 0) keep image and tag and move."""
@@ -40,8 +39,7 @@ def test_negatives_never_carry_the_positive_tag(tiny_stores, embeddings_path, mo
     train_rows = set(dm.train_triplets.rows.tolist())
     n_swapped_tag = n_swapped_img = n_moved = n_neg = n_elsewhere = 0
     for epoch in range(3):
-        for b in range(dm.train_triplets.num_batches):
-            batch = dm.train_triplets[(epoch, b)]
+        for batch in epoch_batches(dm.train_triplets, epoch):
             img, tag = batch["image_index"].numpy(), batch["tag_index"].numpy()
             lat, lon = batch["lat"].numpy(), batch["lon"].numpy()
             pos_img, pos_tag = img[:, 0], tag[:, 0]
@@ -99,20 +97,36 @@ def test_popularity_weighted_tag_negatives_follow_the_training_counts(tiny_store
 
 def test_epoch_visits_every_tagged_training_image_once(tiny_stores, embeddings_path):
     dm = make_dm(tiny_stores, embeddings_path)
-    seen = np.concatenate([dm.train_triplets[(0, b)]["image_index"][:, 0].numpy() for b in range(dm.train_triplets.num_batches)])
-    np.testing.assert_array_equal(np.sort(seen), np.sort(dm.train_triplets.rows))
+    seen = np.concatenate([batch["image_index"][:, 0].numpy() for batch in epoch_batches(dm.train_triplets, 0)])
+    n, b = len(dm.train_triplets.rows), dm.train_triplets.batch_size
+    assert len(seen) == n - n % b and len(set(seen.tolist())) == len(seen)  # each once; the ragged tail is dropped
+    assert set(seen.tolist()) <= set(dm.train_triplets.rows.tolist())
     assert np.all(dm.dataset.split[seen] == store.SPLIT_IDS["train"])
 
 
 def test_batches_reproducible_and_epochs_differ(tiny_stores, embeddings_path):
     a = make_dm(tiny_stores, embeddings_path, negative_mode="tagging")
     b = make_dm(tiny_stores, embeddings_path, negative_mode="tagging")
-    for key in [(0, 0), (1, 2)]:
-        for name, value in a.train_triplets[key].items():
-            assert torch.equal(value, b.train_triplets[key][name]), name
-    assert not torch.equal(a.train_triplets[(0, 0)]["image_index"], a.train_triplets[(1, 0)]["image_index"])
+    for epoch, index in [(0, 0), (1, 2)]:
+        for name, value in epoch_batches(a.train_triplets, epoch)[index].items():
+            assert torch.equal(value, epoch_batches(b.train_triplets, epoch)[index][name]), name
+    assert not torch.equal(epoch_batches(a.train_triplets, 0)[0]["image_index"], epoch_batches(a.train_triplets, 1)[0]["image_index"])
     c = make_dm(tiny_stores, embeddings_path, negative_mode="tagging", seed=4)
-    assert not torch.equal(a.train_triplets[(0, 0)]["image_index"], c.train_triplets[(0, 0)]["image_index"])
+    assert not torch.equal(epoch_batches(a.train_triplets, 0)[0]["image_index"], epoch_batches(c.train_triplets, 0)[0]["image_index"])
+
+
+def test_rank_batches_together_are_the_one_process_batch(tiny_stores, embeddings_path):
+    """Under DDP each rank keeps its share of the one-process batch b (with the same negatives), so W ranks
+    together train on exactly the one-process batches."""
+    one = make_dm(tiny_stores, embeddings_path, batch_size=64, negative_mode="tagging", location_swap_prob=0.2)
+    two = make_dm(tiny_stores, embeddings_path, batch_size=32, negative_mode="tagging", location_swap_prob=0.2)
+    single = epoch_batches(one.train_triplets, 2)
+    ranks = [epoch_batches(two.train_triplets, 2, rank=r, world_size=2) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == len(single)
+    for b, want in enumerate(single):
+        for key in want:
+            together = torch.stack([ranks[0][b][key], ranks[1][b][key]], 1).flatten(0, 1)  # interleaved back
+            assert torch.equal(together, want[key]), key
 
 
 def test_loader_sets_epoch_and_val_is_fixed(tiny_stores, embeddings_path):
@@ -123,7 +137,7 @@ def test_loader_sets_epoch_and_val_is_fixed(tiny_stores, embeddings_path):
     assert not torch.equal(first, next(iter(loader))["image_index"])
     val, tagging = dm.val_dataloader()
     val.sampler.set_epoch(5)  # Lightning may call it; val triplets stay the same draw
-    assert torch.equal(next(iter(val))["image_index"], dm.val_triplets[(0, 0)]["image_index"])
+    assert torch.equal(next(iter(val))["image_index"], dm.val_triplets[next(iter(dm.val_triplets.sampler(False, False)))]["image_index"])
     batch = next(iter(tagging))
     n = dm.hparams.val_batch_size
     assert batch["image"].shape == (n, 300) and batch["target"].shape[0] == n
@@ -144,17 +158,3 @@ def test_mismatched_embeddings_fail_clearly(tiny_stores, tmp_path):
         make_dm(tiny_stores, path)
     with pytest.raises(ValueError, match="negative_mode"):
         TripletDataModule(tiny_stores["dataset"], path, negative_mode="hard")
-
-
-def test_training_batches_are_sharded_by_rank_under_ddp():
-    """Two ranks take disjoint batches of the same epoch, equal in number, together all but the ragged tail."""
-    from locsens.data.triplets import EpochBatchSampler
-
-    ranks = [EpochBatchSampler(7, rank=r, world_size=2) for r in range(2)]
-    for s in ranks:
-        s.set_epoch(3)
-    got = [list(s) for s in ranks]
-    assert len(got[0]) == len(got[1]) == len(ranks[0]) == 3
-    assert {b for _, b in got[0]}.isdisjoint({b for _, b in got[1]})
-    assert sorted(b for g in got for _, b in g) == [0, 1, 2, 3, 4, 5] and all(e == 3 for g in got for e, _ in g)
-    assert list(EpochBatchSampler(7)) == [(0, b) for b in range(7)]  # one process: every batch

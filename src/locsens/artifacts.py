@@ -169,7 +169,14 @@ class RunLayout:
             state = f"its last checkpoint is {self.last_checkpoint}" if self.last_checkpoint.exists() else "it has no checkpoint"
             raise FileNotFoundError(f"run {self.path}: no metrics.json, so its training has not finished ({state}); "
                                     f"finish it (`python train.py ... ckpt_path={self.path}`) before evaluating it")
-        return json.loads(self.metrics_path.read_text())
+        try:
+            metrics = json.loads(self.metrics_path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"run {self.path}: {self.metrics_path.name} is unreadable ({e}); rerun or resume the training") from None
+        if metrics.get("status") != "finished":
+            raise ValueError(f"run {self.path}: status {metrics.get('status')!r} in metrics.json, not a finished training "
+                             "(a fast_dev_run saves no checkpoint)")
+        return metrics
 
     def best_checkpoint(self) -> Path:
         metrics = self.metrics()

@@ -46,6 +46,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the repository's config tree
 HYDRA_SPECIAL_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
 # Everything train() reads at the top level (config groups + train.yaml's own keys); `hydra` is Hydra's.
 TRAIN_TOP_LEVEL_KEYS = ("data", "model", "trainer", "logger", "callbacks", "paths", "experiment", "sweep", "debug",
@@ -54,6 +55,24 @@ TRAIN_TOP_LEVEL_KEYS = ("data", "model", "trainer", "logger", "callbacks", "path
 
 class ConfigError(ValueError):
     """An impossible or unknown config value; the message names the full key and what was expected."""
+
+
+def compose(config_name: str, overrides=()) -> DictConfig:
+    """The repository's config ``config_name`` with ``overrides``, as its entry point composes it (for
+    notebooks, benchmarks and tests; the entry points themselves go through ``@hydra.main``)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name, overrides=list(overrides))
+
+
+def build_model(overrides=(), **data_dims):
+    """``cfg.model`` of the train config with ``overrides`` (e.g. ``["experiment=locsens_paper"]``), built with
+    the data-dependent dimensions a datamodule would fill (``embed_dim=300``, ``input_dim``, ``num_tags``)."""
+    from hydra.utils import instantiate
+
+    return instantiate(compose("train", overrides).model, **data_dims)
 
 
 # ---- value rules ---------------------------------------------------------------------------------
@@ -99,26 +118,21 @@ def _train_rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
     Allowed names come from the modules that define them."""
     from locsens.callbacks import SCHEDULE_KINDS
     from locsens.data.triplets import NEGATIVE_MODES
-    from locsens.models.location_encoders import LOCATION_ENCODERS
-    from locsens.models.locsens import FUSIONS
 
     return {
         "seed": (_is_int, "an integer"),
         "model.num_negatives": (positive_int, "a positive integer"),
         "model.margin": (non_negative_number, "a number >= 0"),
-        "model.fusion": _one_of(FUSIONS),
-        "model.location_encoder": _one_of(LOCATION_ENCODERS),
         "model.location_dropout": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-        "model.pairwise_products": (lambda v: isinstance(v, bool), "true or false"),
-        "model.similarity_skip": (lambda v: isinstance(v, bool), "true or false"),
-        "model.grid_table_size": (positive_int, "a positive integer"),
-        "model.grid_features": (positive_int, "a positive integer"),
-        "model.location_lr_scale": (positive_number, "a positive number"),
+        "model.location_encoder.lr_scale": (positive_number, "a positive number"),
+        "model.location_encoder.table_size": (positive_int, "a positive integer"),
+        "model.location_encoder.features": (positive_int, "a positive integer"),
         "model.embed_dim": (positive_int_or_null, "a positive integer (or null: filled from the data)"),
         "model.input_dim": (positive_int_or_null, "a positive integer (or null: filled from the data)"),
         "model.num_tags": (positive_int_or_null, "a positive integer (or null: filled from the data)"),
-        "model.branch_dim": (positive_int, "a positive integer"),
-        "model.hidden": (positive_ints, "a non-empty list of positive integers"),
+        "model.image_branch.out_dim": (positive_int, "a positive integer"),
+        "model.tag_branch.out_dim": (positive_int, "a positive integer"),
+        "model.scorer.hidden": (positive_ints, "a non-empty list of positive integers"),
         "model.val_ks": (positive_ints, "a non-empty list of positive integers (k >= 1)"),
         "model.val_distances_km": (lambda v: isinstance(v, (list, ListConfig)) and all(positive_number(x) for x in v),
                                    "a list of positive distances in km"),

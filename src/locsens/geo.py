@@ -38,6 +38,39 @@ def pairwise_geodesic_km(lat_a, lon_a, lat_b, lon_b) -> np.ndarray:
     return geodesic_km(np.asarray(lat_a)[:, None], np.asarray(lon_a)[:, None], np.asarray(lat_b)[None, :], np.asarray(lon_b)[None, :])
 
 
+def unit_vectors(lat, lon) -> np.ndarray:
+    """[..., 3] points on the unit sphere for degrees (the nearest chord is the nearest great circle, so a
+    KD-tree over these answers geodesic nearest-neighbour queries exactly)."""
+    phi, lam = np.radians(np.asarray(lat, dtype=np.float64)), np.radians(np.asarray(lon, dtype=np.float64))
+    cos_phi = np.cos(phi)
+    return np.stack([cos_phi * np.cos(lam), cos_phi * np.sin(lam), np.sin(phi)], axis=-1)
+
+
+def chord_for_km(km: float) -> float:
+    """The unit-sphere chord of a great-circle distance (a KD-tree radius over :func:`unit_vectors`)."""
+    return 2.0 * math.sin(km / EARTH_RADIUS_KM / 2.0)
+
+
+def km_to_degrees(km):
+    """Degrees of latitude (great circle along a meridian) spanning ``km``."""
+    return km / KM_PER_DEGREE
+
+
+def destination(lat, lon, distance_km, bearing_rad):
+    """The point ``distance_km`` away from (lat, lon) (degrees) along the great circle of ``bearing_rad``
+    (clockwise from north): degrees, latitude in [-90, 90], longitude wrapped to [-180, 180). numpy arrays
+    or torch tensors (float64 inside), broadcasting."""
+    xp = torch if isinstance(lat, torch.Tensor) else np
+    as64 = (lambda a: torch.as_tensor(a, dtype=torch.float64, device=lat.device)) if xp is torch else (lambda a: np.asarray(a, dtype=np.float64))
+    d = as64(distance_km) / EARTH_RADIUS_KM
+    b = as64(bearing_rad)
+    phi1, lam1 = xp.deg2rad(as64(lat)), xp.deg2rad(as64(lon))
+    sin_phi2 = xp.sin(phi1) * xp.cos(d) + xp.cos(phi1) * xp.sin(d) * xp.cos(b)
+    phi2 = xp.arcsin(xp.clip(sin_phi2, -1.0, 1.0))
+    lam2 = lam1 + xp.arctan2(xp.sin(b) * xp.sin(d) * xp.cos(phi1), xp.cos(d) - xp.sin(phi1) * sin_phi2)
+    return xp.rad2deg(phi2), xp.remainder(xp.rad2deg(lam2) + 180.0, 360.0) - 180.0
+
+
 def normalise_location(lat, lon):
     """The paper's LocSens location input: lat' = (lat + 90) / 180, lon' = (lon + 180) / 360, in [0, 1]."""
     if isinstance(lat, torch.Tensor):
@@ -70,16 +103,6 @@ def sample_around(lat: torch.Tensor, lon: torch.Tensor, sigma_km: float, generat
     """
     if sigma_km <= 0:
         return lat, lon
-    shape = lat.shape
-    d = torch.randn((2, *shape), generator=generator, dtype=torch.float64, device=lat.device) * sigma_km
-    dist = torch.sqrt(d[0] ** 2 + d[1] ** 2) / EARTH_RADIUS_KM  # angular distance (rad)
-    bearing = torch.atan2(d[0], d[1])
-    phi1, lam1 = torch.deg2rad(lat.double()), torch.deg2rad(lon.double())
-    sin_phi2 = torch.sin(phi1) * torch.cos(dist) + torch.cos(phi1) * torch.sin(dist) * torch.cos(bearing)
-    phi2 = torch.asin(sin_phi2.clamp(-1.0, 1.0))
-    lam2 = lam1 + torch.atan2(
-        torch.sin(bearing) * torch.sin(dist) * torch.cos(phi1), torch.cos(dist) - torch.sin(phi1) * sin_phi2
-    )
-    lat2 = torch.rad2deg(phi2)
-    lon2 = torch.remainder(torch.rad2deg(lam2) + 180.0, 360.0) - 180.0
+    d = torch.randn((2, *lat.shape), generator=generator, dtype=torch.float64, device=lat.device) * sigma_km
+    lat2, lon2 = destination(lat, lon, torch.sqrt(d[0] ** 2 + d[1] ** 2), torch.atan2(d[0], d[1]))
     return lat2.to(lat.dtype), lon2.to(lon.dtype)

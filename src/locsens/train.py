@@ -161,9 +161,11 @@ def _train(cfg: DictConfig, run: RunLayout, resume: Path | None) -> dict[str, fl
         raise SystemExit(SIGTERM_EXIT_CODE) from None
     finally:
         finish_loggers(loggers)
-    if trainer.fast_dev_run:
-        metrics = {"fast_dev_run": True, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
-        log.info("fast_dev_run: nothing saved; metrics %s", metrics)
+    if trainer.fast_dev_run:  # a smoke test: no checkpoint, and a status evaluation refuses
+        metrics = {"status": "fast_dev_run", **{k: float(v) for k, v in trainer.callback_metrics.items()}}
+        if trainer.is_global_zero:
+            write_json_atomic(run.metrics_path, metrics)
+        log.info("fast_dev_run: no checkpoint saved; metrics %s", metrics)
         return metrics
     if trainer.global_step == 0:
         raise TrainingError(f"no optimiser step was taken: {datamodule.describe()} gave no training batches "

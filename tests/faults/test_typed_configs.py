@@ -92,13 +92,13 @@ def test_train_values_are_typed_from_the_signatures(tiny_stores, tmp_path):
     from conftest import write_tiny_embeddings
 
     emb = write_tiny_embeddings(tiny_stores, tmp_path / "mcc.h5", dim=8)
-    cfg = compose("train", train_overrides(tiny_stores, tmp_path / "r", "experiment=locsens", "model.pairwise_products=no",
-                                           "model.similarity_skip=false", "trainer.max_epochs=3", embeddings=emb))
+    cfg = compose("train", train_overrides(tiny_stores, tmp_path / "r", "experiment=locsens", "model.scorer.pairwise_products=no",
+                                           "model.scorer.similarity_skip=false", "trainer.max_epochs=3", embeddings=emb))
     validate_train_config(cfg)
-    assert cfg.model.pairwise_products is False and cfg.model.similarity_skip is False and cfg.trainer.max_epochs == 3
+    assert cfg.model.scorer.pairwise_products is False and cfg.model.scorer.similarity_skip is False and cfg.trainer.max_epochs == 3
     for override, named in (("seed=abc", r"seed='abc': expected an integer"),
                             ("data.batch_size=many", r"data.batch_size='many': expected an integer"),
-                            ("model.similarity_skip=perhaps", r"model.similarity_skip='perhaps': expected true or false")):
+                            ("model.scorer.similarity_skip=perhaps", r"model.scorer.similarity_skip='perhaps': expected true or false")):
         with pytest.raises(ConfigError, match=named):
             validate_train_config(compose("train", train_overrides(tiny_stores, tmp_path / "r", "experiment=locsens", override,
                                                                    embeddings=emb)))

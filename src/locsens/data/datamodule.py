@@ -1,7 +1,7 @@
 """The location-agnostic DataModule: image features + tags + location, batch-at-a-time from HDF5.
 
-Throughput design: the DataLoader runs with ``batch_size=None`` over :class:`EpochBatchSampler`,
-which yields ``(epoch, row_positions)``; one ``__getitem__`` then assembles a whole batch with one
+Throughput design: the DataLoader runs with ``batch_size=None`` over ``locsens.data.sampling.EpochBatchSampler``,
+which yields one rank's batch of row positions; one ``__getitem__`` then assembles a whole batch with one
 sorted HDF5 read (or one in-memory gather when the features were preloaded because they fit under
 ``preload_max_bytes``). There is no per-sample Python work, so loading runs far ahead of the models
 (``benchmarks/loader.py`` measures the ratio).
@@ -25,85 +25,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from locsens.data.store import SPLIT_NAMES, DatasetStore, FeatureStore
+from locsens.data.sampling import EpochBatch, EpochBatchSampler, sample_draws
+from locsens.data.tagsets import padded
 
 log = logging.getLogger(__name__)
-
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser: a bijective, well-mixed hash of uint64 values (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
-        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
-        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
-        return x ^ (x >> np.uint64(31))
-
-
-def sample_draws(seed: int, epoch: int, rows: np.ndarray) -> np.ndarray:
-    """Uniform [0, 1) float64 per row, a pure function of (seed, epoch, row): counter-based randomness."""
-    key = _splitmix64(_splitmix64(np.full(len(rows), seed, np.uint64)) ^ np.uint64(epoch))
-    bits = _splitmix64(key ^ np.asarray(rows, dtype=np.uint64))
-    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
-def padded_tags(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Tags of the given CSR rows as an int64 [len(rows), max_tags] matrix padded with -1."""
-    start, stop = indptr[rows], indptr[rows + 1]
-    counts = stop - start
-    width = int(counts.max()) if len(rows) else 0
-    out = np.full((len(rows), max(width, 1)), -1, dtype=np.int64)
-    which = np.repeat(np.arange(len(rows)), counts)
-    offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    out[which, offset] = indices[np.repeat(start, counts) + offset]
-    return out
-
-
-class EpochBatchSampler:
-    """Yields ``(epoch, positions)`` batches over ``n`` items; shuffled by ``(seed, epoch)`` when asked.
-
-    ``set_epoch`` is called by Lightning before each epoch. With ``world_size > 1`` each rank takes
-    every ``world_size``-th item of the epoch's permutation. ``drop_last`` (training) also drops the
-    ragged tail of the shards, so every rank takes the same number of optimiser steps (DDP needs it);
-    without it (evaluation) every item goes to exactly one rank -- none dropped or duplicated, as a
-    padding DistributedSampler would -- so sum-reduced metrics equal a single-process run's.
-    """
-
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool, rank: int = 0, world_size: int = 1):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.n, self.batch_size, self.shuffle, self.seed, self.drop_last = n, batch_size, shuffle, seed, drop_last
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Training batches follow the epoch; evaluation batches (not shuffled) keep epoch 0, so their
-        per-sample draws, and hence e.g. MCC's val/loss, are the same every epoch."""
-        if self.shuffle:
-            self.epoch = epoch
-
-    def _positions(self) -> np.ndarray:
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-        else:
-            order = np.arange(self.n)
-        return order[self.rank :: self.world_size][: self._per_rank()]
-
-    def _per_rank(self) -> int:
-        """Items this rank takes: the equal share under ``drop_last``, else its whole interleaved share."""
-        if self.drop_last:
-            return self.n // self.world_size
-        return len(range(self.rank, self.n, self.world_size))
-
-    def __len__(self) -> int:
-        per_rank = self._per_rank()
-        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
-
-    def __iter__(self):
-        positions = self._positions()
-        for b in range(len(self)):
-            yield self.epoch, positions[b * self.batch_size : (b + 1) * self.batch_size]
-
 
 class FeatureBatches(Dataset):
     """Batch-level dataset: item ``(epoch, positions)`` -> a dict of batch tensors.
@@ -125,8 +50,8 @@ class FeatureBatches(Dataset):
     def __len__(self) -> int:
         return len(self.dataset_rows)
 
-    def __getitem__(self, item: tuple[int, np.ndarray]) -> dict[str, torch.Tensor]:
-        epoch, positions = item
+    def __getitem__(self, item: EpochBatch) -> dict[str, torch.Tensor]:
+        epoch, positions = item.epoch, item.positions
         rows = self.dataset_rows[positions]
         if self.features_in_memory is not None:
             feats = self.features_in_memory[positions]
@@ -134,7 +59,7 @@ class FeatureBatches(Dataset):
             feats = self.features.read(self.feature_rows[positions])
         return {
             "features": torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)),
-            "tags": torch.from_numpy(padded_tags(self.tags_indptr, self.tags_indices, rows)),
+            "tags": torch.from_numpy(padded(self.tags_indptr, self.tags_indices, rows)),
             "lat": torch.from_numpy(self.lat[rows].astype(np.float32)),
             "lon": torch.from_numpy(self.lon[rows].astype(np.float32)),
             "row": torch.from_numpy(rows.astype(np.int64)),
@@ -230,4 +155,4 @@ def check_data_dim(name: str, configured: int | None, found: int, source: str) -
     return int(found)
 
 
-__all__ = ["AgnosticDataModule", "EpochBatchSampler", "FeatureBatches", "padded_tags", "sample_draws", "check_data_dim"]
+__all__ = ["AgnosticDataModule", "FeatureBatches", "check_data_dim"]

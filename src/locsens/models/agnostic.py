@@ -24,6 +24,7 @@ from torchmetrics import MeanMetric
 
 from locsens.checkpointing import record_model
 from locsens.metrics.tagging import TaggingAccuracy
+from locsens.models.optim import configure
 
 VAL_KS = (1, 10, 50)
 
@@ -89,10 +90,4 @@ class AgnosticTagger(L.LightningModule):
             checkpoint["locsens_vocab_sha256"] = vocab_sha256(datamodule.vocab)
 
     def configure_optimizers(self):
-        if self.optimizer_factory is None:
-            raise RuntimeError(f"{type(self).__name__} was built without an optimizer (e.g. by load_from_checkpoint); "
-                               "pass optimizer=... to train it")
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "epoch"}}
+        return configure(self.optimizer_factory, self.scheduler_factory, self.parameters(), type(self).__name__)

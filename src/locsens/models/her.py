@@ -82,12 +82,12 @@ class HER(AgnosticTagger):
     @torch.no_grad()
     def fit_centre(self, dataset, chunk: int = 8192) -> None:
         """Set ``centre`` to the mean training target (mean over training images of their mean word vector)."""
-        from locsens.data.datamodule import padded_tags
+        from locsens.data.tagsets import padded
 
         rows = dataset.split_rows("train")
         total, n = torch.zeros_like(self.centre), 0
         for s in range(0, len(rows), chunk):
-            tags = torch.from_numpy(padded_tags(dataset.tags_indptr, dataset.tags_indices, rows[s : s + chunk])).long()
+            tags = torch.from_numpy(padded(dataset.tags_indptr, dataset.tags_indices, rows[s : s + chunk])).long()
             target, keep = self.raw_mean_tag_vectors(tags)
             total += target[keep].sum(0)
             n += int(keep.sum())

