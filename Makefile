@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONHASHSEED := 0
 
-.PHONY: setup demo demo-small test test-slow bench clean
+.PHONY: setup demo demo-small test test-slow lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo-small: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks *.py
+	$(BIN)/ruff format --check src tests benchmarks *.py
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow -o addopts=-ra; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]

@@ -31,12 +31,32 @@ def random_stores(root: Path, n: int, v: int, d: int):
     indices = np.minimum(rng.zipf(1.3, indptr[-1]) - 1, v - 1)
     vocab = [f"tag{i}" for i in range(v)]
     places = {lvl: [f"{lvl}{i}" for i in range(10)] for lvl in ("town", "region", "country", "continent")}
-    write_dataset_store(root / "dataset.h5", photo_id=np.arange(n), user_index=np.zeros(n), users=["u@N00"],
-                        lat=rng.uniform(-60, 60, n), lon=rng.uniform(-180, 180, n), tags_indptr=indptr, tags_indices=indices,
-                        places=places, place_index={k: rng.integers(0, 10, n) for k in places},
-                        place_names=vocab[: v // 50], split=np.full(n, 2), vocab=vocab, vocab_count=np.ones(v, int))
-    write_embedding_store(root / "emb.h5", photo_id=np.arange(n), image=rng.normal(size=(n, d)), tag=rng.normal(size=(v, d)),
-                          vocab=vocab, model="random", checkpoint_sha256="-", similarity="cosine")
+    write_dataset_store(
+        root / "dataset.h5",
+        photo_id=np.arange(n),
+        user_index=np.zeros(n),
+        users=["u@N00"],
+        lat=rng.uniform(-60, 60, n),
+        lon=rng.uniform(-180, 180, n),
+        tags_indptr=indptr,
+        tags_indices=indices,
+        places=places,
+        place_index={k: rng.integers(0, 10, n) for k in places},
+        place_names=vocab[: v // 50],
+        split=np.full(n, 2),
+        vocab=vocab,
+        vocab_count=np.ones(v, int),
+    )
+    write_embedding_store(
+        root / "emb.h5",
+        photo_id=np.arange(n),
+        image=rng.normal(size=(n, d)),
+        tag=rng.normal(size=(v, d)),
+        vocab=vocab,
+        model="random",
+        checkpoint_sha256="-",
+        similarity="cosine",
+    )
 
 
 def main() -> None:
@@ -62,8 +82,10 @@ def main() -> None:
     n = len(rows)
     print(f"{n} test images x {a.tags} tags, {torch.get_num_threads()} threads")
     print(f"bare scores + topk : {n / t_bare:9.0f} images/s")
-    print(f"evaluate_tagging   : {n / t_pipe:9.0f} images/s  (ratio pipeline/bare {t_bare / t_pipe:.2f}; "
-          f"it ranks twice -- with and without place names -- and updates two metrics)")
+    print(
+        f"evaluate_tagging   : {n / t_pipe:9.0f} images/s  (ratio pipeline/bare {t_bare / t_pipe:.2f}; "
+        f"it ranks twice -- with and without place names -- and updates two metrics)"
+    )
 
 
 if __name__ == "__main__":

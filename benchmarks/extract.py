@@ -68,8 +68,17 @@ def forward_rate(net: torch.nn.Module, batch: int, device: str, seconds: float =
 
 def extract_rate(folder: Path, out: Path, backbone: str, weights, batch: int, workers: int, accelerator: str) -> float:
     start = time.perf_counter()
-    summary = extract_features(folder, out, backbone=backbone, weights=weights, batch_size=batch,
-                               num_workers=workers, accelerator=accelerator, progress=False, overwrite=True)
+    summary = extract_features(
+        folder,
+        out,
+        backbone=backbone,
+        weights=weights,
+        batch_size=batch,
+        num_workers=workers,
+        accelerator=accelerator,
+        progress=False,
+        overwrite=True,
+    )
     return summary["n_photos"] / (time.perf_counter() - start)
 
 
@@ -83,8 +92,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"{args.images} JPEGs (640 px), batch {args.batch}, {args.workers} decoding workers, "
-          f"{torch.get_num_threads()} torch threads; devices: {devices}")
+    print(
+        f"{args.images} JPEGs (640 px), batch {args.batch}, {args.workers} decoding workers, "
+        f"{torch.get_num_threads()} torch threads; devices: {devices}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         photos = tmp / "photos"
@@ -99,10 +110,19 @@ def main() -> None:
             for device in devices:
                 net = load_backbone(name, weights[name])[0]
                 forward = forward_rate(net, args.batch, device)
-                extract = extract_rate(photos, tmp / f"{name}.h5", name, weights[name], args.batch, args.workers,
-                                       "gpu" if device == "cuda" else "cpu")
-                print(f"{name:<20}{device:<8}{decode:>10.1f}{forward:>11.1f}{extract:>11.1f}"
-                      f"{extract / min(decode, forward):>15.2f}")
+                extract = extract_rate(
+                    photos,
+                    tmp / f"{name}.h5",
+                    name,
+                    weights[name],
+                    args.batch,
+                    args.workers,
+                    "gpu" if device == "cuda" else "cpu",
+                )
+                print(
+                    f"{name:<20}{device:<8}{decode:>10.1f}{forward:>11.1f}{extract:>11.1f}"
+                    f"{extract / min(decode, forward):>15.2f}"
+                )
 
 
 if __name__ == "__main__":

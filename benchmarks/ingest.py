@@ -70,16 +70,28 @@ def tag_pool(rng: np.random.Generator, size: int = 30_000) -> list[str]:
 
 
 DEVICES = [
-    "Canon+EOS+DIGITAL+REBEL+XTi", "Canon+PowerShot+S2+IS", "NIKON+CORPORATION+NIKON+D90", "SONY+DSC-H5",
-    "Apple+iPhone+4", "Panasonic+DMC-TZ3", "PENTAX+Corporation+PENTAX+K10D", "Canon+EOS+5D+Mark+II",
-    "NIKON+CORPORATION+NIKON+D700", "Canon+PowerShot+ELPH+310+HS", "FUJIFILM+FinePix+S5600",
-    "OLYMPUS+IMAGING+CORP.+E-510", "Nokia+N95", "",
+    "Canon+EOS+DIGITAL+REBEL+XTi",
+    "Canon+PowerShot+S2+IS",
+    "NIKON+CORPORATION+NIKON+D90",
+    "SONY+DSC-H5",
+    "Apple+iPhone+4",
+    "Panasonic+DMC-TZ3",
+    "PENTAX+Corporation+PENTAX+K10D",
+    "Canon+EOS+5D+Mark+II",
+    "NIKON+CORPORATION+NIKON+D700",
+    "Canon+PowerShot+ELPH+310+HS",
+    "FUJIFILM+FinePix+S5600",
+    "OLYMPUS+IMAGING+CORP.+E-510",
+    "Nokia+N95",
+    "",
 ]
 LICENSES = [
     ("Attribution-NonCommercial-NoDerivs License", "by-nc-nd"),
     ("Attribution-NonCommercial-ShareAlike License", "by-nc-sa"),
-    ("Attribution-NonCommercial License", "by-nc"), ("Attribution License", "by"),
-    ("Attribution-ShareAlike License", "by-sa"), ("Attribution-NoDerivs License", "by-nd"),
+    ("Attribution-NonCommercial License", "by-nc"),
+    ("Attribution License", "by"),
+    ("Attribution-ShareAlike License", "by-sa"),
+    ("Attribution-NoDerivs License", "by-nd"),
 ]
 
 
@@ -187,14 +199,16 @@ def main() -> None:
         print(f"generated {lines:,} lines ({size / 1e6:.0f} MB, {size / lines:.0f} B/line) in {t_gen:.1f} s")
         compressed = {}
         for kind in ("bzip2", "gzip"):
-            _, t_comp = timed(lambda: compressed.__setitem__(kind, compress(tsv, kind)))
+            _, t_comp = timed(lambda kind=kind: compressed.__setitem__(kind, compress(tsv, kind)))
             csize = compressed[kind].stat().st_size
             print(f"{kind}: {csize / 1e6:.0f} MB, {size / csize:.2f}x smaller, compressed in {t_comp:.1f} s")
         if SAMPLE_FILE.exists():
             sample = SAMPLE_FILE.read_bytes()
             first_k = b"".join(tsv.read_bytes()[: 2 * len(sample)].splitlines(keepends=True)[:1000])
-            print(f"bzip2 -9 of the real 1k-line sample: {len(sample) / len(bz2.compress(sample, 9)):.2f}x smaller"
-                  f" (the first 1k generated lines: {len(first_k) / len(bz2.compress(first_k, 9)):.2f}x)")
+            print(
+                f"bzip2 -9 of the real 1k-line sample: {len(sample) / len(bz2.compress(sample, 9)):.2f}x smaller"
+                f" (the first 1k generated lines: {len(first_k) / len(bz2.compress(first_k, 9)):.2f}x)"
+            )
 
         def plain() -> None:
             with open(tsv, "rb") as fh:
@@ -211,8 +225,14 @@ def main() -> None:
                 pass
 
         def build(path: Path) -> None:
-            ingest(path, Path(tmp) / "store.h5", split={"test": 0.1, "val": 0.05}, progress=False, print_report=False,
-                   overwrite=True)
+            ingest(
+                path,
+                Path(tmp) / "store.h5",
+                split={"test": 0.1, "val": 0.05},
+                progress=False,
+                print_report=False,
+                overwrite=True,
+            )
 
         plain()  # warm the page cache so every row reads from memory
         _, t_geo = timed(default_geography)  # one-off, so that every ingest row measures the same work
@@ -222,34 +242,45 @@ def main() -> None:
         print(f"\n{'plain file':10}{'lines/s (CPU)':>15}{'vs plain read':>15}{'100M lines':>12}{'lines/s (wall)':>16}")
         for name, (cpu, wall) in rows.items():
             rate = lines / cpu
-            print(f"{name:10}{rate:>15,.0f}{rate / base:>14.3f}x{REAL_LINES / rate / 60:>8.1f} min"
-                  f"{lines / wall:>16,.0f}")
+            print(
+                f"{name:10}{rate:>15,.0f}{rate / base:>14.3f}x{REAL_LINES / rate / 60:>8.1f} min{lines / wall:>16,.0f}"
+            )
 
         workers = default_parallelization()
-        print(f"\n{f'compressed: wall clock, {workers} decoder workers':46}{'lines/s':>9}{'MB/s':>7}{'vs plain':>10}"
-              f"{'100M lines':>12}{'CPU s/s':>9}")
+        print(
+            f"\n{f'compressed: wall clock, {workers} decoder workers':46}{'lines/s':>9}{'MB/s':>7}{'vs plain':>10}"
+            f"{'100M lines':>12}{'CPU s/s':>9}"
+        )
 
         def row(name: str, cpu_wall: tuple[float, float], plain_row: str) -> float:
             cpu, wall = cpu_wall
             rate = lines / wall
             vs_plain = rate / (lines / rows[plain_row][1])  # against the plain row's wall rate, same run
-            print(f"{name:46}{rate:>9,.0f}{size / wall / 1e6:>7.1f}{vs_plain:>9.3f}x{REAL_LINES / rate / 60:>8.1f} min"
-                  f"{cpu / wall:>9.2f}")
+            print(
+                f"{name:46}{rate:>9,.0f}{size / wall / 1e6:>7.1f}{vs_plain:>9.3f}x{REAL_LINES / rate / 60:>8.1f} min"
+                f"{cpu / wall:>9.2f}"
+            )
             return rate
 
         rates = {}
         for kind, path in compressed.items():
             ext = path.suffix
             if kind == "bzip2":
-                row("python bz2 decode (1 thread, no line split)", timed(lambda: python_bz2_decode(path)), "plain")
-            row(f"{ext} read (open_input, for line in fh)", timed(lambda: read(path)), "plain")
-            row(f"{ext} parser", timed(lambda: parse(path)), "parser")
-            rates[kind] = row(f"{ext} ingest", timed(lambda: build(path)), "ingest")
+                row(
+                    "python bz2 decode (1 thread, no line split)",
+                    timed(lambda path=path: python_bz2_decode(path)),
+                    "plain",
+                )
+            row(f"{ext} read (open_input, for line in fh)", timed(lambda path=path: read(path)), "plain")
+            row(f"{ext} parser", timed(lambda path=path: parse(path)), "parser")
+            rates[kind] = row(f"{ext} ingest", timed(lambda path=path: build(path)), "ingest")
         verdict = "meets" if rates["bzip2"] >= 85_000 else "MISSES"
-        print(f"bz2 ingest {verdict} the goal of 85,000 lines/s wall (100M lines in < 20 min) on {workers} cores."
-              "\nMB/s: of decoded text; vs plain: wall rate over the plain file's row of the same kind (the python"
-              " decode and the read against 'plain'); CPU s/s: CPU seconds of all threads per wall second;"
-              "\n100M-line times extrapolate these rates")
+        print(
+            f"bz2 ingest {verdict} the goal of 85,000 lines/s wall (100M lines in < 20 min) on {workers} cores."
+            "\nMB/s: of decoded text; vs plain: wall rate over the plain file's row of the same kind (the python"
+            " decode and the read against 'plain'); CPU s/s: CPU seconds of all threads per wall second;"
+            "\n100M-line times extrapolate these rates"
+        )
 
 
 if __name__ == "__main__":

@@ -36,20 +36,39 @@ def write_random_stores(out: Path, n: int, dim: int, n_tags: int, seed: int = 0)
     indices = np.minimum(rng.zipf(1.3, indptr[-1]) - 1, n_tags - 1).astype(np.int32)
     photo_id = rng.choice(10**11, n, replace=False)
     dataset = write_dataset_store(
-        out / "dataset.h5", photo_id=photo_id, user_index=rng.integers(0, 1000, n), users=[f"{u}@N00" for u in range(1000)],
-        lat=rng.uniform(-90, 90, n), lon=rng.uniform(-180, 180, n), tags_indptr=indptr, tags_indices=indices,
-        places={lvl: ["x"] for lvl in PLACE_LEVELS}, place_index={lvl: np.zeros(n, int) for lvl in PLACE_LEVELS},
-        place_names=["x"], split=rng.choice(3, n, p=[0.9, 0.05, 0.05]), vocab=[f"tag{i}" for i in range(n_tags)],
-        vocab_count=np.bincount(indices, minlength=n_tags), source="benchmark")
+        out / "dataset.h5",
+        photo_id=photo_id,
+        user_index=rng.integers(0, 1000, n),
+        users=[f"{u}@N00" for u in range(1000)],
+        lat=rng.uniform(-90, 90, n),
+        lon=rng.uniform(-180, 180, n),
+        tags_indptr=indptr,
+        tags_indices=indices,
+        places={lvl: ["x"] for lvl in PLACE_LEVELS},
+        place_index={lvl: np.zeros(n, int) for lvl in PLACE_LEVELS},
+        place_names=["x"],
+        split=rng.choice(3, n, p=[0.9, 0.05, 0.05]),
+        vocab=[f"tag{i}" for i in range(n_tags)],
+        vocab_count=np.bincount(indices, minlength=n_tags),
+        source="benchmark",
+    )
     order = rng.permutation(n)
     blocks = (rng.standard_normal((min(65536, n - s), dim), dtype=np.float32) for s in range(0, n, 65536))
-    features = write_feature_store(out / "features.h5", photo_id=photo_id[order], features=blocks, extractor="benchmark")
+    features = write_feature_store(
+        out / "features.h5", photo_id=photo_id[order], features=blocks, extractor="benchmark"
+    )
     return dataset, features
 
 
 def loader_rate(dataset: Path, features: Path, batch: int, preload: bool, workers: int, max_batches: int) -> float:
-    dm = AgnosticDataModule(dataset, features, batch_size=batch, num_workers=workers, preload_max_bytes=10**12 if preload else 0,
-                            persistent_workers=False)
+    dm = AgnosticDataModule(
+        dataset,
+        features,
+        batch_size=batch,
+        num_workers=workers,
+        preload_max_bytes=10**12 if preload else 0,
+        persistent_workers=False,
+    )
     dm.setup("fit")
     loader = dm.train_dataloader()
     it = iter(loader)
@@ -66,7 +85,11 @@ def mcc_step_rate(dataset: Path, features: Path, batch: int, steps: int) -> floa
     dm = AgnosticDataModule(dataset, features, batch_size=batch)
     dm.setup("fit")
     kw = dm.model_kwargs()
-    model = MCC(kw["input_dim"], kw["num_tags"], optimizer=functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=1e-4))
+    model = MCC(
+        kw["input_dim"],
+        kw["num_tags"],
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=1e-4),
+    )
     optimizer = model.configure_optimizers()
     batches = [b for _, b in zip(range(4), dm.train_dataloader())]
 
@@ -95,13 +118,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="locsens-bench-") as tmp:
         t0 = time.perf_counter()
         dataset, features = write_random_stores(Path(tmp), a.photos, a.dim, a.tags)
-        print(f"random stores: {a.photos} photos x {a.dim}-d float32, {a.tags} tags ({time.perf_counter() - t0:.1f} s to write)")
+        print(
+            f"random stores: {a.photos} photos x {a.dim}-d float32, {a.tags} tags ({time.perf_counter() - t0:.1f} s to write)"
+        )
         step = mcc_step_rate(dataset, features, a.batch, a.steps)
-        print(f"MCC training step (D={a.dim}, V={a.tags}, batch {a.batch}, {torch.get_num_threads()} threads): {step:10.0f} samples/s")
+        print(
+            f"MCC training step (D={a.dim}, V={a.tags}, batch {a.batch}, {torch.get_num_threads()} threads): {step:10.0f} samples/s"
+        )
         for preload, workers in ((True, 0), (False, 0), (False, 2)):
             rate = loader_rate(dataset, features, a.batch, preload, workers, a.batches)
             mode = "preloaded" if preload else "HDF5 per batch"
-            print(f"loader, {mode:15s} {workers} workers: {rate:10.0f} samples/s   ratio loader/step = {rate / step:6.1f}x")
+            print(
+                f"loader, {mode:15s} {workers} workers: {rate:10.0f} samples/s   ratio loader/step = {rate / step:6.1f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 
 import torch
+from train_step import layer_gemms, timed  # noqa: E402  (benchmarks/ is the script's directory)
 
 from locsens.config import build_model
-
-from train_step import layer_gemms, timed  # noqa: E402  (benchmarks/ is the script's directory)
 
 
 def main() -> None:
@@ -32,7 +31,8 @@ def main() -> None:
     m = 1 + k
     gen = torch.Generator().manual_seed(0)
     batch = {
-        "image": torch.randn(b, m, e, generator=gen), "tag": torch.randn(b, m, e, generator=gen),
+        "image": torch.randn(b, m, e, generator=gen),
+        "tag": torch.randn(b, m, e, generator=gen),
         "lat": torch.rand(b, generator=gen, dtype=torch.float64) * 180 - 90,
         "lon": torch.rand(b, generator=gen, dtype=torch.float64) * 360 - 180,
     }
@@ -45,7 +45,7 @@ def main() -> None:
         model.train()
         optimizer = model.configure_optimizers()
 
-        def step():
+        def step(model=model, optimizer=optimizer):
             loss = model.training_step(batch, 0)
             optimizer.zero_grad()
             loss.backward()
@@ -57,8 +57,10 @@ def main() -> None:
         bare, flops = layer_gemms(b * m, list(zip(widths[:-1], widths[1:])), dev)
         t_bare = timed(bare, dev, a.repeat)
         n = b * m
-        print(f"{name:8s}: step {n / t_step:9.0f} triplets/s ({flops / t_step / 1e9:6.1f} GFLOP/s of scorer GEMMs) | "
-              f"bare {n / t_bare:9.0f} triplets/s | ratio step/bare {t_bare / t_step:5.2f}")
+        print(
+            f"{name:8s}: step {n / t_step:9.0f} triplets/s ({flops / t_step / 1e9:6.1f} GFLOP/s of scorer GEMMs) | "
+            f"bare {n / t_bare:9.0f} triplets/s | ratio step/bare {t_bare / t_step:5.2f}"
+        )
 
 
 if __name__ == "__main__":

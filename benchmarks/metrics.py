@@ -70,27 +70,56 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cand, queries, retrieved, (indptr, indices, lat, lon) = world()
     q = len(queries)
-    print(f"location-sensitive P@10: {q} queries x {K + 1} retrieved over {N_CANDIDATES} candidates, {len(DEFAULT_THRESHOLDS_KM)} thresholds")
+    print(
+        f"location-sensitive P@10: {q} queries x {K + 1} retrieved over {N_CANDIDATES} candidates, {len(DEFAULT_THRESHOLDS_KM)} thresholds"
+    )
 
     fast_s, fast = timed(lambda: location_sensitive_precision(retrieved, queries, cand, DEFAULT_THRESHOLDS_KM, K))
     tag_sets = [set(indices[indptr[i] : indptr[i + 1]].tolist()) for i in range(N_CANDIDATES)]
     n_ref = 2_000
     sub = slice(0, n_ref)
-    ref_s, slow = timed(lambda: ref.location_precision(retrieved[sub].tolist(), queries.tag[sub].tolist(), queries.lat[sub].tolist(),
-                                                       queries.lon[sub].tolist(), tag_sets, lat, lon, DEFAULT_THRESHOLDS_KM, K), repeat=1)
+    ref_s, slow = timed(
+        lambda: ref.location_precision(
+            retrieved[sub].tolist(),
+            queries.tag[sub].tolist(),
+            queries.lat[sub].tolist(),
+            queries.lon[sub].tolist(),
+            tag_sets,
+            lat,
+            lon,
+            DEFAULT_THRESHOLDS_KM,
+            K,
+        ),
+        repeat=1,
+    )
     assert np.allclose(fast[sub].numpy(), np.array(slow)), "vectorised and reference P@10 disagree"
     fast_qps, ref_qps = q / fast_s, n_ref / ref_s
-    print(f"  vectorised {fast_qps:12,.0f} queries/s   reference loop {ref_qps:10,.0f} queries/s   ratio {fast_qps / ref_qps:8.1f}x")
-    print(f"  mean P@10 (%): " + ", ".join(f"{v:.2f}" for v in (100 * fast.mean(0)).tolist()))
+    print(
+        f"  vectorised {fast_qps:12,.0f} queries/s   reference loop {ref_qps:10,.0f} queries/s   ratio {fast_qps / ref_qps:8.1f}x"
+    )
+    print("  mean P@10 (%): " + ", ".join(f"{v:.2f}" for v in (100 * fast.mean(0)).tolist()))
 
     ub_s, ub = timed(lambda: location_sensitive_upper_bound(queries, cand, DEFAULT_THRESHOLDS_KM, K), repeat=1)
     n_ub = 20
-    ub_ref_s, ub_ref = timed(lambda: ref.upper_bound(queries.tag[:n_ub].tolist(), queries.lat[:n_ub].tolist(), queries.lon[:n_ub].tolist(),
-                                                     tag_sets, lat, lon, DEFAULT_THRESHOLDS_KM, K), repeat=1)
+    ub_ref_s, ub_ref = timed(
+        lambda: ref.upper_bound(
+            queries.tag[:n_ub].tolist(),
+            queries.lat[:n_ub].tolist(),
+            queries.lon[:n_ub].tolist(),
+            tag_sets,
+            lat,
+            lon,
+            DEFAULT_THRESHOLDS_KM,
+            K,
+        ),
+        repeat=1,
+    )
     assert np.allclose(ub[:n_ub].numpy(), np.array(ub_ref)), "vectorised and reference upper bound disagree"
     pairs = int((cand.tag_ptr[queries.tag + 1] - cand.tag_ptr[queries.tag]).sum())
     print(f"upper bound: {q} queries, {pairs:,} (query, carrier) distances")
-    print(f"  vectorised {q / ub_s:12,.0f} queries/s   reference loop {n_ub / ub_ref_s:10,.1f} queries/s   ratio {(q / ub_s) / (n_ub / ub_ref_s):8.1f}x")
+    print(
+        f"  vectorised {q / ub_s:12,.0f} queries/s   reference loop {n_ub / ub_ref_s:10,.1f} queries/s   ratio {(q / ub_s) / (n_ub / ub_ref_s):8.1f}x"
+    )
 
     n_img, n_voc = 1_000, 100_000
     scores = torch.randn(n_img, n_voc)
@@ -98,7 +127,9 @@ def main() -> None:
     topk_s, _ = timed(lambda: torch.topk(scores, 50, dim=1))
     ranked_s, _ = timed(lambda: ranked_topk(scores, 50))
     print(f"ranked_topk vs torch.topk: {n_img} images x {n_voc} tags, top-50")
-    print(f"  ranked_topk {n_img / ranked_s:10,.0f} images/s   torch.topk {n_img / topk_s:10,.0f} images/s   ratio {topk_s / ranked_s:6.2f}x (cost of the exact tie rule)")
+    print(
+        f"  ranked_topk {n_img / ranked_s:10,.0f} images/s   torch.topk {n_img / topk_s:10,.0f} images/s   ratio {topk_s / ranked_s:6.2f}x (cost of the exact tie rule)"
+    )
 
 
 if __name__ == "__main__":

@@ -100,7 +100,9 @@ def emulate_bf16(engine: ScoringEngine) -> None:
             continue
         w = lin.weight.detach().bfloat16().float()
         b = None if lin.bias is None else lin.bias.detach().bfloat16().float()
-        stages.append((groups, eps, gamma, beta, lambda h, w=w, b=b: F.linear(h.bfloat16().float(), w, b).bfloat16().float()))
+        stages.append(
+            (groups, eps, gamma, beta, lambda h, w=w, b=b: F.linear(h.bfloat16().float(), w, b).bfloat16().float())
+        )
     fast.stages = stages
 
 
@@ -108,19 +110,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pairs", type=int, default=6_000, help="pairs per throughput run (1 query x this many tags)")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved naive/engine runs; the best of each is kept")
-    ap.add_argument("--bf16-pairs", type=int, default=512, help="pairs of the native bf16 throughput run (raise where bf16 is fast)")
+    ap.add_argument(
+        "--bf16-pairs", type=int, default=512, help="pairs of the native bf16 throughput run (raise where bf16 is fast)"
+    )
     ap.add_argument("--rank-queries", type=int, default=4)
     ap.add_argument("--rank-tags", type=int, default=2_500)
     args = ap.parse_args()
     started = time.perf_counter()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    )
     use_bf16, why = bf16_verdict(torch.device("cpu"))
     print(f"dtype='auto' verdict: {'bf16' if use_bf16 else 'fp32'} ({why})")
 
     fp32_gflops = matmul_gflops(torch.float32, 4096)  # again inside the interleaved loop below, best kept
     bf16_rows = 4096 if use_bf16 else 512
     bf16_gflops = matmul_gflops(torch.bfloat16, bf16_rows, repeat=2)
-    print(f"matmul F.linear [Mx2048] x [2048x2048]: fp32 {fp32_gflops:.1f} GFLOP/s (M=4096), bf16 {bf16_gflops:.1f} GFLOP/s (M={bf16_rows})")
+    print(
+        f"matmul F.linear [Mx2048] x [2048x2048]: fp32 {fp32_gflops:.1f} GFLOP/s (M=4096), bf16 {bf16_gflops:.1f} GFLOP/s (M={bf16_rows})"
+    )
 
     model = paper_model()
     g = torch.Generator().manual_seed(1)
@@ -128,7 +136,9 @@ def main() -> None:
     images = torch.randn(max(args.rank_queries, 1), E, generator=g)
     lat, lon = torch.rand(images.shape[0], generator=g) * 180 - 90, torch.rand(images.shape[0], generator=g) * 360 - 180
     whole, per_pair = macs_per_pair(model)
-    print(f"paper model: {whole / 1e6:.2f}M multiply-adds per pair in the forward, {per_pair / 1e6:.2f}M per pair in the engine")
+    print(
+        f"paper model: {whole / 1e6:.2f}M multiply-adds per pair in the forward, {per_pair / 1e6:.2f}M per pair in the engine"
+    )
 
     fp32 = ScoringEngine(model, dtype="fp32", tag_embeddings=vocab)
     t0 = time.perf_counter()
@@ -140,7 +150,11 @@ def main() -> None:
     int8 = ScoringEngine(model, dtype="int8", tag_embeddings=vocab[:n])
     q = (images[:1], lat[:1], lon[:1])
     runs = {
-        "naive forward, fp32": (n, whole, lambda: naive_scoring(model, images[0], lat[:1], lon[:1], vocab[:n], fp32.chunk_pairs)),
+        "naive forward, fp32": (
+            n,
+            whole,
+            lambda: naive_scoring(model, images[0], lat[:1], lon[:1], vocab[:n], fp32.chunk_pairs),
+        ),
         "engine fp32": (n, per_pair, lambda: fp32.score_tags(*q, k=10)),
         "engine int8 + fp32 rescore (opt-in)": (n, per_pair, lambda: int8.score_tags(*q, k=10)),
     }
@@ -158,13 +172,19 @@ def main() -> None:
 
     naive_wall, naive_cpu = best["naive forward, fp32"]
     print(f"fp32 F.linear peak, best over the run: {fp32_gflops:.1f} GFLOP/s")
-    print(f"\n{'method':36s} {'pairs/s':>8s} {'x naive':>8s} {'pairs/CPU-s':>11s} {'x naive':>8s} {'GFLOP/s':>8s} {'% fp32 peak':>11s} {'% bf16 peak':>11s}")
+    print(
+        f"\n{'method':36s} {'pairs/s':>8s} {'x naive':>8s} {'pairs/CPU-s':>11s} {'x naive':>8s} {'GFLOP/s':>8s} {'% fp32 peak':>11s} {'% bf16 peak':>11s}"
+    )
     for name, (_, macs, _) in runs.items():
         w, c = best[name]
         gf = 2 * macs * w / 1e9
-        print(f"{name:36s} {w:8.0f} {w / naive_wall:8.2f} {c:11.0f} {c / naive_cpu:8.2f} {gf:8.1f} {100 * gf / fp32_gflops:11.1f} {100 * gf / bf16_gflops:11.1f}")
-    print(f"(one query; {n:,} pairs per run, best of {args.repeat} interleaved; bf16 {m16:,} pairs once; GFLOP/s from wall time, "
-          f"int8 multiply-adds counted as if fp32)")
+        print(
+            f"{name:36s} {w:8.0f} {w / naive_wall:8.2f} {c:11.0f} {c / naive_cpu:8.2f} {gf:8.1f} {100 * gf / fp32_gflops:11.1f} {100 * gf / bf16_gflops:11.1f}"
+        )
+    print(
+        f"(one query; {n:,} pairs per run, best of {args.repeat} interleaved; bf16 {m16:,} pairs once; GFLOP/s from wall time, "
+        f"int8 multiply-adds counted as if fp32)"
+    )
 
     if args.rank_queries > 0:
         t = min(args.rank_tags, V)

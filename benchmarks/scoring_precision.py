@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from locsens.artifacts import RunLayout
+from locsens.checkpointing import load_model
 from locsens.data.store import DatasetStore, EmbeddingStore
 from locsens.eval.pipeline import _sample
 from locsens.metrics.retrieval import LocationSensitivePrecision, RetrievalCandidates, build_location_queries
 from locsens.metrics.tagging import ground_truth_from_csr, tagging_accuracy
-from locsens.artifacts import RunLayout
-from locsens.checkpointing import load_model
 from locsens.scoring import ScoringEngine
 
 THRESHOLDS = [float("inf"), 2500.0, 750.0, 200.0, 25.0, 1.0]
@@ -39,7 +39,8 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--dtypes", default="fp32,bf16,int8")
     a = p.parse_args()
-    model, _ = load_model(RunLayout(Path(a.run)).best_checkpoint(), expect="locsens")
+    ckpt = RunLayout(Path(a.run)).best_checkpoint()
+    model, _ = load_model(ckpt, expect="locsens")
     ds = DatasetStore(f"{a.world}/dataset.h5")
     store = EmbeddingStore(f"{a.world}/embeddings/mcc.h5", ds)
     image, tag = torch.from_numpy(store.image), torch.from_numpy(store.tag)
@@ -54,7 +55,12 @@ def main() -> None:
     for dtype in a.dtypes.split(","):
         engine = ScoringEngine(model, dtype=dtype, tag_embeddings=tag)
         t0 = time.perf_counter()
-        scores = torch.cat([engine.score_tags(image[r[s : s + 50]], lat[r[s : s + 50]], lon[r[s : s + 50]]) for s in range(0, len(r), 50)])
+        scores = torch.cat(
+            [
+                engine.score_tags(image[r[s : s + 50]], lat[r[s : s + 50]], lon[r[s : s + 50]])
+                for s in range(0, len(r), 50)
+            ]
+        )
         dt = time.perf_counter() - t0
         acc = tagging_accuracy(scores, target, ks=(1, 10, 50))
         top = torch.topk(scores, 10, dim=1).indices
@@ -67,9 +73,12 @@ def main() -> None:
         if ref_top is None:
             ref_top, ref_time = top, dt
         same = np.mean([set(x.tolist()) == set(y.tolist()) for x, y in zip(top, ref_top)])
-        print(f"{engine.dtype_used:5s} A@1/10/50 {acc['A@1']:.2f} / {acc['A@10']:.2f} / {acc['A@50']:.2f} | "
-              "P@10 " + " / ".join(f"{float(v):.2f}" for v in ret.values()) +
-              f" | top-10 sets = fp32's on {100 * same:.1f}% of images | {ref_time / dt:.2f}x fp32's pairs/s")
+        print(
+            f"{engine.dtype_used:5s} A@1/10/50 {acc['A@1']:.2f} / {acc['A@10']:.2f} / {acc['A@50']:.2f} | "
+            "P@10 "
+            + " / ".join(f"{float(v):.2f}" for v in ret.values())
+            + f" | top-10 sets = fp32's on {100 * same:.1f}% of images | {ref_time / dt:.2f}x fp32's pairs/s"
+        )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,10 @@ def timed(fn, device: str, repeat: int) -> float:
 def layer_gemms(b: int, shapes: list[tuple[int, int]], device: str):
     """The GEMMs of training a chain of Linear(i, o) layers on a batch of b: y = x W^T, dX = dY W
     (all but the first layer), dW = dY^T x. Returns (a callable doing them, FLOPs per call)."""
-    mats = [(torch.randn(b, i, device=device), torch.randn(o, i, device=device), torch.randn(b, o, device=device)) for i, o in shapes]
+    mats = [
+        (torch.randn(b, i, device=device), torch.randn(o, i, device=device), torch.randn(b, o, device=device))
+        for i, o in shapes
+    ]
     flops = sum(2 * b * i * o * (3 if k else 2) for k, (i, o) in enumerate(shapes))
 
     def run():
@@ -72,14 +75,18 @@ def main() -> None:
     n_tags = torch.randint(1, 16, (b,), generator=gen)
     tags = torch.randint(0, v, (b, 15), generator=gen)
     tags[torch.arange(15)[None, :] >= n_tags[:, None]] = -1
-    batch = {"features": torch.randn(b, d, generator=gen), "tags": tags, "draw": torch.rand(b, generator=gen, dtype=torch.float64)}
+    batch = {
+        "features": torch.randn(b, d, generator=gen),
+        "tags": tags,
+        "draw": torch.rand(b, generator=gen, dtype=torch.float64),
+    }
     batch = {k: t.to(dev) for k, t in batch.items()}
     print(f"device {dev} ({torch.get_num_threads()} CPU threads), batch {b}, D={d}, V={v}")
     for name, (model, shapes) in models.items():
         model = model.to(dev)
         optimizer = model.configure_optimizers()
 
-        def step():
+        def step(model=model, optimizer=optimizer):
             loss = model.training_loss(batch)
             optimizer.zero_grad()
             loss.backward()
@@ -88,8 +95,10 @@ def main() -> None:
         t_step = timed(step, dev, a.repeat)
         bare, flops = layer_gemms(b, shapes, dev)
         t_bare = timed(bare, dev, a.repeat)
-        print(f"{name}: step {b / t_step:9.0f} samples/s ({flops / t_step / 1e9:7.1f} GFLOP/s) | bare matmuls "
-              f"{b / t_bare:9.0f} samples/s ({flops / t_bare / 1e9:7.1f} GFLOP/s) | ratio step/bare {t_bare / t_step:5.2f}")
+        print(
+            f"{name}: step {b / t_step:9.0f} samples/s ({flops / t_step / 1e9:7.1f} GFLOP/s) | bare matmuls "
+            f"{b / t_bare:9.0f} samples/s ({flops / t_bare / 1e9:7.1f} GFLOP/s) | ratio step/bare {t_bare / t_step:5.2f}"
+        )
         del model, optimizer
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from locsens.data.store import write_feature_store
-from locsens.data.world import generate_world, load_cities, WorldParams
+from locsens.data.world import WorldParams, generate_world, load_cities
 
 
 def main() -> None:
@@ -35,13 +35,13 @@ def main() -> None:
         t_world = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        (tmp / "copy.tsv").write_bytes(paths.tsv.read_bytes())
+        (tmp / "copy.tsv").write_bytes(paths.tsv_path.read_bytes())
         feats = np.ones((args.photos, args.feature_dim), np.float32)
         ids = np.arange(args.photos, dtype=np.int64)
         blocks = (feats[s : s + 16_384] for s in range(0, args.photos, 16_384))
         write_feature_store(tmp / "copy.h5", photo_id=ids, features=blocks, extractor="baseline")
         t_io = time.perf_counter() - t0
-        size_mb = (paths.tsv.stat().st_size + paths.features.stat().st_size) / 1e6
+        size_mb = (paths.tsv_path.stat().st_size + paths.features_path.stat().st_size) / 1e6
 
     print(f"photo lines       {args.photos:,} ({size_mb:,.0f} MB written)")
     print(f"generate_world    {args.photos / t_world:>12,.0f} lines/s  ({t_world:.1f} s)")

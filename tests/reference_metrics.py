@@ -57,7 +57,9 @@ def first_k(retrieved: list[int], k: int, source: int | None) -> list[int]:
     return kept[:k]
 
 
-def precision(retrieved: list[list[int]], query_tags: list[int], cand_tags: list[set[int]], k: int = 10, sources=None) -> list[float]:
+def precision(
+    retrieved: list[list[int]], query_tags: list[int], cand_tags: list[set[int]], k: int = 10, sources=None
+) -> list[float]:
     out = []
     for q, ranking in enumerate(retrieved):
         top = first_k(ranking, k, None if sources is None else sources[q])
@@ -65,7 +67,9 @@ def precision(retrieved: list[list[int]], query_tags: list[int], cand_tags: list
     return out
 
 
-def location_precision(retrieved, query_tags, query_lat, query_lon, cand_tags, cand_lat, cand_lon, thresholds, k=10, sources=None):
+def location_precision(
+    retrieved, query_tags, query_lat, query_lon, cand_tags, cand_lat, cand_lon, thresholds, k=10, sources=None
+):
     """[Q][T] location-sensitive precision fractions."""
     out = []
     for q, ranking in enumerate(retrieved):
@@ -74,7 +78,11 @@ def location_precision(retrieved, query_tags, query_lat, query_lon, cand_tags, c
         for d in thresholds:
             good = 0
             for c in top:
-                if c >= 0 and query_tags[q] in cand_tags[c] and haversine_km(query_lat[q], query_lon[q], cand_lat[c], cand_lon[c]) <= d:
+                if (
+                    c >= 0
+                    and query_tags[q] in cand_tags[c]
+                    and haversine_km(query_lat[q], query_lon[q], cand_lat[c], cand_lon[c]) <= d
+                ):
                     good += 1
             row.append(good / k)
         out.append(row)
@@ -85,8 +93,11 @@ def upper_bound(query_tags, query_lat, query_lon, cand_tags, cand_lat, cand_lon,
     """Rank the candidates carrying the tag by distance and take the top k: [Q][T] fractions."""
     out = []
     for q in range(len(query_tags)):
-        dists = sorted(haversine_km(query_lat[q], query_lon[q], cand_lat[c], cand_lon[c])
-                       for c in range(len(cand_tags)) if query_tags[q] in cand_tags[c] and (sources is None or c != sources[q]))
+        dists = sorted(
+            haversine_km(query_lat[q], query_lon[q], cand_lat[c], cand_lon[c])
+            for c in range(len(cand_tags))
+            if query_tags[q] in cand_tags[c] and (sources is None or c != sources[q])
+        )
         out.append([sum(1 for x in dists[:k] if x <= d) / k for d in thresholds])
     return out
 

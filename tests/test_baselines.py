@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference_metrics as ref
 import torch
 
-import reference_metrics as ref
 from locsens.data.store import DatasetStore, write_dataset_store
-from locsens.eval.baselines import (
-    DEFAULT_FALLBACK,
-    FrequencyTagger,
-    country_frequency,
-    global_frequency,
-    product_of_experts,
-    town_frequency,
-)
+from locsens.eval.baselines import DEFAULT_FALLBACK, FrequencyTagger
 from locsens.metrics.tagging import ground_truth_from_csr, tagging_accuracy
 
 TRAIN, VAL, TEST = 0, 1, 2
 
 
-def write_store(path, photos: list[tuple[int, int, int, int, int, list[int]]], num_tags: int, n_places: dict) -> DatasetStore:
+def write_store(
+    path, photos: list[tuple[int, int, int, int, int, list[int]]], num_tags: int, n_places: dict
+) -> DatasetStore:
     """photos: (split, town, region, country, continent, tags). Place names are generated."""
     n = len(photos)
     tags = [p[5] for p in photos]
@@ -29,11 +24,19 @@ def write_store(path, photos: list[tuple[int, int, int, int, int, list[int]]], n
     indices = np.array([t for ts in tags for t in ts], dtype=np.int64)
     levels = ("town", "region", "country", "continent")
     write_dataset_store(
-        path, photo_id=np.arange(n) + 1000, user_index=np.zeros(n), users=["u@N00"],
-        lat=np.zeros(n), lon=np.zeros(n), tags_indptr=indptr, tags_indices=indices,
+        path,
+        photo_id=np.arange(n) + 1000,
+        user_index=np.zeros(n),
+        users=["u@N00"],
+        lat=np.zeros(n),
+        lon=np.zeros(n),
+        tags_indptr=indptr,
+        tags_indices=indices,
         places={lvl: [f"{lvl}{i}" for i in range(n_places[lvl])] for lvl in levels},
         place_index={lvl: np.array([p[1 + j] for p in photos]) for j, lvl in enumerate(levels)},
-        place_names=[], split=np.array([p[0] for p in photos]), vocab=[f"tag{i}" for i in range(num_tags)],
+        place_names=[],
+        split=np.array([p[0] for p in photos]),
+        vocab=[f"tag{i}" for i in range(num_tags)],
         vocab_count=np.bincount(indices, minlength=num_tags),
     )
     return DatasetStore(path)
@@ -44,11 +47,17 @@ def hand_store(tmp_path) -> DatasetStore:
     # towns 0,1 in country 0; town 2 in country 1 (continent 0); town 4 in country 3 (continent 1).
     # Test-only places: town 3 / country 2 (continent 1), town 5 in country 0, an unknown town (-1).
     photos = [
-        (TRAIN, 0, 0, 0, 0, [0, 1]), (TRAIN, 0, 0, 0, 0, [0, 1, 1]), (TRAIN, 0, 0, 0, 0, [0, 2]),
-        (TRAIN, 1, 0, 0, 0, [3]), (TRAIN, 1, 0, 0, 0, [3, 4]),
+        (TRAIN, 0, 0, 0, 0, [0, 1]),
+        (TRAIN, 0, 0, 0, 0, [0, 1, 1]),
+        (TRAIN, 0, 0, 0, 0, [0, 2]),
+        (TRAIN, 1, 0, 0, 0, [3]),
+        (TRAIN, 1, 0, 0, 0, [3, 4]),
         (TRAIN, 2, 1, 1, 0, [5]),
-        (TRAIN, 4, 2, 3, 1, [6, 7]), (TRAIN, 4, 2, 3, 1, [6]),
-        (VAL, 0, 0, 0, 0, [7]), (VAL, 0, 0, 0, 0, [7]), (VAL, 0, 0, 0, 0, [7]),  # must not count
+        (TRAIN, 4, 2, 3, 1, [6, 7]),
+        (TRAIN, 4, 2, 3, 1, [6]),
+        (VAL, 0, 0, 0, 0, [7]),
+        (VAL, 0, 0, 0, 0, [7]),
+        (VAL, 0, 0, 0, 0, [7]),  # must not count
         (TEST, 0, 0, 0, 0, [2]),  # row 11: seen town
         (TEST, 3, 2, 2, 1, [6]),  # row 12: unseen town and country -> continent 1 -> global
         (TEST, 5, 0, 0, 0, [3]),  # row 13: unseen town of a seen country
@@ -74,11 +83,12 @@ def test_hand_made_town_frequency_lists(hand_store):
 
 
 def test_hand_made_country_and_global_lists(hand_store):
-    assert country_frequency(hand_store, [11], 5).tolist() == [[0, 1, 3, 2, 4]]
-    assert country_frequency(hand_store, [12], 3).tolist() == [[6, 7, 0]]
+    country = FrequencyTagger(hand_store, "country").fit()
+    assert country.topk([11], 5).tolist() == [[0, 1, 3, 2, 4]]
+    assert country.topk([12], 3).tolist() == [[6, 7, 0]]
     # global: 0 (3 images), 1, 3, 6 (2 each, by id), 2, 4, 5, 7 -- the 3 val images of tag 7 do not count
-    assert global_frequency(hand_store, [11, 12], 8).tolist() == [[0, 1, 3, 6, 2, 4, 5, 7]] * 2
-    assert town_frequency(hand_store, [11], 2).tolist() == [[0, 1]]
+    assert FrequencyTagger(hand_store, "global").fit().topk([11, 12], 8).tolist() == [[0, 1, 3, 6, 2, 4, 5, 7]] * 2
+    assert FrequencyTagger(hand_store, "town").fit().topk([11], 2).tolist() == [[0, 1]]
 
 
 def test_fallback_chain_is_configurable_and_checked(hand_store):
@@ -110,17 +120,26 @@ def test_prior_is_a_smoothed_place_distribution(hand_store):
     np.testing.assert_allclose(p[2].numpy(), country[0].numpy(), rtol=1e-6)  # unseen town = its country
 
 
-def test_product_of_experts():
-    visual = torch.tensor([[0.5, 0.4, 0.1, 0.0]])
-    prior = torch.tensor([[0.1, 0.8, 0.05, 0.05]])
-    scores = product_of_experts(visual, prior)
-    np.testing.assert_allclose(scores[0, :3].numpy(), np.log([0.05, 0.32, 0.005]), rtol=1e-5)
-    assert torch.isfinite(scores).all() and scores.argmax().item() == 1  # the prior flips the decision
-    assert product_of_experts(visual, prior, weight=0.0).argmax().item() == 0
-    with pytest.raises(ValueError, match="same shape"):
-        product_of_experts(visual, prior[:, :3])
-    with pytest.raises(ValueError, match="logits"):
-        product_of_experts(visual - 1.0, prior)
+def test_product_of_experts_is_log_softmax_plus_the_log_prior(tiny_stores, tmp_path):
+    """MCC x town prior = log softmax(cos / T) + w log p(tag | town), against a numpy reference; T from val only."""
+    from conftest import write_tiny_embeddings
+
+    from locsens.eval.methods import EmbeddingMethod, ProductOfExperts
+
+    ds = DatasetStore(tiny_stores["dataset"])
+    visual = EmbeddingMethod("mcc", ds, write_tiny_embeddings(tiny_stores, tmp_path / "mcc.h5", dim=16))
+    poe = ProductOfExperts("poe", ds, visual, "town", weight=0.7)
+    rows = ds.split_rows("test")[:20]
+    cos = visual.image[rows].numpy() @ visual.tag.numpy().T
+    logits = cos / poe.temperature
+    log_softmax = (
+        logits
+        - logits.max(1, keepdims=True)
+        - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
+    )
+    want = log_softmax + 0.7 * np.log(FrequencyTagger(ds, "town").fit().prior(rows).numpy())
+    np.testing.assert_allclose(poe.tag_scores(rows).numpy(), want, rtol=1e-4, atol=1e-4)
+    assert poe.temperature in (0.01, 0.02, 0.05, 0.1, 0.2)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -158,7 +177,9 @@ def test_tiny_store_end_to_end(tiny_stores):
         assert ranked.shape == (len(test), k)
         assert all(len(set(r)) == k for r in ranked.tolist())
         for i in range(0, len(test), max(1, len(test) // 10)):  # the naive reference on a sample
-            assert ranked[i].tolist() == ref.frequency_topk(train, ds.tags_of, ds.place_index, DEFAULT_FALLBACK[level], test[i], k, ds.num_tags)
+            assert ranked[i].tolist() == ref.frequency_topk(
+                train, ds.tags_of, ds.place_index, DEFAULT_FALLBACK[level], test[i], k, ds.num_tags
+            )
         out = tagging_accuracy(ranked, target, num_tags=ds.num_tags, ks=(1, 10, k))
         assert 0.0 <= out["A@1"] <= out["A@10"] <= out[f"A@{k}"] <= 100.0
         prior = tagger.prior(test[:64])

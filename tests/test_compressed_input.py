@@ -12,14 +12,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import read_yfcc
 
 from locsens.data import yfcc
 from locsens.data.compressed import (
-    BZIP2, GZIP, PLAIN, CorruptInputError, compressed_position, detect_compression, open_input,
+    BZIP2,
+    GZIP,
+    PLAIN,
+    CorruptInputError,
+    compressed_position,
+    detect_compression,
+    open_input,
 )
 from locsens.data.ingest import ingest
 from locsens.data.store import DatasetStore
-from locsens.data.yfcc import ParseStats, YfccFormatError, YfccReader, read_yfcc
+from locsens.data.yfcc import ParseStats, YfccFormatError, YfccReader
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "yfcc100m_dataset_1k.tsv"
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bad_lines.tsv"
@@ -40,11 +47,31 @@ def generated_yfcc(n: int, seed: int = 0) -> bytes:
         tags = "" if i % 11 == 5 else ",".join(WORDS[j] for j in rng.integers(0, len(WORDS), rng.integers(1, 6)))
         secret = f"{rng.integers(2**62):016x}"
         pid = 5_000_000 + i
-        cols = [str(i), str(pid), secret * 2, f"{rng.integers(400)}@N0{i % 9}", "nick", "2012-02-16 09:56:37.0",
-                "1331840483", "Canon", f"IMG_{i:05d}", "", tags, "", *geo, f"http://www.flickr.com/photos/x/{pid}/",
-                f"http://farm8.staticflickr.com/1/{pid}_{secret[:10]}.jpg", "Attribution License",
-                "http://creativecommons.org/licenses/by/2.0/", "1", "8", secret[:10], secret[6:], "jpg",
-                "1" if i % 97 == 0 else "0"]
+        cols = [
+            str(i),
+            str(pid),
+            secret * 2,
+            f"{rng.integers(400)}@N0{i % 9}",
+            "nick",
+            "2012-02-16 09:56:37.0",
+            "1331840483",
+            "Canon",
+            f"IMG_{i:05d}",
+            "",
+            tags,
+            "",
+            *geo,
+            f"http://www.flickr.com/photos/x/{pid}/",
+            f"http://farm8.staticflickr.com/1/{pid}_{secret[:10]}.jpg",
+            "Attribution License",
+            "http://creativecommons.org/licenses/by/2.0/",
+            "1",
+            "8",
+            secret[:10],
+            secret[6:],
+            "jpg",
+            "1" if i % 97 == 0 else "0",
+        ]
         out.append("\t".join(cols) + "\n")
     return "".join(out).encode()
 
@@ -190,8 +217,9 @@ def test_cr_only_line_endings_are_named(tmp_path, kind, strict):
     with pytest.raises(YfccFormatError, match="uses CR-only line endings") as e:
         list(YfccReader(path, strict=strict))
     assert str(path) in str(e.value)
-    convert = {PLAIN: "tr '\\r' '\\n' < old_mac.tsv", BZIP2: "bzcat old_mac.tsv | tr",
-               GZIP: "zcat old_mac.tsv | tr"}[kind]
+    convert = {PLAIN: "tr '\\r' '\\n' < old_mac.tsv", BZIP2: "bzcat old_mac.tsv | tr", GZIP: "zcat old_mac.tsv | tr"}[
+        kind
+    ]
     assert f"convert with: {convert}" in str(e.value), str(e.value)
 
 
@@ -202,7 +230,7 @@ def test_progress_follows_the_compressed_bytes(tmp_path, monkeypatch, decoder):
     size = path.stat().st_size
     positions = []
     with open_input(path) as fh:
-        for line in fh:
+        for _line in fh:
             positions.append(compressed_position(fh))
     assert positions == sorted(positions) and 0 <= positions[0] and positions[-1] <= size
     assert positions[len(positions) // 2] > 0  # it moves while decoding, before the end

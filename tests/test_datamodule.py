@@ -44,8 +44,13 @@ def test_photos_without_features_are_dropped_and_counted(tiny_stores, tmp_path, 
     keep = np.arange(len(fs.photo_id)) >= 25  # 25 photos lose their features
     valid = np.ones(len(fs.photo_id), bool)
     valid[25:30] = False  # 5 more have a row but failed extraction
-    partial = write_feature_store(tmp_path / "partial.h5", photo_id=fs.photo_id[keep], features=fs.read_all()[keep],
-                                  valid=valid[keep], extractor="test")
+    partial = write_feature_store(
+        tmp_path / "partial.h5",
+        photo_id=fs.photo_id[keep],
+        features=fs.read_all()[keep],
+        valid=valid[keep],
+        extractor="test",
+    )
     dm = AgnosticDataModule(tiny_stores["dataset"], partial)
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
@@ -57,7 +62,9 @@ def test_photos_without_features_are_dropped_and_counted(tiny_stores, tmp_path, 
 def test_preloaded_and_hdf5_batches_are_identical(tiny_stores):
     batches = []
     for budget in (10**9, 0):
-        dm = AgnosticDataModule(tiny_stores["dataset"], tiny_stores["features"], batch_size=64, preload_max_bytes=budget)
+        dm = AgnosticDataModule(
+            tiny_stores["dataset"], tiny_stores["features"], batch_size=64, preload_max_bytes=budget
+        )
         dm.setup("fit")
         assert (dm.splits["train"].features_in_memory is not None) == (budget > 0)
         batches.append(collect(dm.train_dataloader()))
@@ -69,8 +76,15 @@ def test_preloaded_and_hdf5_batches_are_identical(tiny_stores):
 def test_batches_do_not_depend_on_the_number_of_workers(tiny_stores):
     runs = []
     for workers in (0, 2):
-        dm = AgnosticDataModule(tiny_stores["dataset"], tiny_stores["features"], batch_size=100, num_workers=workers,
-                                preload_max_bytes=0, persistent_workers=False, seed=11)
+        dm = AgnosticDataModule(
+            tiny_stores["dataset"],
+            tiny_stores["features"],
+            batch_size=100,
+            num_workers=workers,
+            preload_max_bytes=0,
+            persistent_workers=False,
+            seed=11,
+        )
         dm.setup("fit")
         loader = dm.train_dataloader()
         loader.sampler.set_epoch(2)

@@ -6,23 +6,37 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import build_synthetic_stores
+from conftest import ROOT, build_synthetic_stores
 
 from locsens.data.store import DatasetStore
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_train(tmp_path: Path, name: str, stores: dict, *overrides: str) -> dict:
     out = tmp_path / name
-    cmd = [sys.executable, str(ROOT / "train.py"), f"data.dataset_path={stores['dataset']}",
-           f"data.features_path={stores['features']}", "logger=none", "trainer.max_epochs=2", "++trainer.limit_train_batches=6",
-           "trainer.enable_progress_bar=false", "++trainer.enable_model_summary=false", "trainer.deterministic=true",
-           "data.eval_batch_size=50", f"hydra.run.dir={out}", *overrides]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT,
-                         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        f"data.dataset_path={stores['dataset']}",
+        f"data.features_path={stores['features']}",
+        "logger=none",
+        "trainer.max_epochs=2",
+        "++trainer.limit_train_batches=6",
+        "trainer.enable_progress_bar=false",
+        "++trainer.enable_model_summary=false",
+        "trainer.deterministic=true",
+        "data.eval_batch_size=50",
+        f"hydra.run.dir={out}",
+        *overrides,
+    ]
+    run = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"},
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     return {**json.loads((out / "metrics.json").read_text()), "log": run.stdout + run.stderr}
 
@@ -35,7 +49,9 @@ def one_and_two_processes(tmp_path_factory) -> tuple[dict, dict, int]:
     n_val = int((DatasetStore(stores["dataset"]).split == 1).sum())
     assert n_val % 2 == 1
     one = run_train(tmp_path, "single", stores, "trainer=cpu", "trainer.devices=1", "data.batch_size=64")
-    ddp = run_train(tmp_path, "ddp", stores, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=32")
+    ddp = run_train(
+        tmp_path, "ddp", stores, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=32"
+    )
     return one, ddp, n_val
 
 

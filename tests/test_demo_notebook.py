@@ -7,20 +7,22 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import ROOT
 from nbclient import NotebookClient
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def demo_tiny(tmp_path_factory):
     base = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "LOCSENS_DATA_DIR": str(base / "data"), "LOCSENS_LOG_DIR": str(base / "outputs"),
-           "WANDB_MODE": "offline"}
+    env = {
+        **os.environ,
+        "LOCSENS_DATA_DIR": str(base / "data"),
+        "LOCSENS_LOG_DIR": str(base / "outputs"),
+        "WANDB_MODE": "offline",
+    }
     subprocess.run([sys.executable, "-m", "locsens.demo", "size=tiny"], cwd=ROOT, env=env, check=True, timeout=900)
     return base / "outputs" / "demo-tiny" / "evaluation"
 
@@ -28,7 +30,9 @@ def demo_tiny(tmp_path_factory):
 @pytest.mark.slow
 def test_demo_small_produces_every_table_and_figure(demo_tiny):
     results = json.loads((demo_tiny / "results.json").read_text())
-    assert {"town_frequency", "mlc", "mcc", "her", "locsens_raw", "locsens_zeroed", "locsens_sigma"} <= set(results["tagging"])
+    assert {"town_frequency", "mlc", "mcc", "her", "locsens_raw", "locsens_zeroed", "locsens_sigma"} <= set(
+        results["tagging"]
+    )
     assert "upper_bound" in results["location_sensitive_retrieval"]
     assert {"mlc", "mcc", "her"} == set(results["location_agnostic_retrieval"])
     for png in ("p10_vs_tag_frequency.png", "continents.png", "qualitative_tagging.png", "qualitative_retrieval.png"):

@@ -5,23 +5,22 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-
 import reference_metrics as ref
-from conftest import embeddings_lineage
+from conftest import compose, embeddings_lineage
+
 from locsens.data.store import DatasetStore, FeatureStore, write_embedding_store
 from locsens.eval.pipeline import evaluate
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
-
-@pytest.fixture(scope="module", params=[[], ["limit_test_images=60", "retrieval.limit_candidates=150"]],
-                ids=["all_test_images", "separate_candidates"])
+@pytest.fixture(
+    scope="module",
+    params=[[], ["limit_test_images=60", "retrieval.limit_candidates=150"]],
+    ids=["all_test_images", "separate_candidates"],
+)
 def evaluation(tiny_stores, tmp_path_factory, request):
     """The whole test split (180 images) for tagging and retrieval, or 60 tagging images and 150 retrieval candidates."""
     out = tmp_path_factory.mktemp("eval")
@@ -32,13 +31,30 @@ def evaluation(tiny_stores, tmp_path_factory, request):
     proj = rng.normal(size=(feats.shape[1], 16)).astype(np.float32)
     tag = rng.normal(size=(ds.num_tags, 16)).astype(np.float32)
     emb = out / "mcc.h5"
-    write_embedding_store(emb, photo_id=ds.photo_id, image=feats @ proj, tag=tag, vocab=ds.vocab, model="MCC",
-                          checkpoint_sha256="test", similarity="cosine", made_from=embeddings_lineage(tiny_stores))
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("evaluate", overrides=[
-            f"dataset_path={tiny_stores['dataset']}", f"output_dir={out}", "methods.mlc=null", "methods.her=null",
-            f"methods.mcc.embeddings_path={emb}", "retrieval.min_query_images=3", "retrieval.max_queries=100", *request.param,
-        ])
+    write_embedding_store(
+        emb,
+        photo_id=ds.photo_id,
+        image=feats @ proj,
+        tag=tag,
+        vocab=ds.vocab,
+        model="MCC",
+        checkpoint_sha256="test",
+        similarity="cosine",
+        made_from=embeddings_lineage(tiny_stores),
+    )
+    cfg = compose(
+        "evaluate",
+        overrides=[
+            f"dataset_path={tiny_stores['dataset']}",
+            f"output_dir={out}",
+            "methods.mlc=null",
+            "methods.her=null",
+            f"methods.mcc.embeddings_path={emb}",
+            "retrieval.min_query_images=3",
+            "retrieval.max_queries=100",
+            *request.param,
+        ],
+    )
     results = evaluate(cfg)
     with h5py.File(out / "predictions.h5", "r") as f:  # the sizes asked for
         n_test, n_cand = len(f["tagging/rows"]), len(f["location_sensitive_retrieval/candidate_rows"])
@@ -50,9 +66,20 @@ def evaluation(tiny_stores, tmp_path_factory, request):
 def test_outputs_exist(evaluation):
     out, results, _ = evaluation
     assert json.loads((out / "results.json").read_text())["tagging"].keys() == results["tagging"].keys()
-    assert set(results["tagging"]) == {"global_frequency", "country_frequency", "town_frequency", "mcc", "mcc_x_town_prior"}
+    assert set(results["tagging"]) == {
+        "global_frequency",
+        "country_frequency",
+        "town_frequency",
+        "mcc",
+        "mcc_x_town_prior",
+    }
     text = (out / "tables.md").read_text()
-    for title in ("Image tagging", "place names omitted", "Location-sensitive retrieval", "Location-agnostic retrieval"):
+    for title in (
+        "Image tagging",
+        "place names omitted",
+        "Location-sensitive retrieval",
+        "Location-agnostic retrieval",
+    ):
         assert title in text
     assert (out / "figures" / "p10_vs_tag_frequency.png").stat().st_size > 1000
     assert (out / "figures" / "continents.png").stat().st_size > 1000
@@ -64,7 +91,10 @@ def test_tagging_numbers_recomputed_from_predictions(evaluation):
         gt = [[int(t) for t in row if t >= 0] for row in f["tagging/ground_truth"][:]]
         places = set(np.flatnonzero(f["tagging/place_name_mask"][:]).tolist())
         for name in results["tagging"]:
-            for key, ds_name, excl in (("with_places", "top50", set()), ("places_omitted", "top50_places_omitted", places)):
+            for key, ds_name, excl in (
+                ("with_places", "top50", set()),
+                ("places_omitted", "top50_places_omitted", places),
+            ):
                 ranked = f[f"tagging/{name}/{ds_name}"][:].tolist()
                 want = ref.tagging(ranked, gt, (1, 10, 50), exclude=excl)
                 got = results["tagging"][name][key]
@@ -110,9 +140,14 @@ def test_town_frequency_beats_global_and_upper_bound_bounds_all(evaluation):
 
 
 def test_missing_method_file_names_the_key(tiny_stores, tmp_path):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"dataset_path={tiny_stores['dataset']}", f"output_dir={tmp_path}",
-                                             f"paths.data_dir={tmp_path / 'no_data'}"])  # independent of a local make demo
+    cfg = compose(
+        "evaluate",
+        overrides=[
+            f"dataset_path={tiny_stores['dataset']}",
+            f"output_dir={tmp_path}",
+            f"paths.data_dir={tmp_path / 'no_data'}",
+        ],
+    )  # independent of a local make demo
     with pytest.raises(FileNotFoundError, match="methods.mlc.embeddings_path"):
         evaluate(cfg)
 
@@ -123,11 +158,18 @@ def test_runs_of_agnostic_models_are_exported_and_named(tiny_stores, tmp_path):
     from locsens.train import train
 
     run = tmp_path / "mcc_run"
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "experiment=mcc", "trainer=debug", "logger=none", f"data.dataset_path={tiny_stores['dataset']}",
-            f"data.features_path={tiny_stores['features']}", f"paths.output_dir={run}", "data.batch_size=64",
-        ])
+    cfg = compose(
+        "train",
+        overrides=[
+            "experiment=mcc",
+            "trainer=debug",
+            "logger=none",
+            f"data.dataset_path={tiny_stores['dataset']}",
+            f"data.features_path={tiny_stores['features']}",
+            f"paths.output_dir={run}",
+            "data.batch_size=64",
+        ],
+    )
     train(cfg)
     specs = methods_from_runs([run], tiny_stores["dataset"])
     assert specs == {"mcc_run": {"kind": "embeddings", "embeddings_path": str(run / "embeddings.h5")}}

@@ -6,17 +6,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose
 from hydra.utils import instantiate
 
+from locsens.artifacts import LineageError
 from locsens.data.store import DatasetStore, EmbeddingStore, FeatureStore, StoreError, write_feature_store
 from locsens.export import export_embeddings, load_tagger
 from locsens.files import file_sha256
-from locsens.artifacts import LineageError
 from locsens.train import fill_data_dims, train
-
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
@@ -27,11 +24,18 @@ def checkpoints(tiny_stores, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("export_ckpts")
     paths = {}
     for name in ("mlc", "mcc", "her"):
-        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-            cfg = compose("train", overrides=[f"model={name}", f"data.dataset_path={tiny_stores['dataset']}",
-                                              f"data.features_path={tiny_stores['features']}", f"paths.output_dir={out}",
-                                              f"model.cache_dir={out}" if name == "her" else "seed=0",
-                                              "trainer=debug", "data.batch_size=64"])
+        cfg = compose(
+            "train",
+            overrides=[
+                f"model={name}",
+                f"data.dataset_path={tiny_stores['dataset']}",
+                f"data.features_path={tiny_stores['features']}",
+                f"paths.output_dir={out}",
+                f"model.cache_dir={out}" if name == "her" else "seed=0",
+                "trainer=debug",
+                "data.batch_size=64",
+            ],
+        )
         dm = instantiate(cfg.data)
         dm.setup("fit")
         model = instantiate(fill_data_dims(cfg.model, dm.model_kwargs(), dm.describe()))
@@ -70,8 +74,13 @@ def test_export_round_trip(tiny_stores, checkpoints, tmp_path, name):
 def test_export_refuses_stores_the_checkpoint_was_not_trained_on(tiny_stores, checkpoints, tmp_path):
     """Another feature store or a changed dataset store (two tags swapped) is refused with both ids."""
     fs = FeatureStore(tiny_stores["features"])
-    narrow = write_feature_store(tmp_path / "narrow.h5", photo_id=fs.photo_id, features=fs.read_all()[:, :16], extractor="test")
-    with pytest.raises(LineageError, match=rf"made from feature store {fs.content_id[:12]} .* given is {FeatureStore(narrow).content_id[:12]}"):
+    narrow = write_feature_store(
+        tmp_path / "narrow.h5", photo_id=fs.photo_id, features=fs.read_all()[:, :16], extractor="test"
+    )
+    with pytest.raises(
+        LineageError,
+        match=rf"made from feature store {fs.content_id[:12]} .* given is {FeatureStore(narrow).content_id[:12]}",
+    ):
         export_embeddings(checkpoints["mcc"], tiny_stores["dataset"], narrow, tmp_path / "x.h5")
     other_vocab = tmp_path / "dataset.h5"
     other_vocab.write_bytes(Path(tiny_stores["dataset"]).read_bytes())
@@ -88,10 +97,21 @@ def test_export_refuses_stores_the_checkpoint_was_not_trained_on(tiny_stores, ch
 def test_export_refuses_photos_without_features(tiny_stores, tmp_path):
     """A model trained where 3 photos lack features cannot export an embedding for every photo: refused."""
     fs = FeatureStore(tiny_stores["features"])
-    partial = write_feature_store(tmp_path / "partial.h5", photo_id=fs.photo_id[3:], features=fs.read_all()[3:], extractor="test")
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=mcc", f"data.dataset_path={tiny_stores['dataset']}", f"data.features_path={partial}",
-                                          f"paths.output_dir={tmp_path / 'run'}", "trainer=debug", "logger=none", "data.batch_size=64"])
+    partial = write_feature_store(
+        tmp_path / "partial.h5", photo_id=fs.photo_id[3:], features=fs.read_all()[3:], extractor="test"
+    )
+    cfg = compose(
+        "train",
+        overrides=[
+            "experiment=mcc",
+            f"data.dataset_path={tiny_stores['dataset']}",
+            f"data.features_path={partial}",
+            f"paths.output_dir={tmp_path / 'run'}",
+            "trainer=debug",
+            "logger=none",
+            "data.batch_size=64",
+        ],
+    )
     best = train(cfg)["best_checkpoint"]
     with pytest.raises(StoreError, match=r"3 of 1200 photos .* have no valid features"):
         export_embeddings(best, tiny_stores["dataset"], partial, tmp_path / "x.h5")

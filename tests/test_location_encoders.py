@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import CONF, compose
 from hydra.utils import instantiate
 
@@ -17,7 +16,9 @@ ENCODERS = sorted(p.stem for p in (CONF / "model" / "location_encoder").glob("*.
 @pytest.mark.parametrize("name", ENCODERS)
 def test_shape_and_antimeridian_continuity(name):
     torch.manual_seed(0)
-    enc = instantiate(compose("train", ["experiment=locsens_paper", f"model/location_encoder={name}"]).model.location_encoder)
+    enc = instantiate(
+        compose("train", ["experiment=locsens_paper", f"model/location_encoder={name}"]).model.location_encoder
+    )
     if name == "multiresolution_grid":
         with torch.no_grad():
             enc.tables.normal_()  # trained-like features, not the near-zero init

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from locsens.geo import geodesic_km_torch, sigma_to_km
 from conftest import build_locsens
 
+from locsens.geo import geodesic_km_torch, sigma_to_km
 from locsens.models.locsens import LocSens
 
 
@@ -26,8 +25,11 @@ def test_latitudes_stay_in_range_even_at_the_poles(sigma):
     s_lat, s_lon = model.sample_locations(lat, lon)
     assert s_lat.min() >= -90 and s_lat.max() <= 90
     assert s_lon.min() >= -180 and s_lon.max() < 180
-    if sigma == 0.1:  # 2,000 km: draws from 89.9N stay in the north (a latitude wrap modulo 1 sends half to the south pole)
+    if (
+        sigma == 0.1
+    ):  # 2,000 km: draws from 89.9N stay in the north (a latitude wrap modulo 1 sends half to the south pole)
         assert (s_lat[0::4] > 0).float().mean() > 0.999 and (s_lat[1::4] < 0).float().mean() > 0.999
+
 
 @pytest.mark.parametrize("sigma", [0.01, 0.002])
 def test_empirical_spread_matches_sigma(sigma):
@@ -55,9 +57,13 @@ def test_sigma_zero_is_raw_and_group_members_draw_independently():
 def test_training_uses_sampling_but_eval_forward_does_not():
     b, m = 16, 4
     g = torch.Generator().manual_seed(0)
-    batch = {"image": torch.randn(b, m, 16, generator=g), "tag": torch.randn(b, m, 16, generator=g),
-             "lat": torch.rand(b, generator=g) * 100 - 50, "lon": torch.rand(b, generator=g) * 300 - 150,
-             "tag_index": torch.zeros(b, m, dtype=torch.long)}
+    batch = {
+        "image": torch.randn(b, m, 16, generator=g),
+        "tag": torch.randn(b, m, 16, generator=g),
+        "lat": torch.rand(b, generator=g) * 100 - 50,
+        "lon": torch.rand(b, generator=g) * 300 - 150,
+        "tag_index": torch.zeros(b, m, dtype=torch.long),
+    }
     raw, sampled = model_with_sigma(0.0), model_with_sigma(0.5)
     torch.manual_seed(1)
     loss_raw = raw.training_step(batch, 0)

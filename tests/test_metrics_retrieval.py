@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
+import reference_metrics as ref
 import torch
 
-import reference_metrics as ref
 from locsens.metrics.retrieval import (
     DEFAULT_THRESHOLDS_KM,
     LocationQueries,
@@ -56,9 +56,18 @@ def test_location_sensitive_precision_matches_reference(seed, exclude):
     retrieved[::3, 1:] = torch.where(retrieved[::3, 1:] == queries.candidate[::3, None], -1, retrieved[::3, 1:])
     got = location_sensitive_precision(retrieved, queries, cand, DEFAULT_THRESHOLDS_KM, 10, exclude_query_image=exclude)
     sets = [set(int(t) for t in tags) for tags in tag_lists]
-    want = ref.location_precision(retrieved.tolist(), queries.tag.tolist(), queries.lat.tolist(), queries.lon.tolist(),
-                                  sets, list(lat), list(lon), DEFAULT_THRESHOLDS_KM, 10,
-                                  queries.candidate.tolist() if exclude else None)
+    want = ref.location_precision(
+        retrieved.tolist(),
+        queries.tag.tolist(),
+        queries.lat.tolist(),
+        queries.lon.tolist(),
+        sets,
+        list(lat),
+        list(lon),
+        DEFAULT_THRESHOLDS_KM,
+        10,
+        queries.candidate.tolist() if exclude else None,
+    )
     np.testing.assert_allclose(got.numpy(), np.array(want))
     assert got[:, 0].sum() > 0 and got[:, -2].sum() > 0  # the case is not trivially zero
 
@@ -72,8 +81,13 @@ def test_agnostic_precision_matches_reference_and_equals_infinite_threshold(seed
     want = ref.precision(retrieved.tolist(), tags.tolist(), [set(int(t) for t in x) for x in tag_lists], 10)
     np.testing.assert_allclose(got.numpy(), want)
     # the same lists as location queries anywhere on Earth: threshold inf is location-agnostic relevance
-    far = LocationQueries(tags, torch.full((len(tags),), -80.0, dtype=torch.float64), torch.zeros(len(tags), dtype=torch.float64),
-                          torch.zeros(len(tags), dtype=torch.long), torch.zeros(len(tags), dtype=torch.long))
+    far = LocationQueries(
+        tags,
+        torch.full((len(tags),), -80.0, dtype=torch.float64),
+        torch.zeros(len(tags), dtype=torch.float64),
+        torch.zeros(len(tags), dtype=torch.long),
+        torch.zeros(len(tags), dtype=torch.long),
+    )
     ls = location_sensitive_precision(retrieved, far, cand, (math.inf, 1.0), 10)
     np.testing.assert_allclose(ls[:, 0].numpy(), got.numpy())
     assert (ls[:, 1] == 0).all()
@@ -93,7 +107,13 @@ def test_candidate_rows_subset():
     indices = np.array([0, 1, 2, 2, 0, 0])  # row 3 has tag 0 twice: counts once
     cand = RetrievalCandidates.from_csr(indptr, indices, 3, np.zeros(4), np.zeros(4), rows=np.array([1, 3]))
     assert cand.images_per_tag().tolist() == [1, 1, 1]
-    assert cand.carries(torch.tensor([0, 0, 1, 1, -1]), torch.tensor([1, 0, 0, 1, 0])).tolist() == [True, False, True, False, False]
+    assert cand.carries(torch.tensor([0, 0, 1, 1, -1]), torch.tensor([1, 0, 0, 1, 0])).tolist() == [
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
     assert cand.rows.tolist() == [1, 3]
 
 
@@ -102,9 +122,17 @@ def test_candidate_rows_subset():
 def test_upper_bound_matches_reference_in_any_chunking(seed, exclude):
     cand, tag_lists, lat, lon, _ = random_world(seed)
     queries = build_location_queries(cand, min_query_images=3, seed=seed)
-    want = ref.upper_bound(queries.tag.tolist(), queries.lat.tolist(), queries.lon.tolist(),
-                           [set(int(t) for t in x) for x in tag_lists], list(lat), list(lon), DEFAULT_THRESHOLDS_KM, 10,
-                           queries.candidate.tolist() if exclude else None)
+    want = ref.upper_bound(
+        queries.tag.tolist(),
+        queries.lat.tolist(),
+        queries.lon.tolist(),
+        [set(int(t) for t in x) for x in tag_lists],
+        list(lat),
+        list(lon),
+        DEFAULT_THRESHOLDS_KM,
+        10,
+        queries.candidate.tolist() if exclude else None,
+    )
     for chunk in (1, 37, 1 << 22):
         got = location_sensitive_upper_bound(queries, cand, DEFAULT_THRESHOLDS_KM, 10, exclude, chunk_pairs=chunk)
         np.testing.assert_allclose(got.numpy(), np.array(want))
@@ -125,7 +153,12 @@ def test_distance_ranking_reaches_upper_bound_and_bounds_any_ranking():
 
 
 def ref_distances(queries, lat, lon) -> np.ndarray:
-    return np.array([[ref.haversine_km(a, b, c, d) for c, d in zip(lat, lon)] for a, b in zip(queries.lat.tolist(), queries.lon.tolist())])
+    return np.array(
+        [
+            [ref.haversine_km(a, b, c, d) for c, d in zip(lat, lon)]
+            for a, b in zip(queries.lat.tolist(), queries.lon.tolist())
+        ]
+    )
 
 
 def test_negative_and_zero_scores_rank_correctly_for_retrieval():
@@ -141,7 +174,13 @@ def test_no_relevant_item_and_k_larger_than_candidates():
     cand = RetrievalCandidates.from_csr(np.array([0, 1, 2, 3]), np.array([0, 0, 1]), 3, np.zeros(3), np.zeros(3))
     padded = torch.tensor([[0, 1, 2] + [-1] * 7, [2, 0, 1] + [-1] * 7])
     assert precision_at_k(padded, torch.tensor([0, 2]), cand, 10).tolist() == [0.2, 0.0]
-    q = LocationQueries(torch.tensor([0, 2]), torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64), torch.tensor([0, 2]), torch.tensor([0, 2]))
+    q = LocationQueries(
+        torch.tensor([0, 2]),
+        torch.zeros(2, dtype=torch.float64),
+        torch.zeros(2, dtype=torch.float64),
+        torch.tensor([0, 2]),
+        torch.tensor([0, 2]),
+    )
     assert location_sensitive_upper_bound(q, cand, (math.inf, 1.0)).tolist() == [[0.2, 0.2], [0.0, 0.0]]
     assert location_sensitive_upper_bound(q, cand, (math.inf,), exclude_query_image=True).tolist() == [[0.1], [0.0]]
 
@@ -199,7 +238,10 @@ def test_metric_classes_batches_and_ddp_merge_equal_one_call(exclude):
         m.update(retrieved[a : a + 64], queries[a : a + 64])
     assert m.compute() == pytest.approx(want)
     half = len(queries) // 2
-    r0, r1 = LocationSensitivePrecision(cand, exclude_query_image=exclude), LocationSensitivePrecision(cand, exclude_query_image=exclude)
+    r0, r1 = (
+        LocationSensitivePrecision(cand, exclude_query_image=exclude),
+        LocationSensitivePrecision(cand, exclude_query_image=exclude),
+    )
     r0.update(retrieved[:half], queries[:half])
     r1.update(retrieved[half:], queries[half:])
     r0.merge_state(r1)
@@ -210,44 +252,37 @@ def test_metric_classes_batches_and_ddp_merge_equal_one_call(exclude):
     ret = random_retrieved(rng, len(tags), cand.num_candidates, 11)
     src = torch.from_numpy(rng.integers(0, cand.num_candidates, len(tags)))
     one = 100.0 * precision_at_k(ret, tags, cand, 10, src if exclude else None).mean().item()
-    a0, a1 = RetrievalPrecision(cand, exclude_query_image=exclude), RetrievalPrecision(cand, exclude_query_image=exclude)
+    a0, a1 = (
+        RetrievalPrecision(cand, exclude_query_image=exclude),
+        RetrievalPrecision(cand, exclude_query_image=exclude),
+    )
     a0.update(ret[:5], tags[:5], src[:5])
     a1.update(ret[5:], tags[5:], src[5:])
     a0.merge_state(a1)
     assert a0.compute() == pytest.approx(one)
 
 
-def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
+def _ddp_worker(rank: int, out_dir: str) -> None:
     """One of two gloo ranks: each scores its share of the queries; compute() all-reduces the states."""
     import json
 
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
-        cand, _, _, _, rng = random_world(3, c=300)
-        queries = build_location_queries(cand, min_query_images=3, seed=3)
-        retrieved = random_retrieved(rng, len(queries), cand.num_candidates, 11)
-        m = LocationSensitivePrecision(cand, exclude_query_image=True)
-        share = slice(0, 50) if rank == 0 else slice(50, None)
-        m.update(retrieved[share], queries[share])
-        with open(f"{out_dir}/rank{rank}.json", "w") as fh:
-            json.dump(m.compute(), fh)
-    finally:
-        dist.destroy_process_group()
+    cand, _, _, _, rng = random_world(3, c=300)
+    queries = build_location_queries(cand, min_query_images=3, seed=3)
+    retrieved = random_retrieved(rng, len(queries), cand.num_candidates, 11)
+    m = LocationSensitivePrecision(cand, exclude_query_image=True)
+    share = slice(0, 50) if rank == 0 else slice(50, None)
+    m.update(retrieved[share], queries[share])
+    with open(f"{out_dir}/rank{rank}.json", "w") as fh:
+        json.dump(m.compute(), fh)
 
 
 @pytest.mark.slow
 def test_real_two_process_ddp_equals_single_process(tmp_path):
     import json
-    import socket
 
-    import torch.multiprocessing as mp
+    from conftest import gloo_ranks
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    gloo_ranks(_ddp_worker, tmp_path)
     cand, _, _, _, rng = random_world(3, c=300)
     queries = build_location_queries(cand, min_query_images=3, seed=3)
     retrieved = random_retrieved(rng, len(queries), cand.num_candidates, 11)

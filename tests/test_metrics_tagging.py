@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference_metrics as ref
 import torch
 
-import reference_metrics as ref
 from locsens.metrics.tagging import (
     TaggingAccuracy,
     drop_excluded,
@@ -168,35 +168,25 @@ def test_ground_truth_from_csr_and_place_mask():
     assert place_name_mask(["paris", "beach", "france"], ["france", "paris", "europe"]).tolist() == [True, False, True]
 
 
-def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
+def _ddp_worker(rank: int, out_dir: str) -> None:
     """One of two gloo ranks: each updates with its half; compute() all-reduces the declared states."""
     import json
 
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
-        scores, target, exclude = random_case(1, n=90)
-        m = TaggingAccuracy(30, ks=(1, 5, 10), exclude=exclude)
-        half = slice(0, 40) if rank == 0 else slice(40, 90)  # unequal shares
-        m.update(scores[half], target[half])
-        with open(f"{out_dir}/rank{rank}.json", "w") as fh:
-            json.dump(m.compute(), fh)
-    finally:
-        dist.destroy_process_group()
+    scores, target, exclude = random_case(1, n=90)
+    m = TaggingAccuracy(30, ks=(1, 5, 10), exclude=exclude)
+    half = slice(0, 40) if rank == 0 else slice(40, 90)  # unequal shares
+    m.update(scores[half], target[half])
+    with open(f"{out_dir}/rank{rank}.json", "w") as fh:
+        json.dump(m.compute(), fh)
 
 
 @pytest.mark.slow
 def test_real_two_process_ddp_equals_single_process(tmp_path):
     import json
-    import socket
 
-    import torch.multiprocessing as mp
+    from conftest import gloo_ranks
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    gloo_ranks(_ddp_worker, tmp_path)
     scores, target, exclude = random_case(1, n=90)
     want = tagging_accuracy(scores, target, ks=(1, 5, 10), exclude=exclude)
     for rank in (0, 1):

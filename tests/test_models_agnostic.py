@@ -9,7 +9,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose
 from hydra.utils import instantiate
 
 from locsens.data.sampling import sample_draws
@@ -17,7 +17,6 @@ from locsens.models.mcc import draw_target_tags
 from locsens.models.word_vectors import aligned_word_vectors
 from locsens.train import fill_data_dims, train
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 MODELS = ["mlc", "mcc", "her"]
 
 
@@ -30,12 +29,19 @@ def glove_cache(tmp_path_factory) -> Path:
 
 
 def compose_cfg(stores, out_dir, model: str, glove_cache, extra=()):
-    overrides = [f"model={model}", f"data.dataset_path={stores['dataset']}", f"data.features_path={stores['features']}",
-                 f"paths.output_dir={out_dir}", "trainer=debug", "logger=none", "data.batch_size=64", *extra]
+    overrides = [
+        f"model={model}",
+        f"data.dataset_path={stores['dataset']}",
+        f"data.features_path={stores['features']}",
+        f"paths.output_dir={out_dir}",
+        "trainer=debug",
+        "logger=none",
+        "data.batch_size=64",
+        *extra,
+    ]
     if model == "her":
         overrides.append(f"model.cache_dir={glove_cache}")
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return compose("train", overrides=overrides)
 
 
 def build(cfg):
@@ -55,7 +61,13 @@ def test_fast_dev_run_through_train(tiny_stores, tmp_path, model, glove_cache):
 
 
 def test_scheduler_and_adamw_configs_train(tiny_stores, tmp_path, glove_cache):
-    cfg = compose_cfg(tiny_stores, tmp_path, "mcc", glove_cache, ["model/optimizer=adamw", "+model/scheduler=cosine", "trainer.max_epochs=2"])
+    cfg = compose_cfg(
+        tiny_stores,
+        tmp_path,
+        "mcc",
+        glove_cache,
+        ["model/optimizer=adamw", "+model/scheduler=cosine", "trainer.max_epochs=2"],
+    )
     assert np.isfinite(train(cfg)["train/loss"])
 
 
@@ -82,14 +94,20 @@ def test_loss_goes_down_over_real_steps(tiny_stores, tmp_path, model, glove_cach
 def test_mcc_random_target_draws_every_tag_and_reproduces():
     tags = torch.tensor([[3, 9, 9, 4, -1], [7, -1, -1, -1, -1]])
     rows = np.array([10, 11])
-    drawn = torch.stack([draw_target_tags(tags, torch.from_numpy(sample_draws(0, epoch, rows))) for epoch in range(400)])
+    drawn = torch.stack(
+        [draw_target_tags(tags, torch.from_numpy(sample_draws(0, epoch, rows))) for epoch in range(400)]
+    )
     first = drawn[:, 0].tolist()
     assert set(first) == {3, 9, 4}
     assert abs(first.count(9) / 400 - 0.5) < 0.1  # duplicates count: 9 is listed twice
     assert set(drawn[:, 1].tolist()) == {7}
-    again = torch.stack([draw_target_tags(tags, torch.from_numpy(sample_draws(0, epoch, rows))) for epoch in range(400)])
+    again = torch.stack(
+        [draw_target_tags(tags, torch.from_numpy(sample_draws(0, epoch, rows))) for epoch in range(400)]
+    )
     assert torch.equal(drawn, again)
-    other_seed = torch.stack([draw_target_tags(tags, torch.from_numpy(sample_draws(1, epoch, rows))) for epoch in range(400)])
+    other_seed = torch.stack(
+        [draw_target_tags(tags, torch.from_numpy(sample_draws(1, epoch, rows))) for epoch in range(400)]
+    )
     assert not torch.equal(drawn, other_seed)
     # the draw at the edge of [0, 1) still picks the last tag, never the padding
     assert draw_target_tags(tags, torch.tensor([1 - 1e-17, 0.999999])).tolist() == [4, 7]

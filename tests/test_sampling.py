@@ -17,7 +17,9 @@ def test_sampler_reproduces_per_epoch_and_shards_by_rank():
     assert all(np.array_equal(a, b) for a, b in zip(first, positions(s)))
     s.set_epoch(1)
     assert not np.array_equal(np.concatenate(first), np.concatenate(positions(s)))
-    shards = [np.concatenate(positions(EpochBatchSampler(103, 10, True, 5, True, rank=r, world_size=2))) for r in (0, 1)]
+    shards = [
+        np.concatenate(positions(EpochBatchSampler(103, 10, True, 5, True, rank=r, world_size=2))) for r in (0, 1)
+    ]
     assert len(shards[0]) == len(shards[1]) == 50 and not set(shards[0]) & set(shards[1])
     evaluation = EpochBatchSampler(20, 7, shuffle=False, seed=5, drop_last=False)
     evaluation.set_epoch(4)
@@ -36,8 +38,13 @@ def test_sample_draws_are_a_function_of_seed_epoch_and_row():
 
 @pytest.mark.parametrize("n,world", [(103, 2), (100, 2), (103, 3), (5, 4), (2048, 3)])
 def test_evaluation_shards_cover_every_item_exactly_once(n, world):
-    shards = [np.concatenate(positions(EpochBatchSampler(n, 7, shuffle=False, seed=0, drop_last=False, rank=r, world_size=world))
-                             or [np.zeros(0, np.int64)]) for r in range(world)]
+    shards = [
+        np.concatenate(
+            positions(EpochBatchSampler(n, 7, shuffle=False, seed=0, drop_last=False, rank=r, world_size=world))
+            or [np.zeros(0, np.int64)]
+        )
+        for r in range(world)
+    ]
     assert sorted(np.concatenate(shards).tolist()) == list(range(n))  # none dropped, none duplicated
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
     for r, shard in enumerate(shards):

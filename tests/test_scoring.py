@@ -13,10 +13,10 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import build_locsens
 from torch import nn
 
 import locsens.scoring as scoring
-from conftest import build_locsens
 from locsens.scoring import PreparedImages, ScoringEngine
 
 E, BRANCH = 24, 16
@@ -26,8 +26,16 @@ FUSIONS = ("concat300", "raw2d", "zeroed", "dropout")
 def model_for(fusion: str = "concat300", hidden=(64, 32), groups: int = 8, seed: int = 0, *overrides):
     """The project's LocSens from the real config, small, with PyTorch's init and a non-trivial GroupNorm
     affine (as after training), so every block of the scorer's input matters."""
-    model = build_locsens(f"model/fusion={fusion}", "model.init=torch", *overrides, embed_dim=E, width=BRANCH, hidden=hidden,
-                          groups=groups, seed=seed)
+    model = build_locsens(
+        f"model/fusion={fusion}",
+        "model.init=torch",
+        *overrides,
+        embed_dim=E,
+        width=BRANCH,
+        hidden=hidden,
+        groups=groups,
+        seed=seed,
+    )
     with torch.no_grad():
         for m in model.scorer.layers:
             if isinstance(m, nn.GroupNorm):
@@ -38,21 +46,33 @@ def model_for(fusion: str = "concat300", hidden=(64, 32), groups: int = 8, seed:
 
 def inputs(b: int, n: int, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(b, E, generator=g), torch.randn(n, E, generator=g),
-            torch.rand(b, generator=g) * 180 - 90, torch.rand(b, generator=g) * 360 - 180)
+    return (
+        torch.randn(b, E, generator=g),
+        torch.randn(n, E, generator=g),
+        torch.rand(b, generator=g) * 180 - 90,
+        torch.rand(b, generator=g) * 360 - 180,
+    )
 
 
 def naive_tag_scores(model, images, vocab, lat, lon):
     """The original's method: repeat each query once per tag and run the whole forward."""
     with torch.no_grad():
-        return torch.stack([model(images[i].expand(len(vocab), -1), vocab, lat[i].expand(len(vocab)), lon[i].expand(len(vocab)))
-                            for i in range(len(images))])
+        return torch.stack(
+            [
+                model(images[i].expand(len(vocab), -1), vocab, lat[i].expand(len(vocab)), lon[i].expand(len(vocab)))
+                for i in range(len(images))
+            ]
+        )
 
 
 def naive_image_scores(model, tags, cands, lat, lon):
     with torch.no_grad():
-        return torch.stack([model(cands, tags[i].expand(len(cands), -1), lat[i].expand(len(cands)), lon[i].expand(len(cands)))
-                            for i in range(len(tags))])
+        return torch.stack(
+            [
+                model(cands, tags[i].expand(len(cands), -1), lat[i].expand(len(cands)), lon[i].expand(len(cands)))
+                for i in range(len(tags))
+            ]
+        )
 
 
 def assert_close_scores(got, want):
@@ -99,7 +119,9 @@ def test_score_images_equals_forward(fusion):
     # queries given as vocabulary ids, and the batched evaluation helper
     engine.set_vocabulary(tags)
     assert_close_scores(engine.score_images(torch.arange(6).flip(0), lat.flip(0), lon.flip(0), prepared), want.flip(0))
-    r_vals, r_ids = engine.score_images(tags[:4], lat[:4], lon[:4], prepared, k=11)  # other batch shapes: equal to rounding
+    r_vals, r_ids = engine.score_images(
+        tags[:4], lat[:4], lon[:4], prepared, k=11
+    )  # other batch shapes: equal to rounding
     assert_close_scores(r_vals, vals[:4])
     assert_close_scores(want[:4].gather(1, r_ids), vals[:4])
 
@@ -211,14 +233,31 @@ def test_every_composition_of_parts():
     """The engine on every fusion, several location encoders, products and skip, against the forward."""
     images, vocab, lat, lon = inputs(4, 23, seed=10)
     for fusion, encoder, products, skip in [
-        ("concat300", "latlon", False, False), ("raw2d", "latlon", False, False), ("raw2d", "sphere_multiscale", False, False),
-        ("zeroed", "wrap", False, False), ("dropout", "wrap", False, False), ("concat300", "latlon", True, False),
-        ("concat300", "multiresolution_grid", True, True), ("raw2d", "wrap", True, False), ("zeroed", "latlon", True, True),
+        ("concat300", "latlon", False, False),
+        ("raw2d", "latlon", False, False),
+        ("raw2d", "sphere_multiscale", False, False),
+        ("zeroed", "wrap", False, False),
+        ("dropout", "wrap", False, False),
+        ("concat300", "latlon", True, False),
+        ("concat300", "multiresolution_grid", True, True),
+        ("raw2d", "wrap", True, False),
+        ("zeroed", "latlon", True, True),
         ("concat300", "latlon", False, True),
     ]:
-        extra = {"sphere_multiscale": ["model.location_encoder.num_scales=4"], "multiresolution_grid": ["model.location_encoder.num_levels=4"]}
-        model = model_for(fusion, (32, 16), 8, 0, f"model/location_encoder={encoder}", *extra.get(encoder, []),
-                          f"model.scorer.pairwise_products={products}", f"model.scorer.similarity_skip={skip}")
+        extra = {
+            "sphere_multiscale": ["model.location_encoder.num_scales=4"],
+            "multiresolution_grid": ["model.location_encoder.num_levels=4"],
+        }
+        model = model_for(
+            fusion,
+            (32, 16),
+            8,
+            0,
+            f"model/location_encoder={encoder}",
+            *extra.get(encoder, []),
+            f"model.scorer.pairwise_products={products}",
+            f"model.scorer.similarity_skip={skip}",
+        )
         if skip:
             with torch.no_grad():
                 model.scorer.skip.fill_(0.7)
@@ -230,7 +269,9 @@ def test_every_composition_of_parts():
         engine = ScoringEngine(model, dtype="fp32", chunk_pairs=19, tag_embeddings=vocab)
         want = naive_tag_scores(model, images, vocab, lat, lon)
         assert_close_scores(engine.score_tags(images, lat, lon), want)
-        assert_close_scores(engine.score_images(vocab[:4], lat, lon, images), naive_image_scores(model, vocab[:4], images, lat, lon))
+        assert_close_scores(
+            engine.score_images(vocab[:4], lat, lon, images), naive_image_scores(model, vocab[:4], images, lat, lon)
+        )
         if products or skip:  # the int8 shortlist is rescored in fp32 with the interaction and skip terms too
             vals, ids = ScoringEngine(model, dtype="int8", tag_embeddings=vocab).score_tags(images, lat, lon, k=5)
             assert_close_scores(vals, want.gather(1, ids))

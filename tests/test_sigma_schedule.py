@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import lightning as L
 import pytest
 import torch
@@ -33,7 +31,7 @@ def test_shapes_of_the_paths():
     exp = SigmaSchedule("exponential", 1.0, 0.01)
     assert exp.sigma_at(2, 5) == pytest.approx(0.1)  # geometric midpoint of 1 and 0.01
     exp0 = SigmaSchedule("exponential", 1.0, 0.0, sigma_floor=0.01)
-    assert exp0.sigma_at(3, 5) == pytest.approx(0.01 ** 0.75) and exp0.sigma_at(4, 5) == 0.0
+    assert exp0.sigma_at(3, 5) == pytest.approx(0.01**0.75) and exp0.sigma_at(4, 5) == 0.0
     step = SigmaSchedule("step", 1.0, 0.001, num_steps=4)
     assert [round(step.sigma_at(u, 8), 6) for u in range(8)] == [1.0, 1.0, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
     lin_step = SigmaSchedule("step", 1.0, 0.0, num_steps=2, step_spacing="linear")
@@ -71,8 +69,15 @@ class SigmaProbe(L.LightningModule):
 def fit(schedule: SigmaSchedule, epochs: int, batches: int) -> SigmaProbe:
     model = SigmaProbe()
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(batches, 1)), batch_size=1)
-    trainer = L.Trainer(max_epochs=epochs, callbacks=[schedule], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        callbacks=[schedule],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(model, data)
     model.logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
     return model

@@ -29,8 +29,18 @@ def small_dataset(n: int = 7, seed: int = 0) -> dict:
         lon=rng.uniform(-180, 180, n),
         tags_indptr=np.concatenate([[0], np.cumsum(lengths)]),
         tags_indices=rng.integers(0, 5, int(lengths.sum())),
-        places={"town": ["Paris", "Lyon"], "region": ["Ile-de-France", "Auvergne-Rhone-Alpes"], "country": ["France"], "continent": ["Europe"]},
-        place_index={"town": rng.integers(0, 2, n), "region": rng.integers(0, 2, n), "country": np.zeros(n), "continent": np.zeros(n)},
+        places={
+            "town": ["Paris", "Lyon"],
+            "region": ["Ile-de-France", "Auvergne-Rhone-Alpes"],
+            "country": ["France"],
+            "continent": ["Europe"],
+        },
+        place_index={
+            "town": rng.integers(0, 2, n),
+            "region": rng.integers(0, 2, n),
+            "country": np.zeros(n),
+            "continent": np.zeros(n),
+        },
         place_names=["auvergne-rhone-alpes", "europe", "france", "ile-de-france", "lyon", "paris"],
         split=rng.integers(0, 3, n),
         vocab=["beach", "été", "cat", "sea", "dog"],
@@ -59,7 +69,9 @@ def test_round_trip(tmp_path):
     assert json.loads(s.attrs["n_dropped"]) == {"video": 2, "untagged": 5}
     assert json.loads(s.attrs["ingest_config"]) == {"seed": 0}
     row = 3
-    np.testing.assert_array_equal(s.tags_of(row), data["tags_indices"][data["tags_indptr"][row] : data["tags_indptr"][row + 1]])
+    np.testing.assert_array_equal(
+        s.tags_of(row), data["tags_indices"][data["tags_indptr"][row] : data["tags_indptr"][row + 1]]
+    )
     assert sorted(np.concatenate([s.split_rows(x) for x in ("train", "val", "test")]).tolist()) == list(range(7))
 
 
@@ -79,7 +91,10 @@ def _replace(name, values):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda f: f.attrs.__setitem__("schema", "locsens.features"), "attribute 'schema' is 'locsens.features', expected 'locsens.dataset'"),
+        (
+            lambda f: f.attrs.__setitem__("schema", "locsens.features"),
+            "attribute 'schema' is 'locsens.features', expected 'locsens.dataset'",
+        ),
         (lambda f: f.attrs.__setitem__("schema_version", SCHEMA_VERSION + 1), f"schema_version {SCHEMA_VERSION + 1}"),
         (_replace("tags_indptr", np.array([0, 1, 3, 2, 4, 5, 6, 99])), "tags_indptr is not a valid CSR pointer"),
         (_replace("tags_indices", np.array([0, 1, 2, 3, 9] + [0] * 20)[:14]), "outside the vocabulary"),

@@ -40,8 +40,10 @@ def test_padded_and_from_padded_round_trip():
     out = padded(indptr, indices, np.array([2, 0, 1, 3]))
     assert out.tolist() == [[7, 7, 0], [4, 1, -1], [-1, -1, -1], [3, -1, -1]]
     sets = TagSets.from_padded(out, num_tags=8)
-    assert np.array_equal(sets.contains(np.repeat(np.arange(4), 8), np.tile(np.arange(8), 4)).reshape(4, 8),
-                          dense(indptr, indices, 8, [2, 0, 1, 3]))
+    assert np.array_equal(
+        sets.contains(np.repeat(np.arange(4), 8), np.tile(np.arange(8), 4)).reshape(4, 8),
+        dense(indptr, indices, 8, [2, 0, 1, 3]),
+    )
 
 
 def test_counts_of_pairs():

@@ -7,24 +7,24 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from hydra import compose, initialize_config_dir
+from conftest import ROOT, compose
 from hydra.utils import get_class
 
 from locsens.train import train
-
-ROOT = Path(__file__).resolve().parents[1]
-CONF = str(ROOT / "conf")
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def compose_cfg(stores, out_dir, extra=()):
-    overrides = [f"data.dataset_path={stores['dataset']}", f"data.features_path={stores['features']}",
-                 f"paths.output_dir={out_dir}", "trainer=debug", "data.batch_size=64", *extra]
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("train", overrides=overrides)
+    overrides = [
+        f"data.dataset_path={stores['dataset']}",
+        f"data.features_path={stores['features']}",
+        f"paths.output_dir={out_dir}",
+        "trainer=debug",
+        "data.batch_size=64",
+        *extra,
+    ]
+    return compose("train", overrides=overrides)
 
 
 def test_train_writes_the_run_directory(tiny_stores, tmp_path):
@@ -52,8 +52,7 @@ def test_train_is_deterministic_under_a_seed(tiny_stores, tmp_path):
 
 @pytest.mark.parametrize("name", ["mlc", "mcc", "her"])
 def test_experiment_configs_compose(name):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={name}"])
+    cfg = compose("train", overrides=[f"experiment={name}"])
     assert get_class(cfg.model._target_).__name__.lower() == name
     assert cfg.task_name == name
     assert cfg.data.dataset_path.endswith("demo/dataset.h5")
@@ -62,10 +61,23 @@ def test_experiment_configs_compose(name):
 
 @pytest.mark.slow  # a fresh interpreter importing torch + lightning: ~30 s on the busy 2-core machine
 def test_train_py_entry_point(tiny_stores, tmp_path):
-    run = subprocess.run([sys.executable, str(ROOT / "train.py"), f"data.dataset_path={tiny_stores['dataset']}",
-                          f"data.features_path={tiny_stores['features']}", "trainer=debug", "+trainer.fast_dev_run=true",
-                          "logger=none", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            f"data.dataset_path={tiny_stores['dataset']}",
+            f"data.features_path={tiny_stores['features']}",
+            "trainer=debug",
+            "+trainer.fast_dev_run=true",
+            "logger=none",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / ".hydra" / "overrides.yaml").exists()
     assert (tmp_path / "metrics.json").exists() and (tmp_path / "git_commit.txt").exists()

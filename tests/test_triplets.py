@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import write_tiny_embeddings
 
 from locsens.data import store
 from locsens.data.triplets import TripletDataModule
-from conftest import write_tiny_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +24,24 @@ def epoch_batches(triplets, epoch: int, rank: int = 0, world_size: int = 1):
 
 
 def make_dm(tiny_stores, embeddings_path, **kw) -> TripletDataModule:
-    args = dict(dataset_path=tiny_stores["dataset"], embeddings_path=embeddings_path, batch_size=64, num_negatives=6, seed=3)
+    args = dict(
+        dataset_path=tiny_stores["dataset"], embeddings_path=embeddings_path, batch_size=64, num_negatives=6, seed=3
+    )
     args.update(kw)
     dm = TripletDataModule(**args)
     dm.setup("fit")
     return dm
 
 
-@pytest.mark.parametrize("mode, power, loc_swap", [("retrieval", 0.0, 0.0), ("tagging", 0.0, 0.0), ("tagging", 0.75, 0.0), ("tagging", 0.0, 0.3)])
+@pytest.mark.parametrize(
+    "mode, power, loc_swap",
+    [("retrieval", 0.0, 0.0), ("tagging", 0.0, 0.0), ("tagging", 0.75, 0.0), ("tagging", 0.0, 0.3)],
+)
 def test_negatives_never_carry_the_positive_tag(tiny_stores, embeddings_path, mode, power, loc_swap):
     """Image / tag swaps never carry the tag; location swaps (loc_swap > 0) keep image and tag and move."""
-    dm = make_dm(tiny_stores, embeddings_path, negative_mode=mode, tag_negative_power=power, location_swap_prob=loc_swap)
+    dm = make_dm(
+        tiny_stores, embeddings_path, negative_mode=mode, tag_negative_power=power, location_swap_prob=loc_swap
+    )
     ds = dm.dataset
     train_rows = set(dm.train_triplets.rows.tolist())
     n_swapped_tag = n_swapped_img = n_moved = n_neg = n_elsewhere = 0
@@ -110,9 +117,13 @@ def test_batches_reproducible_and_epochs_differ(tiny_stores, embeddings_path):
     for epoch, index in [(0, 0), (1, 2)]:
         for name, value in epoch_batches(a.train_triplets, epoch)[index].items():
             assert torch.equal(value, epoch_batches(b.train_triplets, epoch)[index][name]), name
-    assert not torch.equal(epoch_batches(a.train_triplets, 0)[0]["image_index"], epoch_batches(a.train_triplets, 1)[0]["image_index"])
+    assert not torch.equal(
+        epoch_batches(a.train_triplets, 0)[0]["image_index"], epoch_batches(a.train_triplets, 1)[0]["image_index"]
+    )
     c = make_dm(tiny_stores, embeddings_path, negative_mode="tagging", seed=4)
-    assert not torch.equal(epoch_batches(a.train_triplets, 0)[0]["image_index"], epoch_batches(c.train_triplets, 0)[0]["image_index"])
+    assert not torch.equal(
+        epoch_batches(a.train_triplets, 0)[0]["image_index"], epoch_batches(c.train_triplets, 0)[0]["image_index"]
+    )
 
 
 def test_rank_batches_together_are_the_one_process_batch(tiny_stores, embeddings_path):
@@ -137,7 +148,10 @@ def test_loader_sets_epoch_and_val_is_fixed(tiny_stores, embeddings_path):
     assert not torch.equal(first, next(iter(loader))["image_index"])
     val, tagging = dm.val_dataloader()
     val.sampler.set_epoch(5)  # Lightning may call it; val triplets stay the same draw
-    assert torch.equal(next(iter(val))["image_index"], dm.val_triplets[next(iter(dm.val_triplets.sampler(False, False)))]["image_index"])
+    assert torch.equal(
+        next(iter(val))["image_index"],
+        dm.val_triplets[next(iter(dm.val_triplets.sampler(False, False)))]["image_index"],
+    )
     batch = next(iter(tagging))
     n = dm.hparams.val_batch_size
     assert batch["image"].shape == (n, 300) and batch["target"].shape[0] == n
@@ -152,8 +166,16 @@ def test_loader_sets_epoch_and_val_is_fixed(tiny_stores, embeddings_path):
 
 def test_mismatched_embeddings_fail_clearly(tiny_stores, tmp_path):
     ds = store.DatasetStore(tiny_stores["dataset"])
-    path = store.write_embedding_store(tmp_path / "bad.h5", photo_id=ds.photo_id[::-1], image=np.zeros((len(ds), 8)), tag=np.zeros((ds.num_tags, 8)),
-                                       vocab=ds.vocab, model="x", checkpoint_sha256="x", similarity="cosine")
+    path = store.write_embedding_store(
+        tmp_path / "bad.h5",
+        photo_id=ds.photo_id[::-1],
+        image=np.zeros((len(ds), 8)),
+        tag=np.zeros((ds.num_tags, 8)),
+        vocab=ds.vocab,
+        model="x",
+        checkpoint_sha256="x",
+        similarity="cosine",
+    )
     with pytest.raises(store.StoreError, match="photo ids do not match"):
         make_dm(tiny_stores, path)
     with pytest.raises(ValueError, match="negative_mode"):

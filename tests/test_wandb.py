@@ -5,16 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-
-from locsens.eval.pipeline import evaluate
+from conftest import compose
 from wandb_offline import read_offline_run
 
+from locsens.eval.pipeline import evaluate
 from locsens.tracking import wandb_credentials_configured, wandb_logger
 from locsens.train import train
-
-ROOT = Path(__file__).resolve().parents[1]
-CONF = str(ROOT / "conf")
 
 
 @pytest.fixture
@@ -66,10 +62,20 @@ def test_offline_unless_credentials_are_configured(no_credentials, monkeypatch):
 def test_train_logs_config_and_curves_to_an_offline_run(tiny_stores, tmp_path, no_credentials):
     torch.set_num_threads(1)
     out = tmp_path / "run"
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("train", overrides=[f"data.dataset_path={tiny_stores['dataset']}", f"data.features_path={tiny_stores['features']}",
-                                          f"paths.output_dir={out}", "trainer=debug", "trainer.max_epochs=2", "data.batch_size=64",
-                                          "logger=wandb", "logger.wandb.project=locsens-test", "task_name=wandb_test"])
+    cfg = compose(
+        "train",
+        overrides=[
+            f"data.dataset_path={tiny_stores['dataset']}",
+            f"data.features_path={tiny_stores['features']}",
+            f"paths.output_dir={out}",
+            "trainer=debug",
+            "trainer.max_epochs=2",
+            "data.batch_size=64",
+            "logger=wandb",
+            "logger.wandb.project=locsens-test",
+            "task_name=wandb_test",
+        ],
+    )
     metrics = train(cfg)
     run, _ = read_single_run(out)
 
@@ -90,6 +96,7 @@ def test_train_logs_config_and_curves_to_an_offline_run(tiny_stores, tmp_path, n
 
 def metrics_num_tags(stores) -> int:
     from locsens.data.store import DatasetStore
+
     return DatasetStore(stores["dataset"]).num_tags
 
 
@@ -98,11 +105,20 @@ def test_evaluate_logs_tables_figures_and_scalars(tiny_stores, tmp_path, no_cred
 
     out = tmp_path / "eval"
     emb = write_tiny_embeddings(tiny_stores, tmp_path / "mcc.h5", dim=16)  # a stand-in MCC export: retrieval figures
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("evaluate", overrides=[
-            f"dataset_path={tiny_stores['dataset']}", f"output_dir={out}", "methods.mlc=null", "methods.her=null",
-            f"methods.mcc.embeddings_path={emb}", "retrieval.min_query_images=3", "retrieval.max_queries=50",
-            "wandb.enabled=true", "wandb.project=locsens-test"])
+    cfg = compose(
+        "evaluate",
+        overrides=[
+            f"dataset_path={tiny_stores['dataset']}",
+            f"output_dir={out}",
+            "methods.mlc=null",
+            "methods.her=null",
+            f"methods.mcc.embeddings_path={emb}",
+            "retrieval.min_query_images=3",
+            "retrieval.max_queries=50",
+            "wandb.enabled=true",
+            "wandb.project=locsens-test",
+        ],
+    )
     results = evaluate(cfg)
     run, run_file = read_single_run(out)
     logged = {k: v for row in run["history"] for k, v in row.items()}
@@ -130,12 +146,25 @@ def test_the_sigma_schedule_reaches_wandb(tiny_stores, tmp_path, no_credentials)
     torch.set_num_threads(1)
     emb = write_tiny_embeddings(tiny_stores, tmp_path / "mcc.h5", dim=16)
     out = tmp_path / "run"
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "experiment=locsens_sigma", f"data.dataset_path={tiny_stores['dataset']}", f"data.embeddings_path={emb}",
-            f"paths.output_dir={out}", "trainer=debug", "trainer.max_epochs=3", "trainer.limit_train_batches=2",
-            "data.batch_size=32", "data.val_tagging_images=40", "data.val_retrieval_queries=10", "model.scorer.hidden=[32,32]",
-            "model.image_branch.out_dim=32", "model.tag_branch.out_dim=32", "logger=wandb"])
+    cfg = compose(
+        "train",
+        overrides=[
+            "experiment=locsens_sigma",
+            f"data.dataset_path={tiny_stores['dataset']}",
+            f"data.embeddings_path={emb}",
+            f"paths.output_dir={out}",
+            "trainer=debug",
+            "trainer.max_epochs=3",
+            "trainer.limit_train_batches=2",
+            "data.batch_size=32",
+            "data.val_tagging_images=40",
+            "data.val_retrieval_queries=10",
+            "model.scorer.hidden=[32,32]",
+            "model.image_branch.out_dim=32",
+            "model.tag_branch.out_dim=32",
+            "logger=wandb",
+        ],
+    )
     train(cfg)
     run, _ = read_single_run(out)
     sigma = [(r["epoch"], r["sigma"], r["sigma_km"]) for r in run["history"] if "sigma" in r]

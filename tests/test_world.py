@@ -14,8 +14,15 @@ import pytest
 from locsens.data import world_concepts as wc
 from locsens.data.store import FeatureStore, validate_feature_store
 from locsens.data.tags import normalise_tag, split_user_tags
-from locsens.data.world import (CONCEPT_NAMES, WorldParams, concept_affinity, concept_prototypes, concept_word_vectors,
-                                generate_world, load_cities)
+from locsens.data.world import (
+    CONCEPT_NAMES,
+    WorldParams,
+    concept_affinity,
+    concept_prototypes,
+    concept_word_vectors,
+    generate_world,
+    load_cities,
+)
 
 REAL_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "yfcc100m_dataset_1k.tsv"
 
@@ -27,13 +34,13 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rows(world):
-    with open(world.tsv, encoding="utf-8") as fh:
+    with open(world.tsv_path, encoding="utf-8") as fh:
         return [line.rstrip("\n").split("\t") for line in fh]
 
 
 @pytest.fixture(scope="module")
 def truth(world):
-    return json.loads(world.ground_truth.read_text(encoding="utf-8"))
+    return json.loads(world.ground_truth_path.read_text(encoding="utf-8"))
 
 
 def _sha(path: Path) -> str:
@@ -54,7 +61,7 @@ def _continent_of(rows, truth):
 def test_same_seed_same_bytes_different_seed_different(world, tmp_path):
     again = generate_world(tmp_path / "again", "tiny", seed=0)
     other = generate_world(tmp_path / "other", "tiny", seed=1)
-    for name in ("tsv", "features", "ground_truth"):
+    for name in ("tsv_path", "features_path", "ground_truth_path"):
         assert _sha(getattr(again, name)) == _sha(getattr(world, name)), name
         assert _sha(getattr(other, name)) != _sha(getattr(world, name)), name
 
@@ -109,10 +116,10 @@ def test_tsv_contains_the_noise_ingestion_must_handle(rows):
 
 
 def test_feature_store_keyed_by_photo_id_one_row_per_line(world, rows):
-    validate_feature_store(world.features)
-    fs = FeatureStore(world.features)
+    validate_feature_store(world.features_path)
+    fs = FeatureStore(world.features_path)
     feats = fs.read_all()
-    with __import__("h5py").File(world.features, "r") as f:
+    with __import__("h5py").File(world.features_path, "r") as f:
         ids = f["photo_id"][:]
         assert f.attrs["extractor"] == "simulated-world-v2" and int(f.attrs["dim"]) == 512
     assert feats.shape == (len(rows), 512) and feats.dtype == np.float32
@@ -121,8 +128,8 @@ def test_feature_store_keyed_by_photo_id_one_row_per_line(world, rows):
 
 
 def test_no_single_feature_dimension_reveals_a_tag_but_features_carry_signal(world, rows):
-    fs = FeatureStore(world.features)
-    with __import__("h5py").File(world.features, "r") as f:
+    fs = FeatureStore(world.features_path)
+    with __import__("h5py").File(world.features_path, "r") as f:
         row_of = {int(p): i for i, p in enumerate(f["photo_id"][:])}
     x = fs.read_all()[[row_of[int(r[1])] for r in rows]].astype(np.float64)
     norm = [set(filter(None, map(normalise_tag, split_user_tags(r[10])))) for r in rows]
@@ -155,8 +162,12 @@ def test_prototypes_follow_word_meaning_and_look_alikes_stay_confusable():
         return unit @ unit.T
 
     cos = cosines(WorldParams().semantic_share)
-    for a, close, far in (("cat", "dog", "bridge"), ("pizza", "pasta", "mountain"), ("train", "bus", "flower"),
-                          ("river", "waterfall", "cake")):
+    for a, close, far in (
+        ("cat", "dog", "bridge"),
+        ("pizza", "pasta", "mountain"),
+        ("train", "bus", "flower"),
+        ("river", "waterfall", "cake"),
+    ):
         assert cos[index[a], index[close]] > cos[index[a], index[far]] + 0.2, (a, close, far)
     follows = np.corrcoef((words @ words.T)[upper], cos[upper])[0, 1]
     assert follows > 0.6, f"prototype similarity follows word similarity only r = {follows:.2f}"
@@ -182,11 +193,18 @@ def test_place_names_and_their_share(rows, truth):
 
 def test_ground_truth_sheet_is_complete(truth):
     assert truth["simulated"] is True and "not YFCC100M" in truth["note"]
-    assert truth["seed"] == 0 and truth["size"] == "tiny" and truth["params"] == json.loads(json.dumps(WorldParams().__dict__))
+    assert (
+        truth["seed"] == 0
+        and truth["size"] == "tiny"
+        and truth["params"] == json.loads(json.dumps(WorldParams().__dict__))
+    )
     assert len(CONCEPT_NAMES) >= 300 and all(re.fullmatch(r"[a-z]+", n) for n in CONCEPT_NAMES)
     assert {"cat", "tomato", "dog", "car", "food"} <= set(truth["location_invariant"])
-    assert truth["local_variants"]["carretera"][0] == {"means": "road", "language": "es",
-                                                       "home_countries": truth["local_variants"]["carretera"][0]["home_countries"]}
+    assert truth["local_variants"]["carretera"][0] == {
+        "means": "road",
+        "language": "es",
+        "home_countries": truth["local_variants"]["carretera"][0]["home_countries"],
+    }
     assert "ES" in truth["local_variants"]["carretera"][0]["home_countries"]
     assert ["beach", "bullring", "desert"] in truth["look_alike_groups"].values()
     assert {"bridge", "temple"} <= set(truth["regional_appearance"])
@@ -240,8 +258,14 @@ def test_ingestion_of_the_world(world, tmp_path, truth):
     ingest = pytest.importorskip("locsens.data.ingest")
     import h5py
 
-    report = ingest.ingest(world.tsv, tmp_path / "dataset.h5", drop_top=10, split={"test": 0.1, "val": 0.1},
-                           print_report=False, progress=False)
+    report = ingest.ingest(
+        world.tsv_path,
+        tmp_path / "dataset.h5",
+        drop_top=10,
+        split={"test": 0.1, "val": 0.1},
+        print_report=False,
+        progress=False,
+    )
     assert 0.7 < report.kept / report.lines < 0.9
     for reason in ("video", "untagged", "not_geotagged", "null_island"):
         assert report.reasons[reason] > 0, reason

@@ -6,9 +6,10 @@ import csv
 from pathlib import Path
 
 import pytest
+from conftest import read_yfcc
 
 from locsens.data.tags import normalise_tags
-from locsens.data.yfcc import DROP_REASONS, KEPT, MALFORMED_REASONS, YfccFormatError, YfccReader, read_yfcc
+from locsens.data.yfcc import DROP_REASONS, KEPT, MALFORMED_REASONS, YfccFormatError, YfccReader
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "yfcc100m_dataset_1k.tsv"
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bad_lines.tsv"
@@ -52,7 +53,7 @@ def test_sample_counts_match_its_readme(sample):
     assert (stats.tagged, stats.geotagged, stats.tagged_and_geotagged, stats.videos) == (590, 141, 111, 3)
     # exclusive buckets: videos first, then untagged, then not geotagged
     assert stats.reasons["video"] == 3
-    assert stats.malformed == 0
+    assert sum(stats.reasons[r] for r in MALFORMED_REASONS) == 0
     assert sum(stats.reasons.values()) == 1000
     assert stats.kept == len(photos)
     # no video in the sample is both tagged and geotagged, and none is out of range / (0, 0)

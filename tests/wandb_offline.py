@@ -59,12 +59,14 @@ def read_offline_run(path: str | Path) -> dict[str, Any]:
     for record in read_run_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "history":
-            history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item})
+            history.append(
+                {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            )
         elif kind in ("config", "run"):  # the initial config travels in the run record, updates as config records
             update = record.config.update if kind == "config" else record.run.config.update
             config.update({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in update})
         elif kind == "summary":
-            summary.update({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.summary.update})
+            summary.update(
+                {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.summary.update}
+            )
     return {"history": history, "config": config, "summary": summary}
-
-

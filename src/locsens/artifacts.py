@@ -68,10 +68,14 @@ def require_made_from(artefact: str, recorded: dict | None, role: str, actual: d
     recorded = recorded or {}
     key = "id" if "id" in actual else "sha256"
     if not recorded.get(key):
-        raise LineageError(f"{artefact} does not record which {role} it was made from (made by an older locsens?); {fix}")
+        raise LineageError(
+            f"{artefact} does not record which {role} it was made from (made by an older locsens?); {fix}"
+        )
     if recorded[key] != actual[key]:
-        raise LineageError(f"{artefact} was made from {role} {short(recorded[key])} ({recorded.get('path')}), but the "
-                           f"{role} given is {short(actual[key])} ({actual['path']}); {fix}")
+        raise LineageError(
+            f"{artefact} was made from {role} {short(recorded[key])} ({recorded.get('path')}), but the "
+            f"{role} given is {short(actual[key])} ({actual['path']}); {fix}"
+        )
 
 
 def is_export_of(embeddings_path: str | Path, checkpoint: str | Path) -> bool:
@@ -92,7 +96,7 @@ class WorldLayout:
     root: Path
 
     @classmethod
-    def of(cls, data_dir: str | Path, world: str) -> "WorldLayout":
+    def of(cls, data_dir: str | Path, world: str) -> WorldLayout:
         return cls(Path(data_dir) / str(world))
 
     @property
@@ -166,16 +170,26 @@ class RunLayout:
     def metrics(self) -> dict:
         """``metrics.json`` of a finished run; a run still training (or killed) has none: refused."""
         if not self.metrics_path.is_file():
-            state = f"its last checkpoint is {self.last_checkpoint}" if self.last_checkpoint.exists() else "it has no checkpoint"
-            raise FileNotFoundError(f"run {self.path}: no metrics.json, so its training has not finished ({state}); "
-                                    f"finish it (`python train.py ... ckpt_path={self.path}`) before evaluating it")
+            state = (
+                f"its last checkpoint is {self.last_checkpoint}"
+                if self.last_checkpoint.exists()
+                else "it has no checkpoint"
+            )
+            raise FileNotFoundError(
+                f"run {self.path}: no metrics.json, so its training has not finished ({state}); "
+                f"finish it (`python train.py ... ckpt_path={self.path}`) before evaluating it"
+            )
         try:
             metrics = json.loads(self.metrics_path.read_text())
         except (OSError, ValueError) as e:
-            raise ValueError(f"run {self.path}: {self.metrics_path.name} is unreadable ({e}); rerun or resume the training") from None
+            raise ValueError(
+                f"run {self.path}: {self.metrics_path.name} is unreadable ({e}); rerun or resume the training"
+            ) from None
         if metrics.get("status") != "finished":
-            raise ValueError(f"run {self.path}: status {metrics.get('status')!r} in metrics.json, not a finished training "
-                             "(a fast_dev_run saves no checkpoint)")
+            raise ValueError(
+                f"run {self.path}: status {metrics.get('status')!r} in metrics.json, not a finished training "
+                "(a fast_dev_run saves no checkpoint)"
+            )
         return metrics
 
     def best_checkpoint(self) -> Path:
@@ -195,7 +209,9 @@ class RunLayout:
         and what the sweep changed."""
         if not self.path.name.isdigit():
             return self.path.name
-        tail = ",".join(o for o in self.overrides() if not o.startswith(("paths.", "world=", "trainer", "logger", "hydra")))
+        tail = ",".join(
+            o for o in self.overrides() if not o.startswith(("paths.", "world=", "trainer", "logger", "hydra"))
+        )
         return str(self.config().get("task_name", self.path.name)) + (f"[{tail}]" if tail else f"#{self.path.name}")
 
 
@@ -207,12 +223,25 @@ def expand_runs(paths) -> list[RunLayout]:
         if layout.is_run():
             runs.append(layout)
             continue
-        jobs = sorted((RunLayout(c.parent.parent) for c in Path(p).glob("*/.hydra/config.yaml")), key=lambda r: r.path.name)
+        jobs = sorted(
+            (RunLayout(c.parent.parent) for c in Path(p).glob("*/.hydra/config.yaml")), key=lambda r: r.path.name
+        )
         if not jobs:
-            raise FileNotFoundError(f"runs: {p} is neither a run directory (no .hydra/config.yaml) nor a multirun directory")
+            raise FileNotFoundError(
+                f"runs: {p} is neither a run directory (no .hydra/config.yaml) nor a multirun directory"
+            )
         runs.extend(jobs)
     return runs
 
 
-__all__ = ["LineageError", "RunLayout", "WorldLayout", "expand_runs", "file_ref", "is_export_of", "require_made_from", "short",
-           "store_ref"]
+__all__ = [
+    "LineageError",
+    "RunLayout",
+    "WorldLayout",
+    "expand_runs",
+    "file_ref",
+    "is_export_of",
+    "require_made_from",
+    "short",
+    "store_ref",
+]

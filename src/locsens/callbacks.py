@@ -55,7 +55,9 @@ class SigmaSchedule(L.Callback):
         if total is not None and total < 1:
             raise ValueError(f"sigma_schedule.total={total} must be >= 1 (or null for the trainer's length)")
         if num_steps < 2:
-            raise ValueError(f"sigma_schedule.num_steps={num_steps} must be >= 2 (the first plateau is sigma_start, the last sigma_end)")
+            raise ValueError(
+                f"sigma_schedule.num_steps={num_steps} must be >= 2 (the first plateau is sigma_start, the last sigma_end)"
+            )
         if step_spacing not in ("geometric", "linear"):
             raise ValueError(f"sigma_schedule.step_spacing={step_spacing!r}; expected 'geometric' or 'linear'")
         if not sigma_floor > 0:
@@ -100,7 +102,9 @@ class SigmaSchedule(L.Callback):
 
     def _apply(self, trainer: L.Trainer, pl_module: L.LightningModule, unit_index: int) -> None:
         if not hasattr(pl_module, "sigma"):
-            raise TypeError(f"SigmaSchedule needs a module with a 'sigma' attribute; {type(pl_module).__name__} has none")
+            raise TypeError(
+                f"SigmaSchedule needs a module with a 'sigma' attribute; {type(pl_module).__name__} has none"
+            )
         pl_module.sigma = self.sigma_at(unit_index, self._total(trainer))
 
     def _log(self, pl_module: L.LightningModule, on_step: bool) -> None:

@@ -94,9 +94,11 @@ def load_checkpoint(path: str | Path, expect: str | None = None) -> dict:
         first = str(e).strip().splitlines()
         detail = next((line for line in first if "Unsupported" in line or "GLOBAL" in line), first[0] if first else "")
         if "Unsupported global" in str(e) or "GLOBAL" in detail:  # a real pickle naming a class or function
-            raise CheckpointError(f"{path}: refused: it holds pickled Python objects beyond tensors and plain containers "
-                                  f"({detail.strip()[:200]}); a checkpoint written by locsens' train.py never does, and "
-                                  "locsens does not execute code from checkpoints") from None
+            raise CheckpointError(
+                f"{path}: refused: it holds pickled Python objects beyond tensors and plain containers "
+                f"({detail.strip()[:200]}); a checkpoint written by locsens' train.py never does, and "
+                "locsens does not execute code from checkpoints"
+            ) from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable: {detail.strip()[:200]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile) as e:  # a zip archive cut short, a stream that ends early
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
@@ -108,11 +110,15 @@ def load_checkpoint(path: str | Path, expect: str | None = None) -> dict:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict' entry)")
     record = ckpt.get(RECORD_KEY)
     if not isinstance(record, dict) or "model_class" not in record:
-        raise CheckpointError(f"{path}: not written by locsens' train.py (no '{RECORD_KEY}' record naming its model class)")
+        raise CheckpointError(
+            f"{path}: not written by locsens' train.py (no '{RECORD_KEY}' record naming its model class)"
+        )
     kind = MODEL_CLASSES.get(record["model_class"])
     if kind is None:
-        raise CheckpointError(f"{path}: names model class {record['model_class']!r}, which is not one of locsens' models "
-                              f"({', '.join(MODEL_CLASSES)}); refusing to import it")
+        raise CheckpointError(
+            f"{path}: names model class {record['model_class']!r}, which is not one of locsens' models "
+            f"({', '.join(MODEL_CLASSES)}); refusing to import it"
+        )
     if expect is not None and kind != expect:
         want = "a LocSens model" if expect == "locsens" else "an MLC, MCC or HER model"
         raise CheckpointError(f"{path}: is a checkpoint of {record['model_class'].rsplit('.', 1)[-1]}, expected {want}")
@@ -146,8 +152,10 @@ def load_model(path: str | Path, expect: str | None = None) -> tuple[L.Lightning
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: its weights do not fit {cls.__name__} built from its own hyperparameters: "
-                              f"{str(e).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{path}: its weights do not fit {cls.__name__} built from its own hyperparameters: "
+            f"{str(e).splitlines()[0]}"
+        ) from None
     return model.eval(), ckpt
 
 
@@ -176,11 +184,23 @@ class RunCheckpoint(L.Callback):
         seed: the run's seed; each epoch's RNGs are seeded from (seed, epoch, rank) at its first batch.
     """
 
-    def __init__(self, dirpath: str, monitor: str = "val/A@10", mode: str = "max", filename: str = "epoch{epoch:03d}",
-                 seed: int = 0):
+    def __init__(
+        self,
+        dirpath: str,
+        monitor: str = "val/A@10",
+        mode: str = "max",
+        filename: str = "epoch{epoch:03d}",
+        seed: int = 0,
+    ):
         if mode not in ("max", "min"):
             raise ValueError(f"RunCheckpoint mode={mode!r}; expected 'max' or 'min'")
-        self.dirpath, self.monitor, self.mode, self.filename, self.seed = Path(dirpath), monitor, mode, filename, int(seed)
+        self.dirpath, self.monitor, self.mode, self.filename, self.seed = (
+            Path(dirpath),
+            monitor,
+            mode,
+            filename,
+            int(seed),
+        )
         self.best_score: float | None = None
         self.best_epoch: int | None = None
         self.best_path: str | None = None
@@ -192,16 +212,28 @@ class RunCheckpoint(L.Callback):
     # ---- state carried in every checkpoint ------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         csv = [{"path": str(lg.metrics_path), "rows": list(lg.rows)} for lg in self._csv_loggers()]
-        return {"monitor": self.monitor, "mode": self.mode, "best_score": self.best_score, "best_epoch": self.best_epoch,
-                "best_path": self.best_path, "history": self.history, "csv": csv}
+        return {
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "best_path": self.best_path,
+            "history": self.history,
+            "csv": csv,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        wandb_ids = [lg.version for lg in trainer.loggers if type(lg).__name__ == "WandbLogger" and lg._experiment is not None]
+        wandb_ids = [
+            lg.version for lg in trainer.loggers if type(lg).__name__ == "WandbLogger" and lg._experiment is not None
+        ]
         checkpoint.setdefault(RECORD_KEY, {}).update(
-            run_dir=str(self.dirpath.parent), wandb_run_id=wandb_ids[0] if wandb_ids else None, epoch=int(trainer.current_epoch))
+            run_dir=str(self.dirpath.parent),
+            wandb_run_id=wandb_ids[0] if wandb_ids else None,
+            epoch=int(trainer.current_epoch),
+        )
 
     def _csv_loggers(self) -> list:
         trainer = getattr(self, "_trainer", None)
@@ -220,8 +252,10 @@ class RunCheckpoint(L.Callback):
         if state is None:
             return
         if state.get("monitor") != self.monitor or state.get("mode") != self.mode:
-            raise ValueError(f"the resumed checkpoint picked its best by {state.get('monitor')} ({state.get('mode')}), "
-                             f"this run by {self.monitor} ({self.mode}); resume with the same callbacks config")
+            raise ValueError(
+                f"the resumed checkpoint picked its best by {state.get('monitor')} ({state.get('mode')}), "
+                f"this run by {self.monitor} ({self.mode}); resume with the same callbacks config"
+            )
         self.history = [dict(row) for row in state["history"]]
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.best_path = state["best_path"]
@@ -230,16 +264,26 @@ class RunCheckpoint(L.Callback):
         epoch = int(self.history[-1]["epoch"]) if self.history else -1
         for logger, saved in zip(self._csv_loggers(), state.get("csv", [])):
             logger.restore(saved["path"], saved["rows"], last_epoch=epoch)
-        self.resumed_from = {"epoch": int(self.history[-1]["epoch"]) if self.history else None,
-                             "best_epoch": self.best_epoch, "best_score": self.best_score}
-        log.info("resumed after epoch %s (best %s=%s at epoch %s)", self.resumed_from["epoch"], self.monitor,
-                 self.best_score, self.best_epoch)
+        self.resumed_from = {
+            "epoch": int(self.history[-1]["epoch"]) if self.history else None,
+            "best_epoch": self.best_epoch,
+            "best_score": self.best_score,
+        }
+        log.info(
+            "resumed after epoch %s (best %s=%s at epoch %s)",
+            self.resumed_from["epoch"],
+            self.monitor,
+            self.best_score,
+            self.best_epoch,
+        )
 
     def _adopt_best(self, old: Path) -> str:
         """Copy the resumed run's best checkpoint into this run's folder (resuming into a new directory)."""
         if not old.is_file():
-            raise FileNotFoundError(f"the resumed run's best checkpoint {old} (epoch {self.best_epoch}, {self.monitor}="
-                                    f"{self.best_score}) is missing: restore it, or resume into that run's own directory")
+            raise FileNotFoundError(
+                f"the resumed run's best checkpoint {old} (epoch {self.best_epoch}, {self.monitor}="
+                f"{self.best_score}) is missing: restore it, or resume into that run's own directory"
+            )
         if trainer_is_global_zero(self._trainer):
             copy_atomic(old, self.dirpath / old.name)
         return str(self.dirpath / old.name)
@@ -266,8 +310,13 @@ class RunCheckpoint(L.Callback):
         validated = self._validated if self._validated is not None and self._validated[0] == epoch else None
         # validation metrics ("val/...") only in the epochs that validated (callback_metrics keeps stale ones)
         row = {"epoch": float(epoch), "step": float(trainer.global_step)}
-        row.update({k: float(v) for k, v in trainer.callback_metrics.items()
-                    if torch.as_tensor(v).numel() == 1 and (validated is not None or not k.startswith("val/"))})
+        row.update(
+            {
+                k: float(v)
+                for k, v in trainer.callback_metrics.items()
+                if torch.as_tensor(v).numel() == 1 and (validated is not None or not k.startswith("val/"))
+            }
+        )
         self.history.append(row)
         if validated is not None and self._improved(validated[1]):
             previous = self.best_path
@@ -284,7 +333,9 @@ class RunCheckpoint(L.Callback):
             with atomic_path(path) as tmp:
                 trainer.save_checkpoint(tmp, weights_only=False)
         else:
-            trainer.save_checkpoint(self.dirpath / f".unused-rank{trainer.global_rank}", weights_only=False)  # collective; rank 0 writes
+            trainer.save_checkpoint(
+                self.dirpath / f".unused-rank{trainer.global_rank}", weights_only=False
+            )  # collective; rank 0 writes
         trainer.strategy.barrier("RunCheckpoint._save")
 
     # ---- what train() reports -----------------------------------------------------------------
@@ -293,14 +344,31 @@ class RunCheckpoint(L.Callback):
         final: dict[str, float] = {}
         for row in self.history:
             final.update({k: v for k, v in row.items() if k not in ("epoch", "step")})
-        return {**final, "best_checkpoint": self.best_path, "best_score": self.best_score, "best_epoch": self.best_epoch,
-                "last_checkpoint": str(self.dirpath / LAST) if self.history else None,
-                "epochs": len(self.history), "monitor": self.monitor, "resumed_from": self.resumed_from}
+        return {
+            **final,
+            "best_checkpoint": self.best_path,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "last_checkpoint": str(self.dirpath / LAST) if self.history else None,
+            "epochs": len(self.history),
+            "monitor": self.monitor,
+            "resumed_from": self.resumed_from,
+        }
 
 
 def trainer_is_global_zero(trainer: L.Trainer | None) -> bool:
     return trainer is None or trainer.is_global_zero
 
 
-__all__ = ["CheckpointError", "LAST", "MODEL_CLASSES", "RECORD_KEY", "RunCheckpoint", "checkpoint_record", "class_path",
-           "load_checkpoint", "load_model", "model_class"]
+__all__ = [
+    "CheckpointError",
+    "LAST",
+    "MODEL_CLASSES",
+    "RECORD_KEY",
+    "RunCheckpoint",
+    "checkpoint_record",
+    "class_path",
+    "load_checkpoint",
+    "load_model",
+    "model_class",
+]

@@ -40,7 +40,7 @@ import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
@@ -49,22 +49,38 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the repository's config tree
 HYDRA_SPECIAL_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
 # Everything train() reads at the top level (config groups + train.yaml's own keys); `hydra` is Hydra's.
-TRAIN_TOP_LEVEL_KEYS = ("data", "model", "trainer", "logger", "callbacks", "paths", "experiment", "sweep", "debug",
-                        "task_name", "seed", "world", "ckpt_path", "hydra")
+TRAIN_TOP_LEVEL_KEYS = (
+    "data",
+    "model",
+    "trainer",
+    "logger",
+    "callbacks",
+    "paths",
+    "experiment",
+    "sweep",
+    "debug",
+    "task_name",
+    "seed",
+    "world",
+    "ckpt_path",
+    "hydra",
+)
 
 
 class ConfigError(ValueError):
     """An impossible or unknown config value; the message names the full key and what was expected."""
 
 
-def compose(config_name: str, overrides=()) -> DictConfig:
+def compose(
+    config_name: str, overrides=(), config_dir: str | Path = CONF_DIR, return_hydra_config: bool = False
+) -> DictConfig:
     """The repository's config ``config_name`` with ``overrides``, as its entry point composes it (for
     notebooks, benchmarks and tests; the entry points themselves go through ``@hydra.main``)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name, overrides=list(overrides))
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return hydra_compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def build_model(overrides=(), **data_dims):
@@ -134,8 +150,10 @@ def _train_rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
         "model.tag_branch.out_dim": (positive_int, "a positive integer"),
         "model.scorer.hidden": (positive_ints, "a non-empty list of positive integers"),
         "model.val_ks": (positive_ints, "a non-empty list of positive integers (k >= 1)"),
-        "model.val_distances_km": (lambda v: isinstance(v, (list, ListConfig)) and all(positive_number(x) for x in v),
-                                   "a list of positive distances in km"),
+        "model.val_distances_km": (
+            lambda v: isinstance(v, (list, ListConfig)) and all(positive_number(x) for x in v),
+            "a list of positive distances in km",
+        ),
         "model.optimizer.lr": (positive_number, "a positive number"),
         "data.batch_size": (positive_int, "a positive integer"),
         "data.eval_batch_size": (positive_int_or_null, "a positive integer or null"),
@@ -316,7 +334,7 @@ class PathsConfig:
     data_dir: str = "data"
     world_dir: str = "data/demo"
     log_dir: str = "outputs"
-    output_dir: Optional[str] = None
+    output_dir: str | None = None
 
 
 @dataclass
@@ -325,7 +343,7 @@ class IngestConfig:
     drop_top: int = 10
     min_tags: int = 1
     max_tags: int = 15
-    wordlist: Optional[str] = None
+    wordlist: str | None = None
     split: dict[str, Any] = field(default_factory=lambda: {"test": 0.1, "val": 0.05})
     split_by_user: bool = False
     dedupe_tags: bool = False
@@ -335,11 +353,11 @@ class IngestConfig:
 @dataclass
 class SourceConfig:
     kind: str = "world"
-    size: Optional[str] = None        # world
-    n_photos: Optional[int] = None    # world
-    feature_dim: int = 512            # world
+    size: str | None = None  # world
+    n_photos: int | None = None  # world
+    feature_dim: int = 512  # world
     tsv: list[str] = field(default_factory=list)  # yfcc
-    features: Optional[str] = None    # yfcc
+    features: str | None = None  # yfcc
 
 
 @dataclass
@@ -365,8 +383,8 @@ class RetrievalConfig:
     thresholds_km: list[float] = field(default_factory=lambda: [math.inf, 2500.0, 750.0, 200.0, 25.0, 1.0])
     min_query_images: int = 10
     exclude_query_image: bool = False
-    max_queries: Optional[int] = None
-    limit_candidates: Optional[int] = None
+    max_queries: int | None = None
+    limit_candidates: int | None = None
     chunk_queries: int = 64
 
 
@@ -374,7 +392,7 @@ class RetrievalConfig:
 class WandbConfig:
     enabled: bool = False
     project: str = "locsens"
-    entity: Optional[str] = None
+    entity: str | None = None
     mode: str = "offline"
 
 
@@ -384,7 +402,7 @@ class EvaluateConfig:
     seed: int = 0
     dataset_path: str = "${paths.world_dir}/dataset.h5"
     output_dir: str = "${hydra:runtime.output_dir}"
-    limit_test_images: Optional[int] = None
+    limit_test_images: int | None = None
     chunk_images: int = 512
     runs: list[str] = field(default_factory=list)
     methods: dict[str, Any] = field(default_factory=dict)
@@ -400,7 +418,7 @@ class ExportConfig:
     checkpoint: str = "???"
     dataset_path: str = "${paths.world_dir}/dataset.h5"
     features_path: str = "${paths.world_dir}/features.h5"
-    embeddings_path: Optional[str] = None
+    embeddings_path: str | None = None
     overwrite: bool = False
     paths: PathsConfig = field(default_factory=PathsConfig)
 
@@ -408,7 +426,7 @@ class ExportConfig:
 @dataclass
 class BackboneConfig:
     name: str = "efficientnet_lite0"
-    weights: Optional[str] = None
+    weights: str | None = None
 
 
 @dataclass
@@ -469,7 +487,9 @@ def typed_config(cfg: DictConfig, schema: type) -> DictConfig:
         typed = OmegaConf.merge(OmegaConf.structured(schema), plain)
     except ConfigKeyError as e:
         key = str(e.full_key or e.key)
-        raise ConfigError(f"{key}: unknown key{_did_you_mean(key.rsplit('.', 1)[-1], _schema_keys(schema, key))}") from None
+        raise ConfigError(
+            f"{key}: unknown key{_did_you_mean(key.rsplit('.', 1)[-1], _schema_keys(schema, key))}"
+        ) from None
     except ValidationError as e:
         key = str(e.full_key or e.key)
         present, value = _select(OmegaConf.create(plain), key)
@@ -485,8 +505,10 @@ def typed_config(cfg: DictConfig, schema: type) -> DictConfig:
 def _store_hint(cfg: DictConfig, key: str) -> str:
     world = cfg.get("world", "<world>")
     if key.endswith("embeddings_path"):
-        return (f"export it from a trained MCC run: `python train.py experiment=mcc world={world}` then "
-                f"`python export.py world={world} checkpoint=<run dir>/checkpoints/last.ckpt`")
+        return (
+            f"export it from a trained MCC run: `python train.py experiment=mcc world={world}` then "
+            f"`python export.py world={world} checkpoint=<run dir>/checkpoints/last.ckpt`"
+        )
     return f"build the world with `python prepare.py world={world}` (or point {key} at an existing store)"
 
 
@@ -514,38 +536,56 @@ def validate_train_config(cfg: DictConfig) -> None:
 
 def _split_ok(v: Any) -> bool:
     """A split size: a count >= 1 (int) or a fraction in (0, 1) (float)."""
-    return isinstance(v, dict) and set(v) <= {"test", "val"} and all(
-        (_is_int(x) and x >= 1) or (isinstance(x, float) and 0 < x < 1) for x in v.values())
+    return (
+        isinstance(v, dict)
+        and set(v) <= {"test", "val"}
+        and all((_is_int(x) and x >= 1) or (isinstance(x, float) and 0 < x < 1) for x in v.values())
+    )
 
 
 def validate_prepare_config(cfg: DictConfig) -> DictConfig:
     """Type and check conf/prepare.yaml; returns the typed config."""
     typed = typed_config(cfg, PrepareConfig)
     for name, value in typed.ingest.split.items():
-        typed.ingest.split[name] = _coerce(value, float if isinstance(value, str) and "." in value else int, f"ingest.split.{name}") \
-            if isinstance(value, str) else value
-    _check_rules(typed, {
-        "ingest.vocab_size": (positive_int, "a positive integer (the vocabulary size)"),
-        "ingest.drop_top": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-        "ingest.min_tags": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-        "ingest.max_tags": (lambda v: _is_int(v) and v >= typed.ingest.min_tags, f"an integer >= ingest.min_tags ({typed.ingest.min_tags})"),
-        "source.kind": _one_of(("world", "yfcc")),
-        "source.n_photos": (positive_int_or_null, "a positive integer or null"),
-        "source.feature_dim": (positive_int, "a positive integer"),
-    })
+        typed.ingest.split[name] = (
+            _coerce(value, float if isinstance(value, str) and "." in value else int, f"ingest.split.{name}")
+            if isinstance(value, str)
+            else value
+        )
+    _check_rules(
+        typed,
+        {
+            "ingest.vocab_size": (positive_int, "a positive integer (the vocabulary size)"),
+            "ingest.drop_top": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+            "ingest.min_tags": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+            "ingest.max_tags": (
+                lambda v: _is_int(v) and v >= typed.ingest.min_tags,
+                f"an integer >= ingest.min_tags ({typed.ingest.min_tags})",
+            ),
+            "source.kind": _one_of(("world", "yfcc")),
+            "source.n_photos": (positive_int_or_null, "a positive integer or null"),
+            "source.feature_dim": (positive_int, "a positive integer"),
+        },
+    )
     split = OmegaConf.to_container(typed.ingest.split)
     if not _split_ok(split):
-        raise ConfigError(f"ingest.split={split}: expected 'test' and 'val', each a count >= 1 (integer) or a fraction in (0, 1) "
-                          "(float); train gets the rest, and no split may be empty")
+        raise ConfigError(
+            f"ingest.split={split}: expected 'test' and 'val', each a count >= 1 (integer) or a fraction in (0, 1) "
+            "(float); train gets the rest, and no split may be empty"
+        )
     fractions = sum(v for v in split.values() if isinstance(v, float))
     if fractions >= 1:
         raise ConfigError(f"ingest.split={split}: the fractions add up to {fractions:g}, leaving no training photos")
     if typed.source.kind == "yfcc":
         if not typed.source.tsv:
-            raise ConfigError("source.tsv: give the YFCC100M metadata file(s), e.g. source.tsv=[/data/yfcc100m_dataset.bz2]")
+            raise ConfigError(
+                "source.tsv: give the YFCC100M metadata file(s), e.g. source.tsv=[/data/yfcc100m_dataset.bz2]"
+            )
         if typed.source.features is None:
-            raise ConfigError("source.features: path to a locsens.features store is required for real YFCC data "
-                              "(make one with extract_features.py)")
+            raise ConfigError(
+                "source.features: path to a locsens.features store is required for real YFCC data "
+                "(make one with extract_features.py)"
+            )
     return typed
 
 
@@ -555,20 +595,25 @@ def validate_evaluate_config(cfg: DictConfig) -> DictConfig:
 
     typed = typed_config(cfg, EvaluateConfig)
     ks_ok = (positive_ints, "a non-empty list of positive integers (k >= 1)")
-    _check_rules(typed, {
-        "seed": (_is_int, "an integer"),
-        "tagging.ks": ks_ok,
-        "retrieval.k": (positive_int, "a positive integer (k >= 1)"),
-        "retrieval.thresholds_km": (lambda v: isinstance(v, (list, ListConfig)) and len(v) > 0 and all(positive_number(x) for x in v),
-                                    "a non-empty list of positive distances in km (.inf allowed)"),
-        "retrieval.min_query_images": (positive_int, "a positive integer"),
-        "retrieval.max_queries": (positive_int_or_null, "a positive integer or null (all queries)"),
-        "retrieval.chunk_queries": (positive_int, "a positive integer"),
-        "chunk_images": (positive_int, "a positive integer"),
-        "limit_test_images": (positive_int_or_null, "a positive integer or null (the whole test split)"),
-        "retrieval.limit_candidates": (positive_int_or_null, "a positive integer or null (the tagging images)"),
-        "wandb.mode": _one_of(WANDB_MODES),
-    })
+    _check_rules(
+        typed,
+        {
+            "seed": (_is_int, "an integer"),
+            "tagging.ks": ks_ok,
+            "retrieval.k": (positive_int, "a positive integer (k >= 1)"),
+            "retrieval.thresholds_km": (
+                lambda v: isinstance(v, (list, ListConfig)) and len(v) > 0 and all(positive_number(x) for x in v),
+                "a non-empty list of positive distances in km (.inf allowed)",
+            ),
+            "retrieval.min_query_images": (positive_int, "a positive integer"),
+            "retrieval.max_queries": (positive_int_or_null, "a positive integer or null (all queries)"),
+            "retrieval.chunk_queries": (positive_int, "a positive integer"),
+            "chunk_images": (positive_int, "a positive integer"),
+            "limit_test_images": (positive_int_or_null, "a positive integer or null (the whole test split)"),
+            "retrieval.limit_candidates": (positive_int_or_null, "a positive integer or null (the tagging images)"),
+            "wandb.mode": _one_of(WANDB_MODES),
+        },
+    )
     check_stores_exist(typed, ("dataset_path",))
     return typed
 
@@ -577,21 +622,36 @@ def validate_export_config(cfg: DictConfig) -> DictConfig:
     typed = typed_config(cfg, ExportConfig)
     check_stores_exist(typed, ("dataset_path", "features_path"))
     if not Path(str(typed.checkpoint)).is_file():
-        raise FileNotFoundError(f"checkpoint: {typed.checkpoint} does not exist (a run's checkpoints/<best>.ckpt, see its metrics.json)")
+        raise FileNotFoundError(
+            f"checkpoint: {typed.checkpoint} does not exist (a run's checkpoints/<best>.ckpt, see its metrics.json)"
+        )
     return typed
 
 
 def validate_extract_config(cfg: DictConfig) -> DictConfig:
     typed = typed_config(cfg, ExtractConfig)
-    _check_rules(typed, {
-        "batch_size": (positive_int, "a positive integer"),
-        "num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-        "flush_every": (positive_int, "a positive integer"),
-        "dtype": _one_of(("float32", "float16")),
-    })
+    _check_rules(
+        typed,
+        {
+            "batch_size": (positive_int, "a positive integer"),
+            "num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+            "flush_every": (positive_int, "a positive integer"),
+            "dtype": _one_of(("float32", "float16")),
+        },
+    )
     return typed
 
 
-__all__ = ["ConfigError", "TRAIN_TOP_LEVEL_KEYS", "as_bool", "check_stores_exist", "check_unknown_keys", "typed_config",
-           "validate_evaluate_config", "validate_export_config", "validate_extract_config", "validate_prepare_config",
-           "validate_train_config"]
+__all__ = [
+    "ConfigError",
+    "TRAIN_TOP_LEVEL_KEYS",
+    "as_bool",
+    "check_stores_exist",
+    "check_unknown_keys",
+    "typed_config",
+    "validate_evaluate_config",
+    "validate_export_config",
+    "validate_extract_config",
+    "validate_prepare_config",
+    "validate_train_config",
+]

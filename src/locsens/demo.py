@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from locsens.artifacts import RunLayout, is_export_of
+from locsens.artifacts import RunLayout, WorldLayout, is_export_of
 from locsens.checkpointing import checkpoint_record
 from locsens.data.store import read_identity
 
@@ -27,10 +27,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Per-size knobs (the experiments' own defaults are the demo's; tiny shortens everything).
 SIZES = {
-    "tiny": {"mcc": ["trainer.max_epochs=3"], "her": ["trainer.max_epochs=3"], "mlc": ["trainer.max_epochs=3"],
-             "locsens": ["trainer.max_epochs=2"], "eval": ["retrieval.max_queries=300", "retrieval.min_query_images=3"]},
-    "demo": {"mcc": [], "her": [], "mlc": ["trainer.max_epochs=3"], "locsens": [],
-             "eval": ["limit_test_images=750", "retrieval.limit_candidates=3000", "retrieval.max_queries=1000"]},
+    "tiny": {
+        "mcc": ["trainer.max_epochs=3"],
+        "her": ["trainer.max_epochs=3"],
+        "mlc": ["trainer.max_epochs=3"],
+        "locsens": ["trainer.max_epochs=2"],
+        "eval": ["retrieval.max_queries=300", "retrieval.min_query_images=3"],
+    },
+    "demo": {
+        "mcc": [],
+        "her": [],
+        "mlc": ["trainer.max_epochs=3"],
+        "locsens": [],
+        "eval": ["limit_test_images=750", "retrieval.limit_candidates=3000", "retrieval.max_queries=1000"],
+    },
 }
 AGNOSTIC = ("mcc", "her", "mlc")
 LOCSENS = {  # name -> experiment overlay (conf/experiment/<name>.yaml); raw2d and dropout: `python train.py experiment=...`
@@ -58,30 +68,63 @@ def main(argv: list[str]) -> None:
     knobs = SIZES[size]
     t0 = time.time()
     run(["prepare.py", f"world={world}", f"source.size={size}"], f"prepare the simulated world '{world}'")
-    emb_dir = data_dir / world / "embeddings"
+    layout = WorldLayout.of(data_dir, world)
     for name in AGNOSTIC:
         run_dir = out / name
         if not (run_dir / "metrics.json").exists():
-            run(["train.py", f"experiment={name}", f"world={world}", f"hydra.run.dir={run_dir}", "ckpt_path=last", *knobs[name]],
-                f"train {name.upper()}")
+            run(
+                [
+                    "train.py",
+                    f"experiment={name}",
+                    f"world={world}",
+                    f"hydra.run.dir={run_dir}",
+                    "ckpt_path=last",
+                    *knobs[name],
+                ],
+                f"train {name.upper()}",
+            )
         best = RunLayout(run_dir).best_checkpoint()
-        if not is_export_of(emb_dir / f"{name}.h5", best):
-            run(["export.py", f"checkpoint={best}", f"world={world}", f"embeddings_path={emb_dir / f'{name}.h5'}", "overwrite=true"],
-                f"export {name.upper()} embeddings")
+        if not is_export_of(layout.embeddings_path(name), best):
+            run(
+                [
+                    "export.py",
+                    f"checkpoint={best}",
+                    f"world={world}",
+                    f"embeddings_path={layout.embeddings_path(name)}",
+                    "overwrite=true",
+                ],
+                f"export {name.upper()} embeddings",
+            )
     runs = []
     for name, experiment in LOCSENS.items():
         run_dir = out / name
         if (run_dir / "metrics.json").exists():
-            trained_on = (checkpoint_record(RunLayout(run_dir).best_checkpoint())["made_from"].get("embeddings") or {}).get("id")
-            if trained_on != read_identity(emb_dir / "mcc.h5")[0]:
-                raise SystemExit(f"{run_dir} was trained on embeddings that were re-exported since ({emb_dir / 'mcc.h5'}); "
-                                 f"remove {run_dir} to retrain it")
+            trained_on = (
+                checkpoint_record(RunLayout(run_dir).best_checkpoint())["made_from"].get("embeddings") or {}
+            ).get("id")
+            if trained_on != read_identity(layout.embeddings_path("mcc"))[0]:
+                raise SystemExit(
+                    f"{run_dir} was trained on embeddings that were re-exported since ({layout.embeddings_path('mcc')}); "
+                    f"remove {run_dir} to retrain it"
+                )
         else:
-            run(["train.py", f"experiment={experiment}", f"world={world}", f"hydra.run.dir={run_dir}", "ckpt_path=last",
-                 *knobs["locsens"]], f"train {name}")
+            run(
+                [
+                    "train.py",
+                    f"experiment={experiment}",
+                    f"world={world}",
+                    f"hydra.run.dir={run_dir}",
+                    "ckpt_path=last",
+                    *knobs["locsens"],
+                ],
+                f"train {name}",
+            )
         runs.append(str(run_dir))
     eval_dir = out / "evaluation"
-    run(["evaluate.py", f"world={world}", f"runs=[{','.join(runs)}]", f"hydra.run.dir={eval_dir}", *knobs["eval"]], "evaluate every method")
+    run(
+        ["evaluate.py", f"world={world}", f"runs=[{','.join(runs)}]", f"hydra.run.dir={eval_dir}", *knobs["eval"]],
+        "evaluate every method",
+    )
     results = json.loads((eval_dir / "results.json").read_text())
     print(f"\nDemo done in {(time.time() - t0) / 60:.1f} min. Tables: {eval_dir / 'tables.md'}")
     print("Figures:\n  " + "\n  ".join(results["figures"]))

@@ -43,8 +43,14 @@ def load_tagger(checkpoint_path: str | Path) -> AgnosticTagger:
 
 
 @torch.no_grad()
-def export_embeddings(checkpoint_path: str | Path, dataset_path: str | Path, features_path: str | Path, out_path: str | Path | None = None,
-                      overwrite: bool = False, batch_size: int = 8192) -> Path:
+def export_embeddings(
+    checkpoint_path: str | Path,
+    dataset_path: str | Path,
+    features_path: str | Path,
+    out_path: str | Path | None = None,
+    overwrite: bool = False,
+    batch_size: int = 8192,
+) -> Path:
     """Write the embeddings store of a checkpoint (see the module docstring); returns its path.
 
     ``out_path`` None -> ``<dataset dir>/embeddings/<model>.h5``. The checkpoint must have been trained
@@ -54,31 +60,70 @@ def export_embeddings(checkpoint_path: str | Path, dataset_path: str | Path, fea
     dataset, features = DatasetStore(dataset_path), FeatureStore(features_path)
     name = type(model).__name__.lower()
     fix = f"export it against the stores it was trained on, or train {name.upper()} on these (`python train.py experiment={name} ...`)"
-    require_made_from(f"checkpoint {checkpoint_path}", model.made_from.get("dataset"), "dataset store",
-                      {"id": dataset.content_id, "path": str(dataset_path)}, fix)
-    require_made_from(f"checkpoint {checkpoint_path}", model.made_from.get("features"), "feature store",
-                      {"id": features.content_id, "path": str(features_path)}, fix)
+    require_made_from(
+        f"checkpoint {checkpoint_path}",
+        model.made_from.get("dataset"),
+        "dataset store",
+        {"id": dataset.content_id, "path": str(dataset_path)},
+        fix,
+    )
+    require_made_from(
+        f"checkpoint {checkpoint_path}",
+        model.made_from.get("features"),
+        "feature store",
+        {"id": features.content_id, "path": str(features_path)},
+        fix,
+    )
     if dataset.num_tags != model.hparams.num_tags:
-        raise StoreError(f"{dataset_path}: vocabulary has {dataset.num_tags} tags but checkpoint {checkpoint_path} was trained with num_tags={model.hparams.num_tags}")
+        raise StoreError(
+            f"{dataset_path}: vocabulary has {dataset.num_tags} tags but checkpoint {checkpoint_path} was trained with num_tags={model.hparams.num_tags}"
+        )
     if model.vocab_sha256 is not None and model.vocab_sha256 != vocab_sha256(dataset.vocab):
-        raise StoreError(f"{dataset_path}: vocabulary ({dataset.num_tags} tags) differs from the one checkpoint {checkpoint_path} was trained on (same size, other tags or order)")
+        raise StoreError(
+            f"{dataset_path}: vocabulary ({dataset.num_tags} tags) differs from the one checkpoint {checkpoint_path} was trained on (same size, other tags or order)"
+        )
     if features.dim != model.hparams.input_dim:
-        raise StoreError(f"{features_path}: features are {features.dim}-d but checkpoint {checkpoint_path} expects input_dim={model.hparams.input_dim}")
+        raise StoreError(
+            f"{features_path}: features are {features.dim}-d but checkpoint {checkpoint_path} expects input_dim={model.hparams.input_dim}"
+        )
     rows = features.rows_for(dataset.photo_id)
     missing = np.flatnonzero(rows < 0)
     if len(missing):
-        raise StoreError(f"{features_path}: {len(missing)} of {len(dataset)} photos of {dataset_path} have no valid features "
-                         f"(first photo ids: {dataset.photo_id[missing[:5]].tolist()}); every photo needs an embedding")
+        raise StoreError(
+            f"{features_path}: {len(missing)} of {len(dataset)} photos of {dataset_path} have no valid features "
+            f"(first photo ids: {dataset.photo_id[missing[:5]].tolist()}); every photo needs an embedding"
+        )
     image = np.empty((len(dataset), model.tag_embedding().shape[1]), np.float32)
     for start in range(0, len(dataset), batch_size):
         block = torch.from_numpy(features.read(rows[start : start + batch_size]))
         image[start : start + len(block)] = model.image_embedding(block).numpy()
     out_path = Path(out_path) if out_path is not None else Path(dataset_path).parent / "embeddings" / f"{name}.h5"
     checkpoint = file_ref(checkpoint_path)
-    made_from = {"checkpoint": checkpoint, "dataset": {"id": dataset.content_id, "path": str(dataset_path)},
-                 "features": {"id": features.content_id, "path": str(features_path)}}
-    path = write_embedding_store(out_path, photo_id=dataset.photo_id, image=image, tag=model.tag_embedding().numpy(), vocab=dataset.vocab,
-                                 model=name, checkpoint_sha256=checkpoint["sha256"], similarity=model.similarity,
-                                 dataset_path=str(dataset_path), made_from=made_from, overwrite=overwrite)
-    log.info("exported %s embeddings (%d photos, %d tags, %d-d, %s) to %s", name, len(dataset), dataset.num_tags, image.shape[1], model.similarity, path)
+    made_from = {
+        "checkpoint": checkpoint,
+        "dataset": {"id": dataset.content_id, "path": str(dataset_path)},
+        "features": {"id": features.content_id, "path": str(features_path)},
+    }
+    path = write_embedding_store(
+        out_path,
+        photo_id=dataset.photo_id,
+        image=image,
+        tag=model.tag_embedding().numpy(),
+        vocab=dataset.vocab,
+        model=name,
+        checkpoint_sha256=checkpoint["sha256"],
+        similarity=model.similarity,
+        dataset_path=str(dataset_path),
+        made_from=made_from,
+        overwrite=overwrite,
+    )
+    log.info(
+        "exported %s embeddings (%d photos, %d tags, %d-d, %s) to %s",
+        name,
+        len(dataset),
+        dataset.num_tags,
+        image.shape[1],
+        model.similarity,
+        path,
+    )
     return path

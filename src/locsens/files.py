@@ -78,7 +78,13 @@ def describe_os_error(err: BaseException) -> str:
 
 def is_disk_error(err: BaseException) -> bool:
     code = getattr(err, "errno", None)
-    return code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO) or "No space left on device" in str(err)
+    return code in (
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EIO,
+    ) or "No space left on device" in str(err)
 
 
 def check_free_space(path: str | os.PathLike, needed_bytes: int) -> None:
@@ -86,8 +92,11 @@ def check_free_space(path: str | os.PathLike, needed_bytes: int) -> None:
     parent = Path(path).parent
     free = shutil.disk_usage(parent).free
     if needed_bytes > free:
-        raise ArtefactWriteError(errno.ENOSPC, f"{path}: needs about {needed_bytes / 2**20:,.1f} MiB but {parent} has "
-                                 f"{free / 2**20:,.1f} MiB free; nothing was written (any previous {Path(path).name} is intact)")
+        raise ArtefactWriteError(
+            errno.ENOSPC,
+            f"{path}: needs about {needed_bytes / 2**20:,.1f} MiB but {parent} has "
+            f"{free / 2**20:,.1f} MiB free; nothing was written (any previous {Path(path).name} is intact)",
+        )
 
 
 @contextlib.contextmanager
@@ -115,9 +124,10 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True, suffix: str = "
     except (OSError, RuntimeError) as e:
         if isinstance(e, (ArtefactWriteError, FileExistsError)) or not is_disk_error(e):
             raise
-        raise ArtefactWriteError(getattr(e, "errno", None) or errno.EIO,
-                                 f"{path}: could not be written ({describe_os_error(e)}); "
-                                 f"any previous {path.name} is intact") from e
+        raise ArtefactWriteError(
+            getattr(e, "errno", None) or errno.EIO,
+            f"{path}: could not be written ({describe_os_error(e)}); any previous {path.name} is intact",
+        ) from e
     finally:
         with contextlib.suppress(OSError):
             if tmp.is_dir() and not tmp.is_symlink():
@@ -163,8 +173,10 @@ def exclusive(directory: str | os.PathLike, what: str) -> Iterator[None]:
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "unknown"
-            raise InUseError(f"{directory}: {what} is already running there (pid {holder}); wait for it to finish, "
-                             "or use another directory") from None
+            raise InUseError(
+                f"{directory}: {what} is already running there (pid {holder}); wait for it to finish, "
+                "or use another directory"
+            ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))
@@ -235,14 +247,36 @@ def git_commit() -> str:
     """``<sha>`` of the repository this code runs from, with ``-dirty`` when tracked files changed."""
     repo = Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
-                               text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return sha + ("-dirty" if dirty else "")
 
 
-__all__ = ["ArtefactWriteError", "InUseError", "atomic_path", "exclusive", "temp_dir", "check_free_space", "copy_atomic", "describe_os_error", "file_sha256",
-           "git_commit", "json_default", "remove_stale_temps", "temp_path", "write_bytes_atomic", "write_json_atomic",
-           "write_text_atomic"]
+__all__ = [
+    "ArtefactWriteError",
+    "InUseError",
+    "atomic_path",
+    "exclusive",
+    "temp_dir",
+    "check_free_space",
+    "copy_atomic",
+    "describe_os_error",
+    "file_sha256",
+    "git_commit",
+    "json_default",
+    "remove_stale_temps",
+    "temp_path",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_text_atomic",
+]

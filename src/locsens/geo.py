@@ -20,7 +20,11 @@ MAX_HAVERSINE_REL_ERROR = 0.0056
 
 
 def geodesic_km(lat1, lon1, lat2, lon2):
-    """Great-circle distance in km between points given in degrees (numpy broadcasting)."""
+    """Great-circle distance in km between points given in degrees (numpy broadcasting).
+
+    >>> round(float(geodesic_km(48.8584, 2.2945, 40.6892, -74.0445)))     # Eiffel Tower -> Statue of Liberty
+    5837
+    """
     lat1, lon1, lat2, lon2 = (np.radians(np.asarray(a, dtype=np.float64)) for a in (lat1, lon1, lat2, lon2))
     s = np.sin((lat2 - lat1) / 2.0) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2.0) ** 2
     return 2.0 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(s, 0.0, 1.0)))
@@ -31,11 +35,6 @@ def geodesic_km_torch(lat1: torch.Tensor, lon1: torch.Tensor, lat2: torch.Tensor
     lat1, lon1, lat2, lon2 = (torch.deg2rad(t.double()) for t in (lat1, lon1, lat2, lon2))
     s = torch.sin((lat2 - lat1) / 2) ** 2 + torch.cos(lat1) * torch.cos(lat2) * torch.sin((lon2 - lon1) / 2) ** 2
     return 2.0 * EARTH_RADIUS_KM * torch.arcsin(torch.sqrt(s.clamp(0.0, 1.0)))
-
-
-def pairwise_geodesic_km(lat_a, lon_a, lat_b, lon_b) -> np.ndarray:
-    """[len(a), len(b)] matrix of great-circle distances in km."""
-    return geodesic_km(np.asarray(lat_a)[:, None], np.asarray(lon_a)[:, None], np.asarray(lat_b)[None, :], np.asarray(lon_b)[None, :])
 
 
 def unit_vectors(lat, lon) -> np.ndarray:
@@ -61,7 +60,11 @@ def destination(lat, lon, distance_km, bearing_rad):
     (clockwise from north): degrees, latitude in [-90, 90], longitude wrapped to [-180, 180). numpy arrays
     or torch tensors (float64 inside), broadcasting."""
     xp = torch if isinstance(lat, torch.Tensor) else np
-    as64 = (lambda a: torch.as_tensor(a, dtype=torch.float64, device=lat.device)) if xp is torch else (lambda a: np.asarray(a, dtype=np.float64))
+    as64 = (
+        (lambda a: torch.as_tensor(a, dtype=torch.float64, device=lat.device))
+        if xp is torch
+        else (lambda a: np.asarray(a, dtype=np.float64))
+    )
     d = as64(distance_km) / EARTH_RADIUS_KM
     b = as64(bearing_rad)
     phi1, lam1 = xp.deg2rad(as64(lat)), xp.deg2rad(as64(lon))
@@ -86,11 +89,6 @@ def sigma_to_km(sigma: float) -> float:
     half the circumference; sigma = 0.01 -> 200 km).
     """
     return float(sigma) * 180.0 * KM_PER_DEGREE
-
-
-def km_to_sigma(km: float) -> float:
-    """Inverse of :func:`sigma_to_km`."""
-    return float(km) / (180.0 * KM_PER_DEGREE)
 
 
 def sample_around(lat: torch.Tensor, lon: torch.Tensor, sigma_km: float, generator: torch.Generator | None = None):

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from locsens.artifacts import WorldLayout
 from locsens.config import validate_prepare_config
 from locsens.data.store import DatasetStore, FeatureStore, StoreError, read_identity
 from locsens.files import exclusive, remove_stale_temps, temp_dir
@@ -47,16 +48,33 @@ def requested_source(cfg: DictConfig) -> dict:
     """What the stores must be made from, as recorded in (and compared with) the dataset store."""
     src = cfg.source
     if src.kind == "world":
-        return {"kind": "world", "size": str(src.size), "seed": int(cfg.seed), "n_photos": src.n_photos,
-                "feature_dim": int(src.feature_dim)}
-    return {"kind": "yfcc", "tsv": [str(Path(p).resolve()) for p in src.tsv], "features": str(Path(src.features).resolve())}
+        return {
+            "kind": "world",
+            "size": str(src.size),
+            "seed": int(cfg.seed),
+            "n_photos": src.n_photos,
+            "feature_dim": int(src.feature_dim),
+        }
+    return {
+        "kind": "yfcc",
+        "tsv": [str(Path(p).resolve()) for p in src.tsv],
+        "features": str(Path(src.features).resolve()),
+    }
 
 
 def ingest_options(cfg: DictConfig) -> dict:
     ing = cfg.ingest
-    return dict(vocab_size=ing.vocab_size, drop_top=ing.drop_top, min_tags=ing.min_tags, max_tags=ing.max_tags,
-                wordlist=ing.wordlist, split=OmegaConf.to_container(ing.split), seed=int(cfg.seed),
-                split_by_user=ing.split_by_user, dedupe_tags=ing.dedupe_tags)
+    return dict(
+        vocab_size=ing.vocab_size,
+        drop_top=ing.drop_top,
+        min_tags=ing.min_tags,
+        max_tags=ing.max_tags,
+        wordlist=ing.wordlist,
+        split=OmegaConf.to_container(ing.split),
+        seed=int(cfg.seed),
+        split_by_user=ing.split_by_user,
+        dedupe_tags=ing.dedupe_tags,
+    )
 
 
 def prepare(cfg: DictConfig) -> dict:
@@ -72,7 +90,9 @@ def prepare(cfg: DictConfig) -> dict:
             check_yfcc_inputs(cfg)
         if dataset_path.exists() and not cfg.overwrite:
             verify_pair(dataset_path, features_path, source, ingest_options(cfg))
-            print(f"[prepare] {dataset_path} and {features_path} exist and match the request: reusing them (overwrite=true rebuilds)")
+            print(
+                f"[prepare] {dataset_path} and {features_path} exist and match the request: reusing them (overwrite=true rebuilds)"
+            )
             return summarise(dataset_path, features_path)
         build(cfg, dataset_path, features_path, source)
         return summarise(dataset_path, features_path)
@@ -91,13 +111,17 @@ def check_yfcc_inputs(cfg: DictConfig) -> None:
     reader = YfccReader(cfg.source.tsv[0], progress=False)
     first = np.array([photo.photo_id for photo in itertools.islice(reader, OVERLAP_SAMPLE)], dtype=np.int64)
     if len(first) == 0:
-        raise PrepareError(f"source.tsv: {cfg.source.tsv[0]} has no photo with user tags and a location in "
-                           f"{reader.stats.lines:,} lines ({dict(reader.stats.reasons)}); is it a yfcc100m_dataset file?")
+        raise PrepareError(
+            f"source.tsv: {cfg.source.tsv[0]} has no photo with user tags and a location in "
+            f"{reader.stats.lines:,} lines ({dict(reader.stats.reasons)}); is it a yfcc100m_dataset file?"
+        )
     found = (features.rows_for(first) >= 0).sum()
     if found == 0:
-        raise PrepareError(f"source.features: none of the first {len(first):,} kept photo ids of {cfg.source.tsv[0]} "
-                           f"(e.g. {first[:3].tolist()}) has valid features in {cfg.source.features} (ids like "
-                           f"{features.photo_id[:3].tolist()}); is it the feature store of these photos?")
+        raise PrepareError(
+            f"source.features: none of the first {len(first):,} kept photo ids of {cfg.source.tsv[0]} "
+            f"(e.g. {first[:3].tolist()}) has valid features in {cfg.source.features} (ids like "
+            f"{features.photo_id[:3].tolist()}); is it the feature store of these photos?"
+        )
 
 
 def verify_pair(dataset_path: Path, features_path: Path, source: dict, ingest: dict) -> None:
@@ -115,14 +139,19 @@ def verify_pair(dataset_path: Path, features_path: Path, source: dict, ingest: d
     problems = []
     paired = (made_from.get("features") or {}).get("id")
     if paired != features_id:
-        problems.append(f"{dataset_path.name} was built with feature store {str(paired)[:12]} but {features_path.name} is "
-                        f"{features_id[:12]} (a rebuild was interrupted between its two files?)")
+        problems.append(
+            f"{dataset_path.name} was built with feature store {str(paired)[:12]} but {features_path.name} is "
+            f"{features_id[:12]} (a rebuild was interrupted between its two files?)"
+        )
     if made_from.get("source") != source:
         problems.append(f"it was made from source {made_from.get('source')}, now {source} is requested")
     recorded_ingest = {k: v for k, v in (made_from.get("ingest_config") or {}).items() if k != "inputs"}
     if recorded_ingest != ingest:
         diff = sorted(k for k in set(recorded_ingest) | set(ingest) if recorded_ingest.get(k) != ingest.get(k))
-        problems.append("the ingest config differs in " + ", ".join(f"{k} ({recorded_ingest.get(k)!r} -> {ingest.get(k)!r})" for k in diff))
+        problems.append(
+            "the ingest config differs in "
+            + ", ".join(f"{k} ({recorded_ingest.get(k)!r} -> {ingest.get(k)!r})" for k in diff)
+        )
     for entry in made_from.get("inputs") or []:
         p = dataset_path.parent / entry["path"]  # relative paths: inside the world directory
         if not p.exists():
@@ -130,9 +159,13 @@ def verify_pair(dataset_path: Path, features_path: Path, source: dict, ingest: d
         elif p.stat().st_size != entry["size"] or p.stat().st_mtime_ns != entry.get("mtime_ns", p.stat().st_mtime_ns):
             problems.append(f"its input {p} changed since (size or modification time)")
     if source["kind"] == "yfcc" and features_path.resolve() != Path(source["features"]):
-        problems.append(f"{features_path} links to {features_path.resolve()}, not to source.features={source['features']}")
+        problems.append(
+            f"{features_path} links to {features_path.resolve()}, not to source.features={source['features']}"
+        )
     if problems:
-        raise PrepareError(f"{dataset_path.parent} holds stores that do not match this request: " + "; ".join(problems) + f"; {fix}")
+        raise PrepareError(
+            f"{dataset_path.parent} holds stores that do not match this request: " + "; ".join(problems) + f"; {fix}"
+        )
 
 
 def build(cfg: DictConfig, dataset_path: Path, features_path: Path, source: dict) -> None:
@@ -145,14 +178,23 @@ def build(cfg: DictConfig, dataset_path: Path, features_path: Path, source: dict
         if cfg.source.kind == "world":
             from locsens.data.world import generate_world
 
-            paths = generate_world(build_dir, size=str(cfg.source.size), seed=int(cfg.seed), n_photos=cfg.source.n_photos,
-                                   feature_dim=int(cfg.source.feature_dim))
-            tsv_paths = [paths.tsv]
-            moves += [(paths.tsv, dataset_path.parent / paths.tsv.name), (paths.ground_truth, dataset_path.parent / paths.ground_truth.name),
-                      (paths.features, features_path)]
+            paths = generate_world(
+                build_dir,
+                size=str(cfg.source.size),
+                seed=int(cfg.seed),
+                n_photos=cfg.source.n_photos,
+                feature_dim=int(cfg.source.feature_dim),
+            )
+            world = WorldLayout(dataset_path.parent)
+            tsv_paths = [paths.tsv_path]
+            moves += [
+                (paths.tsv_path, world.tsv_path),
+                (paths.ground_truth_path, world.ground_truth_path),
+                (paths.features_path, features_path),
+            ]
             # relative to the world directory (it may be moved as a whole); os.replace keeps the mtime
-            made_from["inputs"] = [{**describe_input(paths.tsv), "path": paths.tsv.name}]
-            features_id = read_identity(paths.features)[0]
+            made_from["inputs"] = [{**describe_input(paths.tsv_path), "path": paths.tsv_path.name}]
+            features_id = read_identity(paths.features_path)[0]
         else:
             tsv_paths = [Path(p) for p in cfg.source.tsv]
             link = build_dir / "features.h5"
@@ -175,8 +217,10 @@ def summarise(dataset_path, features_path) -> dict:
     rows = fs.rows_for(ds.photo_id)
     n_missing = int((rows < 0).sum())
     if n_missing == len(ds):
-        raise PrepareError(f"none of the {len(ds):,} photos of {dataset_path} has valid features in {features_path}; "
-                           "the two stores do not belong together")
+        raise PrepareError(
+            f"none of the {len(ds):,} photos of {dataset_path} has valid features in {features_path}; "
+            "the two stores do not belong together"
+        )
     n_tags = int(ds.tags_indptr[-1])
     index = {t: i for i, t in enumerate(ds.vocab)}
     is_place = np.zeros(ds.num_tags, bool)

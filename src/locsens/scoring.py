@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 DTYPES = ("auto", "fp32", "bf16", "int8")
 DEFAULT_CHUNK_BYTES = 256 * 2**20  # activation budget of one chunk
-CPU_CHUNK_PAIRS = 4096  # on CPU: 1.5x faster than 87k-pair chunks for the demo model (measured, 1 thread)
+CPU_CHUNK_PAIRS = (
+    4096  # on CPU the elementwise passes (GroupNorm, adds, ReLU) are memory-bound: chunks that stay in cache
+)
 _BF16_VERDICT: dict[str, tuple[bool, str]] = {}  # device type -> (use bf16, why); measured once per process
 _WARNED: set[str] = set()
 
@@ -150,8 +152,10 @@ class ScoringEngine:
             raise ValueError(f"ScoringEngine dtype={dtype!r}; expected one of {DTYPES}")
         scorer = getattr(model, "scorer", None)
         if not hasattr(scorer, "fast"):
-            raise TypeError(f"ScoringEngine needs model.scorer with a fast() inference (locsens.models.scorer.Scorer), "
-                            f"got {type(scorer).__name__}")
+            raise TypeError(
+                f"ScoringEngine needs model.scorer with a fast() inference (locsens.models.scorer.Scorer), "
+                f"got {type(scorer).__name__}"
+            )
         self.model, self.scorer = model, scorer
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         if chunk_pairs is None:  # ~3 live fp32 [pairs, width] buffers within DEFAULT_CHUNK_BYTES
@@ -186,10 +190,6 @@ class ScoringEngine:
     def exact(self):
         return self.scorer.fast("fp32", self.device)
 
-    def refresh(self) -> None:
-        """Drop the cached vocabulary block (happens by itself when parameters change)."""
-        self._vocab = None
-
     @contextmanager
     def _inference(self) -> Iterator[None]:
         was_training = self.model.training
@@ -209,7 +209,9 @@ class ScoringEngine:
         """(the vocabulary's first-layer term with the bias [V, H1], ``encode_tag(vocab)`` [V, d], the
         L2-normalised vocabulary [V, E] when the scorer has a similarity skip), cached with the weights."""
         if self._tag_embeddings is None:
-            raise ValueError("score_tags needs a vocabulary: ScoringEngine(..., tag_embeddings=[V, E]) or engine.set_vocabulary()")
+            raise ValueError(
+                "score_tags needs a vocabulary: ScoringEngine(..., tag_embeddings=[V, E]) or engine.set_vocabulary()"
+            )
         version = self.scorer.version()
         if self._vocab is None or self._vocab[0] != version:
             tag_e = self._encode_chunked(self.model.encode_tag, self._tag_embeddings)
@@ -223,7 +225,9 @@ class ScoringEngine:
     def _encode_chunked(self, encode, x: torch.Tensor, rows: int = 65536) -> torch.Tensor:
         x = torch.as_tensor(x)
         with self._inference():
-            return torch.cat([encode(x[s : s + rows].to(self.device)).float() for s in range(0, max(1, x.shape[0]), rows)])
+            return torch.cat(
+                [encode(x[s : s + rows].to(self.device)).float() for s in range(0, max(1, x.shape[0]), rows)]
+            )
 
     def prepare_images(self, images: torch.Tensor) -> PreparedImages:
         """Candidate set for ``score_images``: its first-layer term [N, H1], computed once (with the encoded
@@ -231,7 +235,9 @@ class ScoringEngine:
         img_e = self._encode_chunked(self.model.encode_image, images)
         fast = self.fast
         raw = self._normalised(images) if fast.skip_weight is not None else None
-        return PreparedImages(fast.candidates("img", img_e), self.scorer.version(), img_e if fast.reads_products_of("img") else None, raw)
+        return PreparedImages(
+            fast.candidates("img", img_e), self.scorer.version(), img_e if fast.reads_products_of("img") else None, raw
+        )
 
     def _encode_location(self, lat, lon) -> torch.Tensor:
         lat, lon = torch.as_tensor(lat).to(self.device), torch.as_tensor(lon).to(self.device)
@@ -243,8 +249,16 @@ class ScoringEngine:
     # ------------------------------------------------------------------------------------------
     # the grid: chunking and top-k merging
     # ------------------------------------------------------------------------------------------
-    def _grid(self, query: torch.Tensor, cand: torch.Tensor, k: int | None, progress: bool = False,
-              factors: list | None = None, cand_e: torch.Tensor | None = None, skip: tuple | None = None):
+    def _grid(
+        self,
+        query: torch.Tensor,
+        cand: torch.Tensor,
+        k: int | None,
+        progress: bool = False,
+        factors: list | None = None,
+        cand_e: torch.Tensor | None = None,
+        skip: tuple | None = None,
+    ):
         """Scores of rest(query[b] + cand[n] (+ the pair terms of ``factors`` x ``cand_e``)) (+ ``w *
         q_raw[b] . c_raw[n]`` with ``skip = (w, q_raw, c_raw)``) for every pair: [B, N], or with ``k``
         the running top-k (values [B, k'], candidate ids [B, k'], best first; k' = min(k, N))."""
@@ -253,7 +267,9 @@ class ScoringEngine:
         if k is not None and k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         n_chunk = max(1, min(n_total, self.chunk_pairs))
-        b_chunk = max(1, self.chunk_pairs // max(n_chunk, cand_e.shape[-1] if factors else 1))  # M_q [b, H1, d] within budget too
+        b_chunk = max(
+            1, self.chunk_pairs // max(n_chunk, cand_e.shape[-1] if factors else 1)
+        )  # M_q [b, H1, d] within budget too
         rescore = k is not None and self.dtype_used != "fp32"
         kk = None if k is None else min(k + self.rescore_extra if rescore else k, n_total)
         out_scores = torch.empty((b_total, n_total), device=self.device) if k is None else None
@@ -292,7 +308,12 @@ class ScoringEngine:
             if factors:
                 h = h + exact.pair_term(factors, slice(None), cand_e[top_i])
             pairs = h.reshape(-1, query.shape[1])
-            scores = torch.cat([exact.rest(pairs[s : s + self.chunk_pairs], exact=True) for s in range(0, pairs.shape[0], self.chunk_pairs)])
+            scores = torch.cat(
+                [
+                    exact.rest(pairs[s : s + self.chunk_pairs], exact=True)
+                    for s in range(0, pairs.shape[0], self.chunk_pairs)
+                ]
+            )
             if skip is not None:
                 scores = scores + skip[0] * (skip[1][:, None, :] * skip[2][top_i]).sum(-1).reshape(-1)
             top_v, pick = torch.topk(scores.view(b_total, -1), min(k, n_total), dim=1)
@@ -302,37 +323,59 @@ class ScoringEngine:
     # ------------------------------------------------------------------------------------------
     # the two tasks
     # ------------------------------------------------------------------------------------------
-    def score_tags(self, images: torch.Tensor, lat: torch.Tensor, lon: torch.Tensor, k: int | None = None, progress: bool = False):
+    def score_tags(
+        self, images: torch.Tensor, lat: torch.Tensor, lon: torch.Tensor, k: int | None = None, progress: bool = False
+    ):
         """Tagging: every vocabulary tag for each (image, location). ``images [B, E]``, ``lat``/``lon [B]``
         degrees -> scores ``[B, V]``, or with ``k`` (top-k scores ``[B, k]``, tag ids ``[B, k]``)."""
         images = torch.as_tensor(images)
         if images.ndim != 2 or images.shape[0] != torch.as_tensor(lat).shape[0]:
-            raise ValueError(f"images must be [B, E] with B = len(lat), got {tuple(images.shape)} and {torch.as_tensor(lat).shape[0]} locations")
+            raise ValueError(
+                f"images must be [B, E] with B = len(lat), got {tuple(images.shape)} and {torch.as_tensor(lat).shape[0]} locations"
+            )
         vocab, vocab_e, vocab_raw = self._vocabulary_block()
         fast = self.fast
-        query, factors = fast.query({"loc": self._encode_location(lat, lon), "img": self._encode_chunked(self.model.encode_image, images)}, "tag")
+        query, factors = fast.query(
+            {"loc": self._encode_location(lat, lon), "img": self._encode_chunked(self.model.encode_image, images)},
+            "tag",
+        )
         skip = None if fast.skip_weight is None else (fast.skip_weight, self._normalised(images), vocab_raw)
         return self._grid(query, vocab, k, progress, factors, vocab_e, skip)
 
-    def score_images(self, tags: torch.Tensor, lat: torch.Tensor, lon: torch.Tensor,
-                     candidates: torch.Tensor | PreparedImages, k: int | None = None, progress: bool = False):
+    def score_images(
+        self,
+        tags: torch.Tensor,
+        lat: torch.Tensor,
+        lon: torch.Tensor,
+        candidates: torch.Tensor | PreparedImages,
+        k: int | None = None,
+        progress: bool = False,
+    ):
         """Retrieval: every candidate image for each (tag, location) query. ``tags`` are embeddings
         ``[B, E]`` or vocabulary ids ``[B]`` (long); ``candidates`` images ``[N, E]`` or a
         ``prepare_images`` handle -> scores ``[B, N]``, or with ``k`` (top-k scores, candidate ids)."""
         tags = torch.as_tensor(tags)
         if not tags.is_floating_point():
             if self._tag_embeddings is None:
-                raise ValueError("score_images got tag ids but the engine has no vocabulary (tag_embeddings / set_vocabulary)")
+                raise ValueError(
+                    "score_images got tag ids but the engine has no vocabulary (tag_embeddings / set_vocabulary)"
+                )
             vocab = torch.as_tensor(self._tag_embeddings)
             tags = vocab[tags.to(vocab.device)]
         if tags.ndim != 2 or tags.shape[0] != torch.as_tensor(lat).shape[0]:
             raise ValueError(f"tags must be [B, E] embeddings or [B] ids with B = len(lat), got {tuple(tags.shape)}")
         prepared = candidates if isinstance(candidates, PreparedImages) else self.prepare_images(candidates)
         if prepared.weights_key != self.scorer.version():
-            raise ValueError("the prepared image set is stale: the model's weights changed since prepare_images(); prepare it again")
+            raise ValueError(
+                "the prepared image set is stale: the model's weights changed since prepare_images(); prepare it again"
+            )
         fast = self.fast
-        query, factors = fast.query({"loc": self._encode_location(lat, lon), "tag": self._encode_chunked(self.model.encode_tag, tags)}, "img")
+        query, factors = fast.query(
+            {"loc": self._encode_location(lat, lon), "tag": self._encode_chunked(self.model.encode_tag, tags)}, "img"
+        )
         if fast.skip_weight is not None and prepared.normalised is None:
-            raise ValueError("the prepared image set lacks the normalised images the scorer's similarity skip needs; prepare it again")
+            raise ValueError(
+                "the prepared image set lacks the normalised images the scorer's similarity skip needs; prepare it again"
+            )
         skip = None if fast.skip_weight is None else (fast.skip_weight, self._normalised(tags), prepared.normalised)
         return self._grid(query + fast.bias, prepared.first_layer, k, progress, factors, prepared.embedding, skip)

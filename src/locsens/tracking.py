@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import netrc
 import os
@@ -44,18 +43,36 @@ def wandb_credentials_configured() -> bool:
     return bool(entry and entry[2])
 
 
-def wandb_logger(save_dir: str, project: str = "locsens", entity: str | None = None, name: str | None = None,
-                 offline: bool | None = None, log_model: bool = False, group: str | None = None,
-                 tags: list[str] | None = None, job_type: str = "train", id: str | None = None) -> WandbLogger:
+def wandb_logger(
+    save_dir: str,
+    project: str = "locsens",
+    entity: str | None = None,
+    name: str | None = None,
+    offline: bool | None = None,
+    log_model: bool = False,
+    group: str | None = None,
+    tags: list[str] | None = None,
+    job_type: str = "train",
+    id: str | None = None,
+) -> WandbLogger:
     """A ``WandbLogger`` writing under ``save_dir``; ``offline=None``: offline iff no credentials are configured.
 
     ``id``: resume that W&B run (``train()`` passes the id recorded in the checkpoint it resumes)."""
     if offline is None:
         offline = not wandb_credentials_configured()
     extra = {"id": id, "resume": "allow"} if id else {}
-    return WandbLogger(save_dir=save_dir, project=project, entity=entity, name=name, offline=offline,
-                       log_model=log_model and not offline, group=group, tags=list(tags) if tags else None,
-                       job_type=job_type, **extra)
+    return WandbLogger(
+        save_dir=save_dir,
+        project=project,
+        entity=entity,
+        name=name,
+        offline=offline,
+        log_model=log_model and not offline,
+        group=group,
+        tags=list(tags) if tags else None,
+        job_type=job_type,
+        **extra,
+    )
 
 
 class RunCSVLogger(Logger):
@@ -86,7 +103,11 @@ class RunCSVLogger(Logger):
 
     @property
     def log_dir(self) -> str:
-        return str(Path(self._save_dir) / self._name / self._version) if self._version else str(Path(self._save_dir) / self._name)
+        return (
+            str(Path(self._save_dir) / self._name / self._version)
+            if self._version
+            else str(Path(self._save_dir) / self._name)
+        )
 
     @property
     def metrics_path(self) -> Path:
@@ -182,11 +203,17 @@ def flatten_scalars(obj: Any, prefix: str = "") -> dict[str, float]:
 def results_tables(results: dict) -> dict[str, tuple[list[str], list[list]]]:
     """The evaluation's tables as ``{name: (columns, rows)}``: one row per method (and tagging setting)."""
     tables: dict[str, tuple[list[str], list[list]]] = {}
-    tagging_rows = [(f"{method}", setting, flatten_scalars(values))
-                    for method, settings in results.get("tagging", {}).items() for setting, values in settings.items()]
+    tagging_rows = [
+        (f"{method}", setting, flatten_scalars(values))
+        for method, settings in results.get("tagging", {}).items()
+        for setting, values in settings.items()
+    ]
     if tagging_rows:
         metrics = sorted({k for _, _, v in tagging_rows for k in v})
-        tables["tagging"] = (["method", "setting", *metrics], [[m, s, *(v.get(k) for k in metrics)] for m, s, v in tagging_rows])
+        tables["tagging"] = (
+            ["method", "setting", *metrics],
+            [[m, s, *(v.get(k) for k in metrics)] for m, s, v in tagging_rows],
+        )
     for section in ("location_sensitive_retrieval", "location_agnostic_retrieval"):
         rows = {method: flatten_scalars(values) for method, values in results.get(section, {}).items()}
         if rows:
@@ -195,8 +222,9 @@ def results_tables(results: dict) -> dict[str, tuple[list[str], list[list]]]:
     return tables
 
 
-def log_evaluation(results: dict, out_dir: Path, project: str = "locsens", entity: str | None = None,
-                   mode: str = "offline") -> Path:
+def log_evaluation(
+    results: dict, out_dir: Path, project: str = "locsens", entity: str | None = None, mode: str = "offline"
+) -> Path:
     """Log one evaluation to W&B under ``out_dir/wandb``; returns the W&B run directory."""
     import wandb
 
@@ -204,11 +232,22 @@ def log_evaluation(results: dict, out_dir: Path, project: str = "locsens", entit
         raise ValueError(f"wandb.mode={mode!r}; expected one of {WANDB_MODES}")
     if mode == "auto":
         mode = "online" if wandb_credentials_configured() else "offline"
-    run = wandb.init(project=project, entity=entity, mode=mode, dir=str(out_dir), name=Path(out_dir).name,
-                     job_type="evaluate", config=results.get("config", {}), reinit="create_new")
+    run = wandb.init(
+        project=project,
+        entity=entity,
+        mode=mode,
+        dir=str(out_dir),
+        name=Path(out_dir).name,
+        job_type="evaluate",
+        config=results.get("config", {}),
+        reinit="create_new",
+    )
     try:
         scalars = flatten_scalars({k: v for k, v in results.items() if k != "config"})
-        tables = {f"table/{name}": wandb.Table(columns=cols, data=rows) for name, (cols, rows) in results_tables(results).items()}
+        tables = {
+            f"table/{name}": wandb.Table(columns=cols, data=rows)
+            for name, (cols, rows) in results_tables(results).items()
+        }
         figures = {f"figure/{Path(p).stem}": wandb.Image(str(p)) for p in results.get("figures", [])}
         run.log({**scalars, **tables, **figures})
         run.summary.update(scalars)
@@ -217,5 +256,12 @@ def log_evaluation(results: dict, out_dir: Path, project: str = "locsens", entit
         run.finish()
 
 
-__all__ = ["WANDB_MODES", "finish_loggers", "flatten_scalars", "log_evaluation", "results_tables",
-           "wandb_credentials_configured", "wandb_logger"]
+__all__ = [
+    "WANDB_MODES",
+    "finish_loggers",
+    "flatten_scalars",
+    "log_evaluation",
+    "results_tables",
+    "wandb_credentials_configured",
+    "wandb_logger",
+]

@@ -76,17 +76,23 @@ def resolve_resume(ckpt_path, run: RunLayout) -> Path | None:
     if ckpt_path == "last":
         ckpt_path = run.path if run.last_checkpoint.exists() else None
         if ckpt_path is None and run.metrics_path.exists():
-            raise FileExistsError(f"{run.path} holds a finished run without checkpoints/last.ckpt; train into another directory")
+            raise FileExistsError(
+                f"{run.path} holds a finished run without checkpoints/last.ckpt; train into another directory"
+            )
     if ckpt_path is None:
         if run.holds_training():
-            raise FileExistsError(f"{run.path} already holds a training run ({run.last_checkpoint.name} or metrics.json); "
-                                  f"resume it with ckpt_path={run.path}, or train into another directory (hydra.run.dir=...)")
+            raise FileExistsError(
+                f"{run.path} already holds a training run ({run.last_checkpoint.name} or metrics.json); "
+                f"resume it with ckpt_path={run.path}, or train into another directory (hydra.run.dir=...)"
+            )
         return None
     path = Path(str(ckpt_path))
     if path.is_dir():
         path = RunLayout(path).last_checkpoint
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path: {ckpt_path} is neither a checkpoint file nor a run directory with checkpoints/last.ckpt")
+        raise FileNotFoundError(
+            f"ckpt_path: {ckpt_path} is neither a checkpoint file nor a run directory with checkpoints/last.ckpt"
+        )
     return path
 
 
@@ -102,9 +108,11 @@ def check_resume(path: Path, model_cfg: DictConfig, lineage: dict) -> dict:
     for role, actual in lineage.items():
         got = (made_from.get(role) or {}).get("id")
         if got != actual["id"]:
-            raise LineageError(f"ckpt_path: {path} was trained on {role} {short(got)} ({(made_from.get(role) or {}).get('path')}), "
-                               f"but this run's {role} store is {short(actual['id'])} ({actual['path']}); resume with the "
-                               "stores it was trained on, or start a new run")
+            raise LineageError(
+                f"ckpt_path: {path} was trained on {role} {short(got)} ({(made_from.get(role) or {}).get('path')}), "
+                f"but this run's {role} store is {short(actual['id'])} ({actual['path']}); resume with the "
+                "stores it was trained on, or start a new run"
+            )
     return ckpt
 
 
@@ -113,8 +121,10 @@ def check_same_model(path: Path, ckpt: dict, model) -> None:
     saved = ckpt.get("hyper_parameters") or {}
     differ = sorted(k for k in set(saved) | set(model.hparams) if saved.get(k) != model.hparams.get(k))
     if differ:
-        raise ConfigError(f"ckpt_path: {path} was trained with other model settings: "
-                          + "; ".join(f"model.{k}: {saved.get(k)!r} in the checkpoint, {model.hparams.get(k)!r} now" for k in differ))
+        raise ConfigError(
+            f"ckpt_path: {path} was trained with other model settings: "
+            + "; ".join(f"model.{k}: {saved.get(k)!r} in the checkpoint, {model.hparams.get(k)!r} now" for k in differ)
+        )
 
 
 def train(cfg: DictConfig) -> dict[str, float | str]:
@@ -146,9 +156,13 @@ def _train(cfg: DictConfig, run: RunLayout, resume: Path | None) -> dict[str, fl
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     checkpoints = [c for c in callbacks if isinstance(c, RunCheckpoint)]
     if len(checkpoints) != 1:
-        raise ConfigError(f"callbacks: exactly one locsens.checkpointing.RunCheckpoint is needed (found {len(checkpoints)})")
+        raise ConfigError(
+            f"callbacks: exactly one locsens.checkpointing.RunCheckpoint is needed (found {len(checkpoints)})"
+        )
     checkpoint = checkpoints[0]
-    wandb_resume = {"locsens.tracking.wandb_logger": {"id": record["wandb_run_id"]}} if record.get("wandb_run_id") else {}
+    wandb_resume = (
+        {"locsens.tracking.wandb_logger": {"id": record["wandb_run_id"]}} if record.get("wandb_run_id") else {}
+    )
     loggers = _instantiate_dict(cfg.get("logger"), wandb_resume)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_checkpointing=False)
     for logger in loggers:  # the whole resolved config as hyperparameters (W&B config, CSV/TB hparams)
@@ -156,8 +170,14 @@ def _train(cfg: DictConfig, run: RunLayout, resume: Path | None) -> dict[str, fl
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
     except SIGTERMException:  # Lightning stops after the current batch; a SystemExit(None) would exit 0
-        done = f"the end of epoch {int(checkpoint.history[-1]['epoch'])}" if checkpoint.history else "nothing (no epoch finished)"
-        log.warning("SIGTERM: training stopped; %s holds %s; resume with ckpt_path=%s", run.last_checkpoint, done, run.path)
+        done = (
+            f"the end of epoch {int(checkpoint.history[-1]['epoch'])}"
+            if checkpoint.history
+            else "nothing (no epoch finished)"
+        )
+        log.warning(
+            "SIGTERM: training stopped; %s holds %s; resume with ckpt_path=%s", run.last_checkpoint, done, run.path
+        )
         raise SystemExit(SIGTERM_EXIT_CODE) from None
     finally:
         finish_loggers(loggers)
@@ -168,12 +188,16 @@ def _train(cfg: DictConfig, run: RunLayout, resume: Path | None) -> dict[str, fl
         log.info("fast_dev_run: no checkpoint saved; metrics %s", metrics)
         return metrics
     if trainer.global_step == 0:
-        raise TrainingError(f"no optimiser step was taken: {datamodule.describe()} gave no training batches "
-                            "(check the training split's size against data.batch_size)")
+        raise TrainingError(
+            f"no optimiser step was taken: {datamodule.describe()} gave no training batches "
+            "(check the training split's size against data.batch_size)"
+        )
     metrics = checkpoint.summary()
     if not metrics["best_checkpoint"]:
-        raise TrainingError(f"no best checkpoint: the monitored metric {checkpoint.monitor} was never logged (validation "
-                            "did not run: check trainer.limit_val_batches / check_val_every_n_epoch and the val split)")
+        raise TrainingError(
+            f"no best checkpoint: the monitored metric {checkpoint.monitor} was never logged (validation "
+            "did not run: check trainer.limit_val_batches / check_val_every_n_epoch and the val split)"
+        )
     metrics["status"] = "finished"
     metrics["made_from"] = lineage
     if trainer.is_global_zero:

@@ -32,7 +32,9 @@ class Payload:
 @pytest.fixture(scope="module")
 def trained(tiny_stores, tmp_path_factory):
     root = tmp_path_factory.mktemp("safety")
-    mcc = train(compose("train", train_overrides(tiny_stores, root / "mcc", "experiment=mcc", "trainer=debug", "logger=none")))
+    mcc = train(
+        compose("train", train_overrides(tiny_stores, root / "mcc", "experiment=mcc", "trainer=debug", "logger=none"))
+    )
     return root, mcc["best_checkpoint"]
 
 
@@ -65,11 +67,27 @@ def test_the_payload_is_real(malicious, monkeypatch):
 @pytest.mark.parametrize("entry", ["evaluate", "train", "export"])
 def test_entry_points_refuse_the_payload_with_the_variable_set(malicious, tiny_stores, entry, tmp_path):
     run, path, marker = malicious
-    args = {"evaluate": ["evaluate.py", f"dataset_path={tiny_stores['dataset']}", f"runs=[{run}]", f"hydra.run.dir={tmp_path / 'e'}"],
-            "train": ["train.py", *train_overrides(tiny_stores, tmp_path / "t", "experiment=mcc", "trainer=debug", "logger=none"),
-                      f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 't'}"],
-            "export": ["export.py", f"checkpoint={path}", f"dataset_path={tiny_stores['dataset']}",
-                       f"features_path={tiny_stores['features']}", f"embeddings_path={tmp_path / 'x.h5'}"]}[entry]
+    args = {
+        "evaluate": [
+            "evaluate.py",
+            f"dataset_path={tiny_stores['dataset']}",
+            f"runs=[{run}]",
+            f"hydra.run.dir={tmp_path / 'e'}",
+        ],
+        "train": [
+            "train.py",
+            *train_overrides(tiny_stores, tmp_path / "t", "experiment=mcc", "trainer=debug", "logger=none"),
+            f"ckpt_path={path}",
+            f"hydra.run.dir={tmp_path / 't'}",
+        ],
+        "export": [
+            "export.py",
+            f"checkpoint={path}",
+            f"dataset_path={tiny_stores['dataset']}",
+            f"features_path={tiny_stores['features']}",
+            f"embeddings_path={tmp_path / 'x.h5'}",
+        ],
+    }[entry]
     proc = run_cli(*args, env=FORCE)
     assert proc.returncode != 0
     assert f"{path}: refused: it holds pickled Python objects" in proc.stderr
@@ -87,8 +105,11 @@ def test_damaged_checkpoints_are_named(trained, tmp_path):
         path.write_bytes(np.random.default_rng(seed).bytes(4096))
     text = tmp_path / "notes.ckpt"
     text.write_text("not a checkpoint\n")
-    cases = [(truncated, "not a complete PyTorch checkpoint (truncated or corrupt"), (text, "not a PyTorch checkpoint"),
-             (tmp_path / "missing.ckpt", "no such checkpoint file")] + [(g, "not a PyTorch checkpoint (unreadable") for g in garbage]
+    cases = [
+        (truncated, "not a complete PyTorch checkpoint (truncated or corrupt"),
+        (text, "not a PyTorch checkpoint"),
+        (tmp_path / "missing.ckpt", "no such checkpoint file"),
+    ] + [(g, "not a PyTorch checkpoint (unreadable") for g in garbage]
     for path, named in cases:
         with pytest.raises(CheckpointError) as err:
             load_checkpoint(path)
@@ -101,13 +122,37 @@ def test_a_checkpoint_of_the_wrong_kind_is_named(trained, tiny_stores, tmp_path)
     with pytest.raises(CheckpointError, match=rf"{mcc}: is a checkpoint of MCC, expected a LocSens model"):
         load_model(mcc, expect="locsens")
     emb = write_tiny_embeddings(tiny_stores, tmp_path / "mcc.h5", dim=8)
-    cfg = compose("train", train_overrides(tiny_stores, tmp_path / "r", "experiment=locsens", "trainer=debug", "logger=none",
-                                           f"ckpt_path={mcc}", embeddings=emb))
-    with pytest.raises(ConfigError, match=r"is a checkpoint of locsens.models.mcc.MCC, but model._target_ is .*LocSens"):
+    cfg = compose(
+        "train",
+        train_overrides(
+            tiny_stores,
+            tmp_path / "r",
+            "experiment=locsens",
+            "trainer=debug",
+            "logger=none",
+            f"ckpt_path={mcc}",
+            embeddings=emb,
+        ),
+    )
+    with pytest.raises(
+        ConfigError, match=r"is a checkpoint of locsens.models.mcc.MCC, but model._target_ is .*LocSens"
+    ):
         train(cfg)
-    cfg = compose("train", train_overrides(tiny_stores, tmp_path / "r2", "experiment=mcc", "trainer=debug", "logger=none",
-                                           f"ckpt_path={mcc}", "model.embed_dim=64"))
-    with pytest.raises(ConfigError, match=r"trained with other model settings: model.embed_dim: 300 in the checkpoint, 64 now"):
+    cfg = compose(
+        "train",
+        train_overrides(
+            tiny_stores,
+            tmp_path / "r2",
+            "experiment=mcc",
+            "trainer=debug",
+            "logger=none",
+            f"ckpt_path={mcc}",
+            "model.embed_dim=64",
+        ),
+    )
+    with pytest.raises(
+        ConfigError, match=r"trained with other model settings: model.embed_dim: 300 in the checkpoint, 64 now"
+    ):
         train(cfg)
 
 

@@ -26,7 +26,13 @@ def world(tmp_path_factory):
 
 
 def yfcc_args(world, data_dir, tsv) -> list[str]:
-    return [f"paths.data_dir={data_dir}", "world=real", "source=yfcc", f"source.tsv=[{tsv}]", f"source.features={world / 'w' / 'features.h5'}"]
+    return [
+        f"paths.data_dir={data_dir}",
+        "world=real",
+        "source=yfcc",
+        f"source.tsv=[{tsv}]",
+        f"source.features={world / 'w' / 'features.h5'}",
+    ]
 
 
 def prepare_yfcc(world, data_dir, tsv):
@@ -39,8 +45,15 @@ def plain_store(world):
     return DatasetStore(world / "plain" / "real" / "dataset.h5")
 
 
-@pytest.mark.parametrize("kind,name,cli", [("bz2", "yfcc100m_dataset.bz2", True), ("gz", "yfcc100m_dataset.gz", False),
-                                           ("bz2", "misnamed.tsv", False), ("gz", "misnamed.txt", False)])
+@pytest.mark.parametrize(
+    "kind,name,cli",
+    [
+        ("bz2", "yfcc100m_dataset.bz2", True),
+        ("gz", "yfcc100m_dataset.gz", False),
+        ("bz2", "misnamed.tsv", False),
+        ("gz", "misnamed.txt", False),
+    ],
+)
 def test_compressed_metadata_prepares_the_plain_files_store(world, plain_store, tmp_path, kind, name, cli):
     plain = (world / "w" / "yfcc100m_dataset.tsv").read_bytes()
     packed = tmp_path / name

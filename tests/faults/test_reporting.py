@@ -14,7 +14,7 @@ import textwrap
 
 import h5py
 import pytest
-from conftest import ROOT, compose, run_cli, train_overrides
+from conftest import ROOT, compose, evaluate_overrides, run_cli, train_overrides
 
 from locsens.eval.pipeline import EvaluationError, evaluate
 from locsens.files import ArtefactWriteError, write_bytes_atomic
@@ -24,9 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def evaluation_cfg(stores, out, *extra):
-    return compose("evaluate", [f"dataset_path={stores['dataset']}", f"output_dir={out}", "methods.mlc=null", "methods.her=null",
-                                "methods.mcc=null", "methods.mcc_x_town_prior=null", "retrieval.min_query_images=3",
-                                "retrieval.max_queries=30", *extra])
+    return compose("evaluate", evaluate_overrides(stores, out, "methods.country_frequency=null", *extra))
 
 
 def test_figures_failing_after_the_numbers_keeps_the_numbers(tiny_stores, tmp_path):
@@ -34,10 +32,15 @@ def test_figures_failing_after_the_numbers_keeps_the_numbers(tiny_stores, tmp_pa
     out = tmp_path / "broken"
     out.mkdir()
     (out / "figures").write_text("a file where the figures folder should be")  # makes every figure fail
-    with pytest.raises(EvaluationError, match=r"the numbers are saved .*results.json.*figures or logging to W&B failed"):
+    with pytest.raises(
+        EvaluationError, match=r"the numbers are saved .*results.json.*figures or logging to W&B failed"
+    ):
         evaluate(evaluation_cfg(tiny_stores, out))
     saved = json.loads((out / "results.json").read_text())
-    assert saved["tagging"] == clean["tagging"] and saved["location_sensitive_retrieval"] == clean["location_sensitive_retrieval"]
+    assert (
+        saved["tagging"] == clean["tagging"]
+        and saved["location_sensitive_retrieval"] == clean["location_sensitive_retrieval"]
+    )
     assert "town_frequency" in (out / "tables.md").read_text()
     with h5py.File(out / "predictions.h5") as f:
         assert "town_frequency" in f["tagging"]
@@ -46,9 +49,18 @@ def test_figures_failing_after_the_numbers_keeps_the_numbers(tiny_stores, tmp_pa
 def test_evaluate_writes_where_LOCSENS_LOG_DIR_says(tiny_stores, tmp_path):
     outputs = ROOT / "outputs"
     before = set(outputs.rglob("results.json")) if outputs.exists() else set()
-    run_cli("evaluate.py", f"dataset_path={tiny_stores['dataset']}", "methods.mlc=null", "methods.mcc=null", "methods.her=null",
-            "methods.mcc_x_town_prior=null", "retrieval.max_queries=20", "retrieval.min_query_images=3",
-            env={"LOCSENS_LOG_DIR": str(tmp_path / "logs")}, check=True)
+    run_cli(
+        "evaluate.py",
+        f"dataset_path={tiny_stores['dataset']}",
+        "methods.mlc=null",
+        "methods.mcc=null",
+        "methods.her=null",
+        "methods.mcc_x_town_prior=null",
+        "retrieval.max_queries=20",
+        "retrieval.min_query_images=3",
+        env={"LOCSENS_LOG_DIR": str(tmp_path / "logs")},
+        check=True,
+    )
     assert len(list((tmp_path / "logs" / "eval").glob("*/results.json"))) == 1
     assert (set(outputs.rglob("results.json")) if outputs.exists() else set()) == before
 
@@ -61,7 +73,10 @@ def small_disk(tmp_path):
         pytest.skip("mounting a tmpfs to fill needs root")
     mount = tmp_path / "disk"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("mount -t tmpfs is not permitted here")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
@@ -77,7 +92,10 @@ def fill(disk, leave: int) -> None:
 def test_a_full_disk_keeps_the_old_file_and_names_the_path(small_disk):
     old = write_bytes_atomic(small_disk / "results.json", b'{"old": true}')
     fill(small_disk, 16 << 10)
-    with pytest.raises(ArtefactWriteError, match=rf"{old}: could not be written \(no space left on device\); any previous results.json is intact"):
+    with pytest.raises(
+        ArtefactWriteError,
+        match=rf"{old}: could not be written \(no space left on device\); any previous results.json is intact",
+    ):
         write_bytes_atomic(old, b"x" * (64 << 10))
     assert old.read_bytes() == b'{"old": true}' and not list(small_disk.glob(".*tmp*"))
 
@@ -104,7 +122,9 @@ def test_a_checkpoint_on_a_full_disk_is_named_and_training_fails(small_disk, tin
     run = small_disk / "run"
     fill(small_disk, 48 << 10)  # room for the config and the CSV, not for a checkpoint
     cfg = compose("train", train_overrides(tiny_stores, run, "experiment=mcc", "trainer=debug", "logger=none"))
-    with pytest.raises(ArtefactWriteError, match=r"checkpoints/(epoch000|last)\.ckpt: could not be written \(no space left on device\)"):
+    with pytest.raises(
+        ArtefactWriteError, match=r"checkpoints/(epoch000|last)\.ckpt: could not be written \(no space left on device\)"
+    ):
         train(cfg)
     assert not (run / "metrics.json").exists() and not list((run / "checkpoints").glob("*.ckpt"))
 

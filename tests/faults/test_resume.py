@@ -27,8 +27,15 @@ def overrides(kind: str, stores, embeddings, run_dir) -> list[str]:
     if kind == "mcc":  # the best epoch by val/A@1 moves around on the tiny store: both resume paths get exercised
         return train_overrides(stores, run_dir, "experiment=mcc", "callbacks.model_checkpoint.monitor=val/A@1", *common)
     # LocSens with sigma sampling (torch's RNG) and validation every 2 epochs
-    return train_overrides(stores, run_dir, "experiment=locsens", "callbacks/sigma_schedule=exponential",
-                           "data.val_tagging_images=50", *common, embeddings=embeddings)
+    return train_overrides(
+        stores,
+        run_dir,
+        "experiment=locsens",
+        "callbacks/sigma_schedule=exponential",
+        "data.val_tagging_images=50",
+        *common,
+        embeddings=embeddings,
+    )
 
 
 def weights(path) -> dict:
@@ -50,7 +57,9 @@ def runs(request, tiny_stores, embeddings, tmp_path_factory):
     proc = run_cli("train.py", *args("killed"), *KILL)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert not (root / "killed" / "metrics.json").exists()  # a killed run is not a finished run
-    assert torch.load(root / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1  # the last whole epoch
+    assert (
+        torch.load(root / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    )  # the last whole epoch
     run_cli("train.py", *args("resumed_new"), f"ckpt_path={root / 'killed'}", check=True)
     run_cli("train.py", *args("killed"), f"ckpt_path={root / 'killed' / 'checkpoints' / 'last.ckpt'}", check=True)
     return kind, root
@@ -61,8 +70,10 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_run(runs, resumed):
     kind, root = runs
     full, res = root / "full", root / resumed
     assert final(res) == final(full)  # every final metric, the best score and epoch, the epoch count
-    best_full, best_res = Path(json.loads((full / "metrics.json").read_text())["best_checkpoint"]), \
-        Path(json.loads((res / "metrics.json").read_text())["best_checkpoint"])
+    best_full, best_res = (
+        Path(json.loads((full / "metrics.json").read_text())["best_checkpoint"]),
+        Path(json.loads((res / "metrics.json").read_text())["best_checkpoint"]),
+    )
     assert best_res.parent == res / "checkpoints" and best_res.name == best_full.name  # a file of THIS run
     a, b = weights(best_full), weights(best_res)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -80,16 +91,26 @@ def test_last_checkpoint_is_the_last_epoch_and_the_best_is_kept(runs):
     assert last["epoch"] == EPOCHS - 1  # rewritten every epoch, not only when the monitor improves
     assert torch.load(metrics["best_checkpoint"], weights_only=True)["epoch"] == metrics["best_epoch"]
     assert sorted(p.name for p in (root / "full" / "checkpoints").iterdir()) == sorted(
-        {"last.ckpt", Path(metrics["best_checkpoint"]).name})
+        {"last.ckpt", Path(metrics["best_checkpoint"]).name}
+    )
     assert not list((root / "full" / "checkpoints").glob(".*tmp*"))
 
 
 def test_sigterm_stops_with_143_after_the_batch_and_resumes(tiny_stores, embeddings, tmp_path):
     args = overrides("mcc", tiny_stores, embeddings, tmp_path / "run")
-    proc = run_cli("train.py", *args, "+callbacks.kill._target_=killers.KillAt", "+callbacks.kill.epoch=2",
-                   "+callbacks.kill.batch=3", "+callbacks.kill.signal_name=SIGTERM")
+    proc = run_cli(
+        "train.py",
+        *args,
+        "+callbacks.kill._target_=killers.KillAt",
+        "+callbacks.kill.epoch=2",
+        "+callbacks.kill.batch=3",
+        "+callbacks.kill.signal_name=SIGTERM",
+    )
     assert proc.returncode == 143, proc.stderr[-3000:]  # not 0: a preempted job must not look finished
-    assert "SIGTERM: training stopped" in proc.stdout + proc.stderr and "holds the end of epoch 1" in proc.stdout + proc.stderr
+    assert (
+        "SIGTERM: training stopped" in proc.stdout + proc.stderr
+        and "holds the end of epoch 1" in proc.stdout + proc.stderr
+    )
     assert not (tmp_path / "run" / "metrics.json").exists()
     run_cli("train.py", *args, "ckpt_path=last", check=True)  # a requeued job's own command resumes it
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["resumed_from"]["epoch"] == 1

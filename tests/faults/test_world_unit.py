@@ -46,7 +46,9 @@ def test_killed_rebuild_leaves_the_previous_world_usable(worlds, tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not list((data / "w").glob(".build.tmp-*/features.h5")):  # the new world generated, ingestion under way
-        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "timeout"
+        assert proc.poll() is None and time.time() < deadline, (
+            proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "timeout"
+        )
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -67,9 +69,14 @@ def test_a_pair_broken_between_its_renames_is_refused_then_rebuilt(worlds, tmp_p
     assert read_identity(data / "w" / "dataset.h5")[1]["features"]["id"] == read_identity(data / "w" / "features.h5")[0]
 
 
-@pytest.mark.parametrize("change,named", [("ingest.vocab_size=50", r"ingest config differs in vocab_size \(100000 -> 50\)"),
-                                          ("seed=7", r"made from source .*'seed': 0.*'seed': 7"),
-                                          ("ingest.split.test=0.2", r"ingest config differs in split")])
+@pytest.mark.parametrize(
+    "change,named",
+    [
+        ("ingest.vocab_size=50", r"ingest config differs in vocab_size \(100000 -> 50\)"),
+        ("seed=7", r"made from source .*'seed': 0.*'seed': 7"),
+        ("ingest.split.test=0.2", r"ingest config differs in split"),
+    ],
+)
 def test_reuse_checks_the_request(worlds, change, named):
     with pytest.raises(PrepareError, match=named):
         prepare(prepare_cfg(worlds, "w", change))
@@ -113,10 +120,21 @@ def test_a_concurrent_prepare_is_refused(worlds):
 
 def test_wrong_feature_store_is_named_before_parsing(worlds, tmp_path):
     tsv = worlds / "w" / "yfcc100m_dataset.tsv"
-    yfcc = lambda features, *extra: compose("prepare", [f"paths.data_dir={tmp_path}", "world=real", "source=yfcc",  # noqa: E731
-                                                       f"source.tsv=[{tsv}]", f"source.features={features}", *extra])
+    yfcc = lambda features, *extra: compose(
+        "prepare",
+        [
+            f"paths.data_dir={tmp_path}",
+            "world=real",
+            "source=yfcc",  # noqa: E731
+            f"source.tsv=[{tsv}]",
+            f"source.features={features}",
+            *extra,
+        ],
+    )
     t0 = time.perf_counter()
-    with pytest.raises(PrepareError, match=r"none of the first [\d,]+ kept photo ids .* has valid features in .*other/features.h5"):
+    with pytest.raises(
+        PrepareError, match=r"none of the first [\d,]+ kept photo ids .* has valid features in .*other/features.h5"
+    ):
         prepare(yfcc(worlds / "other" / "features.h5"))
     assert time.perf_counter() - t0 < 5 and not (tmp_path / "real" / "dataset.h5").exists()
     with pytest.raises(StoreError, match="no such store"):

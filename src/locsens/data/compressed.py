@@ -38,7 +38,10 @@ PARALLEL_MODULE = {BZIP2: "indexed_bzip2", GZIP: "rapidgzip"}
 MAX_PARALLELIZATION = 8
 # Compressed formats this module does not decode: named in an error instead of parsed as garbage text.
 UNSUPPORTED_MAGIC = {
-    b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip", b"7z\xbc\xaf\x27\x1c": "7z",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"PK\x03\x04": "zip",
+    b"7z\xbc\xaf\x27\x1c": "7z",
 }
 
 logger = logging.getLogger(__name__)
@@ -107,8 +110,12 @@ class _DecodedStream(io.RawIOBase):
         self.parallel = module is not None
         try:
             if module is None:
-                logger.warning("%s is not installed: decoding %s with Python's single-threaded %s module (slower)",
-                               PARALLEL_MODULE[compression], path, "bz2" if compression == BZIP2 else "gzip")
+                logger.warning(
+                    "%s is not installed: decoding %s with Python's single-threaded %s module (slower)",
+                    PARALLEL_MODULE[compression],
+                    path,
+                    "bz2" if compression == BZIP2 else "gzip",
+                )
                 self._file = open(path, "rb")
                 self._decoder = bz2.BZ2File(self._file) if compression == BZIP2 else gzip.GzipFile(fileobj=self._file)
             else:

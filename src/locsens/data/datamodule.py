@@ -24,11 +24,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from locsens.data.store import SPLIT_NAMES, DatasetStore, FeatureStore
 from locsens.data.sampling import EpochBatch, EpochBatchSampler, sample_draws
+from locsens.data.store import SPLIT_NAMES, DatasetStore, FeatureStore
 from locsens.data.tagsets import padded
 
 log = logging.getLogger(__name__)
+
 
 class FeatureBatches(Dataset):
     """Batch-level dataset: item ``(epoch, positions)`` -> a dict of batch tensors.
@@ -37,8 +38,15 @@ class FeatureBatches(Dataset):
     the split's rows) when given, else from the feature store with one sorted read per batch.
     """
 
-    def __init__(self, dataset_rows: np.ndarray, feature_rows: np.ndarray, dataset: DatasetStore, features: FeatureStore,
-                 features_in_memory: np.ndarray | None, seed: int):
+    def __init__(
+        self,
+        dataset_rows: np.ndarray,
+        feature_rows: np.ndarray,
+        dataset: DatasetStore,
+        features: FeatureStore,
+        features_in_memory: np.ndarray | None,
+        seed: int,
+    ):
         self.dataset_rows = dataset_rows
         self.feature_rows = feature_rows
         self.tags_indptr, self.tags_indices = dataset.tags_indptr, dataset.tags_indices
@@ -75,9 +83,17 @@ class AgnosticDataModule(L.LightningDataModule):
     ``setup`` (shared copy-on-write with forked workers); otherwise batches are read from HDF5.
     """
 
-    def __init__(self, dataset_path: str, features_path: str, batch_size: int = 512, num_workers: int = 0,
-                 preload_max_bytes: int = 2_000_000_000, seed: int = 0, eval_batch_size: int | None = None,
-                 persistent_workers: bool = True):
+    def __init__(
+        self,
+        dataset_path: str,
+        features_path: str,
+        batch_size: int = 512,
+        num_workers: int = 0,
+        preload_max_bytes: int = 2_000_000_000,
+        seed: int = 0,
+        eval_batch_size: int | None = None,
+        persistent_workers: bool = True,
+    ):
         super().__init__()
         self.dataset_path, self.features_path = str(dataset_path), str(features_path)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
@@ -95,24 +111,37 @@ class AgnosticDataModule(L.LightningDataModule):
         has_features = feature_rows >= 0
         self.n_without_features = int((~has_features).sum())
         if self.n_without_features:
-            log.warning("%s: %d of %d photos have no valid features in %s and are dropped",
-                        self.dataset_path, self.n_without_features, len(self.dataset), self.features_path)
+            log.warning(
+                "%s: %d of %d photos have no valid features in %s and are dropped",
+                self.dataset_path,
+                self.n_without_features,
+                len(self.dataset),
+                self.features_path,
+            )
         kept = np.flatnonzero(has_features)
         preload = len(kept) * self.features.dim * 4 <= self.preload_max_bytes
         all_features = self.features.read_all() if preload else None
         for split_id, name in enumerate(SPLIT_NAMES):
             rows = kept[self.dataset.split[kept] == split_id]
             in_memory = all_features[feature_rows[rows]] if preload else None
-            self.splits[name] = FeatureBatches(rows, feature_rows[rows], self.dataset, self.features, in_memory, self.seed)
-        log.info("%s: %s photos with features (train/val/test), features %s", self.dataset_path,
-                 "/".join(str(len(self.splits[s])) for s in SPLIT_NAMES), "preloaded" if preload else "read from HDF5")
+            self.splits[name] = FeatureBatches(
+                rows, feature_rows[rows], self.dataset, self.features, in_memory, self.seed
+            )
+        log.info(
+            "%s: %s photos with features (train/val/test), features %s",
+            self.dataset_path,
+            "/".join(str(len(self.splits[s])) for s in SPLIT_NAMES),
+            "preloaded" if preload else "read from HDF5",
+        )
 
         n_train = len(self.splits["train"])
         if n_train < self.batch_size or len(self.splits["val"]) == 0:
-            raise ValueError(f"{self.dataset_path}: {n_train} training and {len(self.splits['val'])} validation photos with "
-                             f"features: {'no training batch of data.batch_size=' + str(self.batch_size) if n_train < self.batch_size else 'no validation photo'} "
-                             f"(per split: {', '.join(f'{s} {len(self.splits[s])}' for s in SPLIT_NAMES)}); "
-                             "lower data.batch_size or ingest more photos")
+            raise ValueError(
+                f"{self.dataset_path}: {n_train} training and {len(self.splits['val'])} validation photos with "
+                f"features: {'no training batch of data.batch_size=' + str(self.batch_size) if n_train < self.batch_size else 'no validation photo'} "
+                f"(per split: {', '.join(f'{s} {len(self.splits[s])}' for s in SPLIT_NAMES)}); "
+                "lower data.batch_size or ingest more photos"
+            )
 
     @property
     def vocab(self) -> list[str]:
@@ -120,8 +149,10 @@ class AgnosticDataModule(L.LightningDataModule):
 
     def lineage(self) -> dict:
         """What a model trained on this data is made from: the content ids of the two stores."""
-        return {"dataset": {"id": self.dataset.content_id, "path": self.dataset_path},
-                "features": {"id": self.features.content_id, "path": self.features_path}}
+        return {
+            "dataset": {"id": self.dataset.content_id, "path": self.dataset_path},
+            "features": {"id": self.features.content_id, "path": self.features_path},
+        }
 
     def model_kwargs(self) -> dict[str, int]:
         """Dimensions the models take from the data (train() fills null model config keys with them)."""
@@ -133,10 +164,23 @@ class AgnosticDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         data = self.splits[split]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-        sampler = EpochBatchSampler(len(data), self.batch_size if shuffle else self.eval_batch_size, shuffle=shuffle,
-                                    seed=self.seed, drop_last=shuffle, rank=rank, world_size=world)
-        return DataLoader(data, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.persistent_workers and self.num_workers > 0, pin_memory=False)
+        sampler = EpochBatchSampler(
+            len(data),
+            self.batch_size if shuffle else self.eval_batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            drop_last=shuffle,
+            rank=rank,
+            world_size=world,
+        )
+        return DataLoader(
+            data,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            pin_memory=False,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -148,11 +192,4 @@ class AgnosticDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
 
-def check_data_dim(name: str, configured: int | None, found: int, source: str) -> int:
-    """The one place a configured dimension meets the data's: fail naming both numbers and the store."""
-    if configured is not None and int(configured) != int(found):
-        raise ValueError(f"{name}: the config says {configured} but {source} has {found}")
-    return int(found)
-
-
-__all__ = ["AgnosticDataModule", "FeatureBatches", "check_data_dim"]
+__all__ = ["AgnosticDataModule", "FeatureBatches"]

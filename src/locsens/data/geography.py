@@ -107,14 +107,18 @@ class Geography:
             km = geodesic_km(lat[:, None], lon[:, None], self.town_lat[cand], self.town_lon[cand])
             for i, c in enumerate(cities):
                 for j, r in enumerate(cand[i]):
-                    if self.town_cc[r] == c["countrycode"] and (km[i, j] < 0.5 or (km[i, j] < 5.0 and self.town_name[r] == c["name"])):
+                    if self.town_cc[r] == c["countrycode"] and (
+                        km[i, j] < 0.5 or (km[i, j] < 5.0 and self.town_name[r] == c["name"])
+                    ):
                         rows.append(int(r))
                         population.append(float(c["population"]))
                         break
         self.big_row = np.array(rows, dtype=np.int64)
         self.big_population = np.array(population, dtype=np.float64)
         self.big_radius_km = URBAN_RADIUS_KM_PER_SQRT_POP * np.sqrt(self.big_population)
-        self.big_tree = cKDTree(unit_vectors(self.town_lat[self.big_row], self.town_lon[self.big_row])) if rows else None
+        self.big_tree = (
+            cKDTree(unit_vectors(self.town_lat[self.big_row], self.town_lon[self.big_row])) if rows else None
+        )
 
     def nearest_town(self, lat, lon) -> tuple[np.ndarray, np.ndarray]:
         """Row of each point's town (int64: the covering large city, else the nearest town; see the
@@ -132,13 +136,15 @@ class Geography:
                 cand = cand.reshape(len(xyz), k)
                 row = self.big_row[cand]
                 d = geodesic_km(lat[sl, None], lon[sl, None], self.town_lat[row], self.town_lon[row])
-                score = np.where(d <= self.big_radius_km[cand], self.big_population[cand] / np.maximum(d, 0.5) ** 2, -1.0)
+                score = np.where(
+                    d <= self.big_radius_km[cand], self.big_population[cand] / np.maximum(d, 0.5) ** 2, -1.0
+                )
                 best = np.argmax(score, axis=1)
                 covered = score[np.arange(len(xyz)), best] > 0
                 rows[sl] = np.where(covered, row[np.arange(len(xyz)), best], rows[sl])
         return rows, geodesic_km(lat, lon, self.town_lat[rows], self.town_lon[rows])
 
-    def locate(self, lat, lon) -> "Placement":
+    def locate(self, lat, lon) -> Placement:
         """Town, region, country and continent ids (compact tables of the places present) per point."""
         rows, distance_km = self.nearest_town(lat, lon)
         town_rows, town_id = np.unique(rows, return_inverse=True)

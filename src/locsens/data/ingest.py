@@ -27,11 +27,10 @@ CLI: ``python -m locsens.data.ingest IN.tsv [IN2.tsv ...] --out store.h5 [--stri
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 import threading
+import time
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,9 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from locsens.data.geography import FAR_FROM_TOWN_KM, reverse_geocode
-from locsens.files import file_sha256
 from locsens.data.store import SPLIT_IDS, write_dataset_store
 from locsens.data.yfcc import DROP_REASONS, KEPT, MALFORMED_REASONS, ParseStats, YfccReader
+from locsens.files import file_sha256
 
 INGEST_REASONS = ("too_few_vocab_tags", "too_many_vocab_tags", "duplicate_photo_id")
 PAPER_SPLIT = {"test": 500_000, "val": 250_000}
@@ -58,8 +57,13 @@ def describe_input(path: str | os.PathLike) -> dict:
 
     path = Path(path)
     st = path.stat()
-    return {"path": str(path), "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns), "compression": detect_compression(path),
-            "sha256": file_sha256(path)}
+    return {
+        "path": str(path),
+        "size": int(st.st_size),
+        "mtime_ns": int(st.st_mtime_ns),
+        "compression": detect_compression(path),
+        "sha256": file_sha256(path),
+    }
 
 
 @dataclass
@@ -112,7 +116,9 @@ def _split_count(name: str, value: float, n: int) -> int:
     return int(value)
 
 
-def assign_splits(n: int, user_index: np.ndarray, split: Mapping[str, float], seed: int, by_user: bool = False) -> np.ndarray:
+def assign_splits(
+    n: int, user_index: np.ndarray, split: Mapping[str, float], seed: int, by_user: bool = False
+) -> np.ndarray:
     """int8 split id per row (0 train, 1 val, 2 test); see the module docstring for the rules."""
     unknown = set(split) - {"val", "test"}
     if unknown:
@@ -159,54 +165,35 @@ def read_wordlist(path: str | os.PathLike) -> frozenset[str]:
         return frozenset(w.strip().lower() for w in fh if w.strip())
 
 
-def ingest(
-    tsv_paths: str | os.PathLike | Sequence[str | os.PathLike],
-    out_path: str | os.PathLike,
-    *,
-    vocab_size: int = 100_000,
-    drop_top: int = 10,
-    min_tags: int = 1,
-    max_tags: int = 15,
-    wordlist: str | os.PathLike | None = None,
-    split: Mapping[str, float] | None = None,
-    seed: int = 0,
-    split_by_user: bool = False,
-    dedupe_tags: bool = False,
-    strict: bool = False,
-    overwrite: bool = False,
-    progress: bool | None = None,
-    print_report: bool = True,
-    made_from: dict | None = None,
-) -> IngestReport:
-    """Build a ``locsens.dataset`` store at ``out_path`` from YFCC100M-format TSV files (module docstring).
+@dataclass
+class _Parsed:
+    """Every parsed photo as compact arrays; tags as provisional ids into ``tag_names`` (CSR)."""
 
-    ``made_from``: lineage entries to record beside the inputs and ingest config (prepare passes the
-    feature store it pairs the dataset with, and the source it was asked for)."""
-    t0 = time.perf_counter()
-    paths = [Path(tsv_paths)] if isinstance(tsv_paths, (str, os.PathLike)) else [Path(p) for p in tsv_paths]
-    if not paths:
-        raise ValueError("ingest: no input files given")
-    for p in paths:
-        if not p.is_file():
-            raise FileNotFoundError(f"ingest: input {p} does not exist")
-        if p.stat().st_size == 0:
-            raise IngestError(f"ingest: input {p} is empty (0 bytes)")
-    if vocab_size < 1 or drop_top < 0:
-        raise ValueError(f"ingest: need vocab_size >= 1 and drop_top >= 0, got vocab_size={vocab_size}, drop_top={drop_top}")
-    out_path = Path(out_path)
-    if out_path.exists() and not overwrite:  # refuse before the long parse, not after
-        raise FileExistsError(f"{out_path} already exists; pass overwrite=True (--overwrite) to rebuild it")
-    if min_tags < 1 or max_tags < min_tags:
-        raise ValueError(f"ingest: need 1 <= min_tags <= max_tags, got min_tags={min_tags}, max_tags={max_tags}")
-    split = dict(PAPER_SPLIT if split is None else split)
-    words = read_wordlist(wordlist) if wordlist is not None else None
-    config = dict(
-        inputs=[str(p) for p in paths], vocab_size=vocab_size, drop_top=drop_top, min_tags=min_tags, max_tags=max_tags,
-        wordlist=str(wordlist) if wordlist is not None else None, split=split, seed=seed, split_by_user=split_by_user,
-        dedupe_tags=dedupe_tags,
-    )
+    photo_id: np.ndarray
+    user_index: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    indptr: np.ndarray
+    tag_ids: np.ndarray
+    user_names: list[str]
+    tag_names: list[str]
+    stats: ParseStats
 
-    described = _in_background(lambda: [describe_input(p) for p in paths])  # hashed while parsed (hashlib releases the GIL)
+
+@dataclass
+class _Kept:
+    """The photos that stay, with vocabulary tags (CSR) and users renumbered to those present."""
+
+    keep: np.ndarray
+    indptr: np.ndarray
+    tags: np.ndarray
+    user_index: np.ndarray
+    users: list[str]
+    reasons: dict[str, int]
+
+
+def _parse(paths: list[Path], words, strict: bool, progress, dedupe_tags: bool) -> _Parsed:
+    """One streaming pass over the files: ~36 bytes per photo plus 4 per tag occurrence; strings once each."""
     photo_id, user_index, lat, lon = array("q"), array("i"), array("d"), array("d")
     indptr, tag_ids = array("q", [0]), array("i")
     user_of: dict[str, int] = {}
@@ -234,83 +221,170 @@ def ingest(
                 indptr.append(len(tag_ids))
         finally:
             stats.merge(reader.stats)
-
     if stats.kept == 0:
-        raise IngestError(f"ingest: no photo of {', '.join(map(str, paths))} was kept (LocSens needs photos with user tags "
-                          f"and a location):\n{_reason_table(stats)}")
+        raise IngestError(
+            f"ingest: no photo of {', '.join(map(str, paths))} was kept (LocSens needs photos with user tags "
+            f"and a location):\n{_reason_table(stats)}"
+        )
+    as_np = lambda buf, dtype: np.frombuffer(buf, dtype=dtype)  # noqa: E731  (views: no copy)
+    return _Parsed(
+        as_np(photo_id, np.int64),
+        as_np(user_index, np.int32),
+        as_np(lat, np.float64),
+        as_np(lon, np.float64),
+        as_np(indptr, np.int64),
+        as_np(tag_ids, np.int32),
+        list(user_of),
+        list(tag_of),
+        stats,
+    )
 
-    # vocabulary
-    names = list(tag_of)
-    del tag_of
-    tag_ids_np = np.frombuffer(tag_ids, dtype=np.int32)
-    counts = np.bincount(tag_ids_np, minlength=len(names)).astype(np.int64)
-    vocab_ids = select_vocabulary(counts, names, drop_top, vocab_size)
-    vocab = [names[i] for i in vocab_ids]
-    vocab_count = counts[vocab_ids]
+
+def _vocabulary(parsed: _Parsed, drop_top: int, vocab_size: int, words) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(vocabulary, its counts, provisional tag id -> vocabulary id or -1)."""
+    counts = np.bincount(parsed.tag_ids, minlength=len(parsed.tag_names)).astype(np.int64)
+    vocab_ids = select_vocabulary(counts, parsed.tag_names, drop_top, vocab_size)
+    vocab = [parsed.tag_names[i] for i in vocab_ids]
     if not vocab:
-        raise IngestError(f"ingest: the vocabulary is empty: {len(names)} distinct normalised tags, of which drop_top={drop_top} "
-                          f"are dropped (tags with digits are never kept){'; ' + str(len(words)) + ' words in the word list' if words else ''}\n"
-                          f"{_reason_table(stats)}")
-    remap = np.full(len(names), -1, dtype=np.int32)
+        raise IngestError(
+            f"ingest: the vocabulary is empty: {len(parsed.tag_names)} distinct normalised tags, of which drop_top={drop_top} "
+            f"are dropped (tags with digits are never kept){'; ' + str(len(words)) + ' words in the word list' if words else ''}\n"
+            f"{_reason_table(parsed.stats)}"
+        )
+    remap = np.full(len(parsed.tag_names), -1, dtype=np.int32)
     remap[vocab_ids] = np.arange(len(vocab_ids), dtype=np.int32)
+    return vocab, counts[vocab_ids], remap
 
-    # photos
-    n = len(photo_id)
-    indptr_np = np.frombuffer(indptr, dtype=np.int64)
-    new_ids = remap[tag_ids_np]
+
+def _keep_photos(parsed: _Parsed, remap: np.ndarray, min_tags: int, max_tags: int, vocab_size: int) -> _Kept:
+    """Photos with min_tags..max_tags vocabulary tags, first occurrence of each photo id; the rest counted by reason."""
+    n = len(parsed.photo_id)
+    new_ids = remap[parsed.tag_ids]
     in_vocab = new_ids >= 0
     # vocabulary tags per photo from a running count (no per-entry row index: ~4 bytes per tag less)
     running = np.zeros(len(in_vocab) + 1, dtype=np.int32 if len(in_vocab) < 2**31 else np.int64)
     np.cumsum(in_vocab, out=running[1:])
-    n_vocab = (running[indptr_np[1:]] - running[indptr_np[:-1]]).astype(np.int64)
+    n_vocab = (running[parsed.indptr[1:]] - running[parsed.indptr[:-1]]).astype(np.int64)
     del running
-    photo_id_np = np.frombuffer(photo_id, dtype=np.int64)
-    _, first = np.unique(photo_id_np, return_index=True)
+    _, first = np.unique(parsed.photo_id, return_index=True)
     unique_id = np.zeros(n, dtype=bool)
     unique_id[first] = True
     too_few = n_vocab < min_tags
     too_many = ~too_few & (n_vocab > max_tags)
     duplicate = ~too_few & ~too_many & ~unique_id
     keep = ~(too_few | too_many | duplicate)
-    entry_keep = in_vocab & np.repeat(keep, np.diff(indptr_np))
-    final_tags = new_ids[entry_keep]
-    final_indptr = np.concatenate([[0], np.cumsum(n_vocab[keep])]).astype(np.int64)
-    del new_ids, in_vocab, entry_keep
-    lat_np = np.frombuffer(lat, dtype=np.float64)[keep]
-    lon_np = np.frombuffer(lon, dtype=np.float64)[keep]
-    users_np = np.frombuffer(user_index, dtype=np.int32)[keep]
-    present_users, final_user_index = np.unique(users_np, return_inverse=True)
-    user_names = list(user_of)
-    users = [user_names[u] for u in present_users]
-    final_user_index = final_user_index.astype(np.int32).ravel()
-    n_kept = int(keep.sum())
-    if n_kept == 0:
-        raise IngestError(f"ingest: no photo has {min_tags}..{max_tags} vocabulary tags ({int(too_few.sum())} too few, "
-                          f"{int(too_many.sum())} too many; vocabulary of {len(vocab)} tags)\n{_reason_table(stats)}")
+    if not keep.any():
+        raise IngestError(
+            f"ingest: no photo has {min_tags}..{max_tags} vocabulary tags ({int(too_few.sum())} too few, "
+            f"{int(too_many.sum())} too many; vocabulary of {vocab_size} tags)\n{_reason_table(parsed.stats)}"
+        )
+    tags = new_ids[in_vocab & np.repeat(keep, np.diff(parsed.indptr))]
+    indptr = np.concatenate([[0], np.cumsum(n_vocab[keep])]).astype(np.int64)
+    present_users, user_index = np.unique(parsed.user_index[keep], return_inverse=True)
+    reasons = {r: int(parsed.stats.reasons[r]) for r in (*MALFORMED_REASONS, *DROP_REASONS)}
+    reasons.update(
+        too_few_vocab_tags=int(too_few.sum()),
+        too_many_vocab_tags=int(too_many.sum()),
+        duplicate_photo_id=int(duplicate.sum()),
+    )
+    return _Kept(
+        keep, indptr, tags, user_index.astype(np.int32).ravel(), [parsed.user_names[u] for u in present_users], reasons
+    )
 
-    split_id = assign_splits(n_kept, final_user_index, split, seed, by_user=split_by_user)
+
+def _splits(kept: _Kept, split: dict, seed: int, by_user: bool) -> np.ndarray:
+    n_kept = int(kept.keep.sum())
+    split_id = assign_splits(n_kept, kept.user_index, split, seed, by_user=by_user)
     # train must not be empty; val / test only when asked for (an explicit 0 is a store without that split)
     asked = {"train": True, **{name: bool(split.get(name, 0)) for name in ("val", "test")}}
     empty = [name for name, i in SPLIT_IDS.items() if asked[name] and not (split_id == i).any()]
     if empty:
-        raise IngestError(f"ingest: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty ({n_kept} photos kept, "
-                          f"split {split}); every split needs photos (train gets what test and val leave)")
-    placement = reverse_geocode(lat_np, lon_np)
+        raise IngestError(
+            f"ingest: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty ({n_kept} photos kept, "
+            f"split {split}); every split needs photos (train gets what test and val leave)"
+        )
+    return split_id
 
-    reasons = {r: int(stats.reasons[r]) for r in (*MALFORMED_REASONS, *DROP_REASONS)}
-    reasons.update(too_few_vocab_tags=int(too_few.sum()), too_many_vocab_tags=int(too_many.sum()), duplicate_photo_id=int(duplicate.sum()))
-    assert stats.reasons[KEPT] == n and n_kept + sum(reasons.values()) == stats.lines, "every line must land in one bucket"
-    split_sizes = {name: int((split_id == i).sum()) for name, i in SPLIT_IDS.items()}
-    record = {"inputs": described(), "ingest_config": config, **(made_from or {})}
+
+def ingest(
+    tsv_paths: str | os.PathLike | Sequence[str | os.PathLike],
+    out_path: str | os.PathLike,
+    *,
+    vocab_size: int = 100_000,
+    drop_top: int = 10,
+    min_tags: int = 1,
+    max_tags: int = 15,
+    wordlist: str | os.PathLike | None = None,
+    split: Mapping[str, float] | None = None,
+    seed: int = 0,
+    split_by_user: bool = False,
+    dedupe_tags: bool = False,
+    strict: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    print_report: bool = True,
+    made_from: dict | None = None,
+) -> IngestReport:
+    """Build a ``locsens.dataset`` store at ``out_path`` from YFCC100M-format files (module docstring):
+    parse, vocabulary, photos kept, splits, geography, write.
+
+    ``made_from``: lineage entries to record beside the inputs and ingest config (prepare passes the
+    feature store it pairs the dataset with, and the source it was asked for)."""
+    t0 = time.perf_counter()
+    paths = [Path(tsv_paths)] if isinstance(tsv_paths, (str, os.PathLike)) else [Path(p) for p in tsv_paths]
+    if not paths:
+        raise ValueError("ingest: no input files given")
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"ingest: input {p} does not exist")
+        if p.stat().st_size == 0:
+            raise IngestError(f"ingest: input {p} is empty (0 bytes)")
+    if vocab_size < 1 or drop_top < 0:
+        raise ValueError(
+            f"ingest: need vocab_size >= 1 and drop_top >= 0, got vocab_size={vocab_size}, drop_top={drop_top}"
+        )
+    out_path = Path(out_path)
+    if out_path.exists() and not overwrite:  # refuse before the long parse, not after
+        raise FileExistsError(f"{out_path} already exists; pass overwrite=True (--overwrite) to rebuild it")
+    if min_tags < 1 or max_tags < min_tags:
+        raise ValueError(f"ingest: need 1 <= min_tags <= max_tags, got min_tags={min_tags}, max_tags={max_tags}")
+    split = dict(PAPER_SPLIT if split is None else split)
+    words = read_wordlist(wordlist) if wordlist is not None else None
+    config = dict(
+        inputs=[str(p) for p in paths],
+        vocab_size=vocab_size,
+        drop_top=drop_top,
+        min_tags=min_tags,
+        max_tags=max_tags,
+        wordlist=str(wordlist) if wordlist is not None else None,
+        split=split,
+        seed=seed,
+        split_by_user=split_by_user,
+        dedupe_tags=dedupe_tags,
+    )
+
+    described = _in_background(
+        lambda: [describe_input(p) for p in paths]
+    )  # hashed while parsed (hashlib releases the GIL)
+    parsed = _parse(paths, words, strict, progress, dedupe_tags)
+    vocab, vocab_count, remap = _vocabulary(parsed, drop_top, vocab_size, words)
+    kept = _keep_photos(parsed, remap, min_tags, max_tags, len(vocab))
+    split_id = _splits(kept, split, seed, split_by_user)
+    lat, lon = parsed.lat[kept.keep], parsed.lon[kept.keep]
+    placement = reverse_geocode(lat, lon)
+    stats, n_kept = parsed.stats, len(split_id)
+    assert stats.reasons[KEPT] == len(parsed.photo_id) and n_kept + sum(kept.reasons.values()) == stats.lines, (
+        "every line must land in one bucket"
+    )
     write_dataset_store(
         out_path,
-        photo_id=photo_id_np[keep],
-        user_index=final_user_index,
-        users=users,
-        lat=lat_np,
-        lon=lon_np,
-        tags_indptr=final_indptr,
-        tags_indices=final_tags,
+        photo_id=parsed.photo_id[kept.keep],
+        user_index=kept.user_index,
+        users=kept.users,
+        lat=lat,
+        lon=lon,
+        tags_indptr=kept.indptr,
+        tags_indices=kept.tags,
         places=placement.places,
         place_index=placement.place_index,
         place_names=placement.place_names(),
@@ -319,13 +393,20 @@ def ingest(
         vocab_count=vocab_count,
         source=", ".join(str(p) for p in paths),
         ingest_config=config,
-        n_dropped=reasons,
-        made_from=record,
+        n_dropped=kept.reasons,
+        made_from={"inputs": described(), "ingest_config": config, **(made_from or {})},
         overwrite=overwrite,
     )
     report = IngestReport(
-        out_path=out_path, lines=stats.lines, kept=n_kept, reasons=reasons, parse=stats, vocab_size=len(vocab),
-        split_sizes=split_sizes, far_from_town=int(placement.far_from_town().sum()), seconds=time.perf_counter() - t0,
+        out_path=out_path,
+        lines=stats.lines,
+        kept=n_kept,
+        reasons=kept.reasons,
+        parse=stats,
+        vocab_size=len(vocab),
+        split_sizes={name: int((split_id == i).sum()) for name, i in SPLIT_IDS.items()},
+        far_from_town=int(placement.far_from_town().sum()),
+        seconds=time.perf_counter() - t0,
         config=config,
     )
     if print_report:
@@ -367,16 +448,25 @@ def _count_or_fraction(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m locsens.data.ingest", description="YFCC100M-format metadata (plain, .bz2 or .gz) -> locsens.dataset HDF5 store")
-    ap.add_argument("inputs", nargs="+", help="yfcc100m_dataset-format files (plain, bzip2 or gzip; told apart by content)")
+    ap = argparse.ArgumentParser(
+        prog="python -m locsens.data.ingest",
+        description="YFCC100M-format metadata (plain, .bz2 or .gz) -> locsens.dataset HDF5 store",
+    )
+    ap.add_argument(
+        "inputs", nargs="+", help="yfcc100m_dataset-format files (plain, bzip2 or gzip; told apart by content)"
+    )
     ap.add_argument("--out", required=True, help="store to write (.h5)")
     ap.add_argument("--vocab-size", type=int, default=100_000)
     ap.add_argument("--drop-top", type=int, default=10, help="most frequent tags left out (paper: 10)")
     ap.add_argument("--min-tags", type=int, default=1)
     ap.add_argument("--max-tags", type=int, default=15)
     ap.add_argument("--wordlist", default=None, help="file of allowed tags, one per line")
-    ap.add_argument("--test", type=_count_or_fraction, default=PAPER_SPLIT["test"], help="test photos: count, or fraction if < 1")
-    ap.add_argument("--val", type=_count_or_fraction, default=PAPER_SPLIT["val"], help="val photos: count, or fraction if < 1")
+    ap.add_argument(
+        "--test", type=_count_or_fraction, default=PAPER_SPLIT["test"], help="test photos: count, or fraction if < 1"
+    )
+    ap.add_argument(
+        "--val", type=_count_or_fraction, default=PAPER_SPLIT["val"], help="val photos: count, or fraction if < 1"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split-by-user", action="store_true", help="no user in two splits")
     ap.add_argument("--dedupe-tags", action="store_true", help="count each tag once per photo")
@@ -385,9 +475,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     ingest(
-        a.inputs, a.out, vocab_size=a.vocab_size, drop_top=a.drop_top, min_tags=a.min_tags, max_tags=a.max_tags,
-        wordlist=a.wordlist, split={"test": a.test, "val": a.val}, seed=a.seed, split_by_user=a.split_by_user,
-        dedupe_tags=a.dedupe_tags, strict=a.strict, overwrite=a.overwrite, progress=False if a.no_progress else None,
+        a.inputs,
+        a.out,
+        vocab_size=a.vocab_size,
+        drop_top=a.drop_top,
+        min_tags=a.min_tags,
+        max_tags=a.max_tags,
+        wordlist=a.wordlist,
+        split={"test": a.test, "val": a.val},
+        seed=a.seed,
+        split_by_user=a.split_by_user,
+        dedupe_tags=a.dedupe_tags,
+        strict=a.strict,
+        overwrite=a.overwrite,
+        progress=False if a.no_progress else None,
     )
     return 0
 

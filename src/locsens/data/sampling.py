@@ -50,8 +50,17 @@ class EpochBatchSampler:
 
     ``fixed_epoch``: always that epoch (validation draws that do not change between epochs)."""
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool, rank: int = 0, world_size: int = 1,
-                 fixed_epoch: int | None = None):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool,
+        rank: int = 0,
+        world_size: int = 1,
+        fixed_epoch: int | None = None,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.n, self.batch_size, self.shuffle, self.seed, self.drop_last = n, batch_size, shuffle, seed, drop_last
@@ -81,7 +90,9 @@ class EpochBatchSampler:
     def __iter__(self):
         order = self.order()
         for b in range(len(self)):
-            yield EpochBatch(self.epoch, b, order[b * self.global_batch : (b + 1) * self.global_batch], self.rank, self.world_size)
+            yield EpochBatch(
+                self.epoch, b, order[b * self.global_batch : (b + 1) * self.global_batch], self.rank, self.world_size
+            )
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

@@ -116,8 +116,14 @@ def read_identity(path) -> tuple[str, dict]:
 # writing
 # --------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def atomic_h5(path: str | os.PathLike, kind: str, overwrite: bool = False, expected_bytes: int = 0, in_memory: bool = True,
-              **attrs) -> Iterator[h5py.File]:
+def atomic_h5(
+    path: str | os.PathLike,
+    kind: str,
+    overwrite: bool = False,
+    expected_bytes: int = 0,
+    in_memory: bool = True,
+    **attrs,
+) -> Iterator[h5py.File]:
     """Write a store atomically: to a temporary file beside ``path``, renamed into place on success.
 
     An exception (or a kill) midway leaves any previous store at ``path`` untouched and no file at
@@ -153,8 +159,9 @@ def atomic_h5(path: str | os.PathLike, kind: str, overwrite: bool = False, expec
             with contextlib.suppress(Exception):
                 f.close()
             if is_disk_error(e):
-                raise ArtefactWriteError(28, f"{path}: could not be written ({describe_os_error(e)}); "
-                                             f"any previous {path.name} is intact") from e
+                raise ArtefactWriteError(
+                    28, f"{path}: could not be written ({describe_os_error(e)}); any previous {path.name} is intact"
+                ) from e
             raise
         except BaseException:
             with contextlib.suppress(Exception):
@@ -167,7 +174,9 @@ def write_strings(group: h5py.Group, name: str, values: Sequence[str]) -> None:
 
 
 def _nbytes(*arrays) -> int:
-    return sum(np.asarray(a).nbytes if not isinstance(a, (list, tuple)) else sum(len(s) + 16 for s in a) for a in arrays)
+    return sum(
+        np.asarray(a).nbytes if not isinstance(a, (list, tuple)) else sum(len(s) + 16 for s in a) for a in arrays
+    )
 
 
 def first_duplicates(ids: np.ndarray, n: int = 5) -> list[int]:
@@ -189,8 +198,10 @@ def check_finite(path, what: str, values: np.ndarray, photo_id: np.ndarray | Non
         return
     bad = np.flatnonzero(~finite)
     ids = "" if photo_id is None else f" (photo ids {np.asarray(photo_id)[bad[:5]].tolist()})"
-    raise StoreError(f"{path}: {what} holds NaN or inf in {len(bad)} rows, first rows {(bad[:5] + row0).tolist()}{ids}; "
-                     "every feature must be a finite number")
+    raise StoreError(
+        f"{path}: {what} holds NaN or inf in {len(bad)} rows, first rows {(bad[:5] + row0).tolist()}{ids}; "
+        "every feature must be a finite number"
+    )
 
 
 def write_dataset_store(
@@ -277,11 +288,17 @@ def _open_checked(path, kind: str) -> h5py.File:
     version = int(f.attrs.get("schema_version", -1))
     if version != SCHEMA_VERSION:
         f.close()
-        raise StoreError(f"{path}: schema_version {version}, this locsens reads version {SCHEMA_VERSION}; "
-                         f"{REBUILD_HINT.get(kind, 'rebuild it')}")
-    if not _attr(f.attrs.get("content_id", "")) and f.attrs.get("complete", True):  # a partial store gets it when finalised
+        raise StoreError(
+            f"{path}: schema_version {version}, this locsens reads version {SCHEMA_VERSION}; "
+            f"{REBUILD_HINT.get(kind, 'rebuild it')}"
+        )
+    if not _attr(f.attrs.get("content_id", "")) and f.attrs.get(
+        "complete", True
+    ):  # a partial store gets it when finalised
         f.close()
-        raise StoreError(f"{path}: no content_id attribute (not written by locsens' store writers); {REBUILD_HINT.get(kind, 'rebuild it')}")
+        raise StoreError(
+            f"{path}: no content_id attribute (not written by locsens' store writers); {REBUILD_HINT.get(kind, 'rebuild it')}"
+        )
     return f
 
 
@@ -305,7 +322,9 @@ def _require(f: h5py.File, path, name: str, dtype_kind: str, shape: tuple) -> No
 def _check_unique_ids(path, ids: np.ndarray) -> None:
     dup = first_duplicates(ids)
     if dup:
-        raise StoreError(f"{path}: photo ids must be unique; duplicated: {dup}; {REBUILD_HINT['locsens.dataset'].split(' with')[0]}")
+        raise StoreError(
+            f"{path}: photo ids must be unique; duplicated: {dup}; {REBUILD_HINT['locsens.dataset'].split(' with')[0]}"
+        )
 
 
 def validate_dataset_store(path) -> None:
@@ -352,7 +371,21 @@ def _attrs(f: h5py.File) -> dict:
     return {k: _attr(v) for k, v in f.attrs.items()}
 
 
-class DatasetStore:
+class _Identity:
+    """What every store says of itself: its content id and what it was made from (``attrs`` of the file)."""
+
+    attrs: dict
+
+    @property
+    def content_id(self) -> str:
+        return self.attrs["content_id"]
+
+    @property
+    def made_from(self) -> dict:
+        return json.loads(self.attrs.get("made_from") or "{}")
+
+
+class DatasetStore(_Identity):
     """Validated, in-memory view of a ``locsens.dataset`` store (metadata is small: ~20 bytes/photo + tags).
 
     Safe to pickle into DataLoader workers: it holds numpy arrays, not an open HDF5 handle.
@@ -376,14 +409,6 @@ class DatasetStore:
             self.vocab = _strings(f["vocab"])
             self.vocab_count = f["vocab_count"][:]
             self.attrs = _attrs(f)
-
-    @property
-    def content_id(self) -> str:
-        return self.attrs["content_id"]
-
-    @property
-    def made_from(self) -> dict:
-        return json.loads(self.attrs.get("made_from") or "{}")
 
     def __len__(self) -> int:
         return len(self.photo_id)
@@ -425,7 +450,7 @@ def validate_feature_store(path) -> None:
         _check_unique_ids(path, f["photo_id"][:])
 
 
-class FeatureStore:
+class FeatureStore(_Identity):
     """A ``locsens.features`` store. The HDF5 handle opens lazily per process (DataLoader-worker safe).
 
     Every read is checked for NaN / inf (naming the photo ids): a non-finite feature would otherwise
@@ -443,14 +468,6 @@ class FeatureStore:
             self.attrs = _attrs(f)
         self._file = None
         self._pid = None
-
-    @property
-    def content_id(self) -> str:
-        return self.attrs["content_id"]
-
-    @property
-    def made_from(self) -> dict:
-        return json.loads(self.attrs.get("made_from") or "{}")
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -511,24 +528,56 @@ def validate_embedding_store(path, dataset: DatasetStore | None = None) -> None:
             raise StoreError(f"{path}: attribute similarity={sim!r}, expected 'cosine' or 'dot'")
         if dataset is not None:
             if n != len(dataset) or not np.array_equal(f["photo_id"][:], dataset.photo_id):
-                raise StoreError(f"{path}: photo ids do not match the dataset store {dataset.path} ({n} vs {len(dataset)} rows)")
+                raise StoreError(
+                    f"{path}: photo ids do not match the dataset store {dataset.path} ({n} vs {len(dataset)} rows)"
+                )
             if v != dataset.num_tags or _strings(f["vocab"]) != dataset.vocab:
-                raise StoreError(f"{path}: vocabulary ({v} tags) does not match the dataset store {dataset.path} ({dataset.num_tags} tags)")
+                raise StoreError(
+                    f"{path}: vocabulary ({v} tags) does not match the dataset store {dataset.path} ({dataset.num_tags} tags)"
+                )
 
 
-def write_embedding_store(path, *, photo_id, image, tag, vocab, model: str, checkpoint_sha256: str, similarity: str,
-                          dataset_path: str = "", made_from: dict | None = None, overwrite: bool = False) -> Path:
+def write_embedding_store(
+    path,
+    *,
+    photo_id,
+    image,
+    tag,
+    vocab,
+    model: str,
+    checkpoint_sha256: str,
+    similarity: str,
+    dataset_path: str = "",
+    made_from: dict | None = None,
+    overwrite: bool = False,
+) -> Path:
     image = np.asarray(image, dtype=np.float32)
     tag = np.asarray(tag, dtype=np.float32)
     photo_id = np.asarray(photo_id, dtype=np.int64)
     check_finite(path, "image embeddings", image, photo_id)
     check_finite(path, "tag embeddings", tag)
     hasher = ContentHasher()
-    for name, values in (("photo_id", photo_id), ("image", image), ("tag", tag), ("vocab", list(vocab)), ("similarity", [similarity])):
+    for name, values in (
+        ("photo_id", photo_id),
+        ("image", image),
+        ("tag", tag),
+        ("vocab", list(vocab)),
+        ("similarity", [similarity]),
+    ):
         hasher.add(name, values)
-    with atomic_h5(path, "locsens.embeddings", overwrite=overwrite, expected_bytes=_nbytes(photo_id, image, tag, list(vocab)),
-                   model=model, checkpoint_sha256=checkpoint_sha256, dim=int(image.shape[1]), similarity=similarity,
-                   dataset_path=str(dataset_path), content_id=hasher.hexdigest(), made_from=json.dumps(made_from or {})) as f:
+    with atomic_h5(
+        path,
+        "locsens.embeddings",
+        overwrite=overwrite,
+        expected_bytes=_nbytes(photo_id, image, tag, list(vocab)),
+        model=model,
+        checkpoint_sha256=checkpoint_sha256,
+        dim=int(image.shape[1]),
+        similarity=similarity,
+        dataset_path=str(dataset_path),
+        content_id=hasher.hexdigest(),
+        made_from=json.dumps(made_from or {}),
+    ) as f:
         f.create_dataset("photo_id", data=photo_id)
         f.create_dataset("image", data=image)
         f.create_dataset("tag", data=tag)
@@ -537,7 +586,7 @@ def write_embedding_store(path, *, photo_id, image, tag, vocab, model: str, chec
     return Path(path)
 
 
-class EmbeddingStore:
+class EmbeddingStore(_Identity):
     """A validated ``locsens.embeddings`` store, loaded in memory (N x d float32)."""
 
     def __init__(self, path, dataset: DatasetStore | None = None):
@@ -553,14 +602,6 @@ class EmbeddingStore:
         check_finite(self.path, "tag embeddings", self.tag)
 
     @property
-    def content_id(self) -> str:
-        return self.attrs["content_id"]
-
-    @property
-    def made_from(self) -> dict:
-        return json.loads(self.attrs.get("made_from") or "{}")
-
-    @property
     def dim(self) -> int:
         return self.image.shape[1]
 
@@ -569,8 +610,17 @@ class EmbeddingStore:
         return self.attrs["similarity"]
 
 
-def write_feature_store(path, *, photo_id, features, extractor: str, valid=None, made_from: dict | None = None,
-                        overwrite: bool = False, chunk_rows: int = 4096) -> Path:
+def write_feature_store(
+    path,
+    *,
+    photo_id,
+    features,
+    extractor: str,
+    valid=None,
+    made_from: dict | None = None,
+    overwrite: bool = False,
+    chunk_rows: int = 4096,
+) -> Path:
     """Write a complete ``locsens.features`` store in one go (``features`` may be an array or an
     iterable of row blocks in photo_id order). Resumable extraction writes its own partial file
     and calls :func:`finalise_feature_store`."""
@@ -587,8 +637,16 @@ def write_feature_store(path, *, photo_id, features, extractor: str, valid=None,
     hasher.add("photo_id", photo_id)
     hasher.add("valid", valid)
     expected = n * (np.asarray(features).shape[1] * 4 if isinstance(features, np.ndarray) else 0)
-    with atomic_h5(path, "locsens.features", overwrite=overwrite, expected_bytes=expected, in_memory=False, extractor=extractor,
-                   complete=True, made_from=json.dumps(made_from or {"extractor": extractor})) as f:
+    with atomic_h5(
+        path,
+        "locsens.features",
+        overwrite=overwrite,
+        expected_bytes=expected,
+        in_memory=False,
+        extractor=extractor,
+        complete=True,
+        made_from=json.dumps(made_from or {"extractor": extractor}),
+    ) as f:
         f.create_dataset("photo_id", data=photo_id)
         ds, row = None, 0
         for block in blocks:
@@ -596,8 +654,12 @@ def write_feature_store(path, *, photo_id, features, extractor: str, valid=None,
             check_finite(path, "'features'", block, photo_id[row : row + len(block)], row0=row)
             if ds is None:
                 dim = block.shape[1]
-                check_free_space(path, int(n * dim * block.dtype.itemsize * 1.02) + (1 << 20))  # before HDF5 meets a full disk
-                ds = f.create_dataset("features", shape=(n, dim), dtype=block.dtype, chunks=(min(chunk_rows, max(n, 1)), dim))
+                check_free_space(
+                    path, int(n * dim * block.dtype.itemsize * 1.02) + (1 << 20)
+                )  # before HDF5 meets a full disk
+                ds = f.create_dataset(
+                    "features", shape=(n, dim), dtype=block.dtype, chunks=(min(chunk_rows, max(n, 1)), dim)
+                )
                 hasher.add("features", np.zeros((0, dim), block.dtype))  # dtype and width; rows follow
             ds[row : row + len(block)] = block
             hasher.add_block(block)
@@ -620,7 +682,9 @@ def partial_feature_store_path(path) -> Path:
     return path.with_name(f".{path.name}.partial.h5")
 
 
-def create_partial_feature_store(path, *, photo_id, dim: int, extractor: str, inputs_sha256: str, dtype: str = "float32") -> Path:
+def create_partial_feature_store(
+    path, *, photo_id, dim: int, extractor: str, inputs_sha256: str, dtype: str = "float32"
+) -> Path:
     """Create the partial file of a feature store that extraction fills in over one or more runs.
 
     Layout: the ``locsens.features`` datasets (``features`` zero-filled, ``valid`` all False) plus
@@ -634,9 +698,15 @@ def create_partial_feature_store(path, *, photo_id, dim: int, extractor: str, in
     with atomic_path(partial) as tmp:
         check_free_space(partial, len(photo_id) * int(dim) * np.dtype(dtype).itemsize + (1 << 20))
         with h5py.File(tmp, "w") as f:
-            f.attrs.update(schema="locsens.features", schema_version=SCHEMA_VERSION, extractor=extractor,
-                           dim=int(dim), complete=False, inputs_sha256=inputs_sha256,
-                           made_from=json.dumps({"extractor": extractor, "images": inputs_sha256}))
+            f.attrs.update(
+                schema="locsens.features",
+                schema_version=SCHEMA_VERSION,
+                extractor=extractor,
+                dim=int(dim),
+                complete=False,
+                inputs_sha256=inputs_sha256,
+                made_from=json.dumps({"extractor": extractor, "images": inputs_sha256}),
+            )
             f.create_dataset("photo_id", data=photo_id)
             dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
             dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
@@ -653,13 +723,17 @@ def open_partial_feature_store(path, *, extractor: str, inputs_sha256: str) -> h
     try:
         f = h5py.File(partial, "r+")
     except OSError as e:
-        raise StoreError(f"{partial}: unreadable partial store ({e}); delete it (or pass restart=true) to start over") from e
+        raise StoreError(
+            f"{partial}: unreadable partial store ({e}); delete it (or pass restart=true) to start over"
+        ) from e
     for key, want in (("extractor", extractor), ("inputs_sha256", inputs_sha256)):
         got = _attr(f.attrs.get(key))
         if got != want:
             f.close()
-            raise StoreError(f"{partial}: attribute {key}={got!r} but this run has {want!r} (different backbone "
-                             "or input list); delete it (or pass restart=true) to start over")
+            raise StoreError(
+                f"{partial}: attribute {key}={got!r} but this run has {want!r} (different backbone "
+                "or input list); delete it (or pass restart=true) to start over"
+            )
     for name in ("photo_id", "features", "valid", "done"):
         if name not in f:
             f.close()

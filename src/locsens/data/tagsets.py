@@ -47,17 +47,20 @@ class TagSets:
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
-    def from_pairs(cls, rows, tags, num_rows: int, num_tags: int, count: bool = False) -> "TagSets":
+    def from_pairs(cls, rows, tags, num_rows: int, num_tags: int, count: bool = False) -> TagSets:
         """From parallel arrays of (row, tag) pairs; ``count=True`` keeps how often each pair occurs."""
-        rows, tags = torch.as_tensor(np.asarray(rows), dtype=torch.long), torch.as_tensor(np.asarray(tags), dtype=torch.long)
+        rows, tags = (
+            torch.as_tensor(np.asarray(rows), dtype=torch.long),
+            torch.as_tensor(np.asarray(tags), dtype=torch.long),
+        )
         if tags.numel() and (tags.min() < 0 or tags.max() >= num_tags):
             raise ValueError(f"tag ids must lie in [0, {num_tags})")
         out = torch.unique(rows * int(num_tags) + tags, return_counts=count)
-        keys, counts = (out if count else (out, None))
+        keys, counts = out if count else (out, None)
         return cls(keys, num_rows, num_tags, counts)
 
     @classmethod
-    def from_csr(cls, indptr, indices, num_tags: int, rows=None) -> "TagSets":
+    def from_csr(cls, indptr, indices, num_tags: int, rows=None) -> TagSets:
         """From a CSR tag list; with ``rows``, row i of the result is source row ``rows[i]``."""
         indptr = np.asarray(indptr)
         rows = np.arange(len(indptr) - 1) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -67,7 +70,7 @@ class TagSets:
         return cls.from_pairs(which, np.asarray(indices)[np.repeat(indptr[rows], length) + offset], len(rows), num_tags)
 
     @classmethod
-    def from_padded(cls, tags, num_tags: int) -> "TagSets":
+    def from_padded(cls, tags, num_tags: int) -> TagSets:
         """From a ``[R, T]`` matrix of tag ids padded with -1."""
         tags = torch.as_tensor(np.asarray(tags) if not isinstance(tags, Tensor) else tags, dtype=torch.long)
         if tags.numel() and (tags.min() < -1 or tags.max() >= num_tags):
@@ -94,14 +97,10 @@ class TagSets:
 
     @property
     def row_ptr(self) -> Tensor:
-        """``[R + 1]``: row r's tags are ``tag_of_key[row_ptr[r]:row_ptr[r + 1]]`` (keys are row-major)."""
+        """``[R + 1]``: row r's tags are ``keys[row_ptr[r]:row_ptr[r + 1]] % V`` (keys are row-major)."""
         ptr = torch.zeros(self.num_rows + 1, dtype=torch.long)
         ptr[1:] = torch.cumsum(torch.bincount(self.keys // self.num_tags, minlength=self.num_rows), 0)
         return ptr
-
-    @property
-    def tag_of_key(self) -> Tensor:
-        return self.keys % self.num_tags
 
     def tag_major(self) -> tuple[Tensor, Tensor]:
         """(``tag_ptr`` [V + 1], ``tag_rows``): the rows carrying tag t are ``tag_rows[tag_ptr[t]:tag_ptr[t + 1]]``, ascending."""

@@ -92,9 +92,19 @@ class TripletBatches(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def sampler(self, shuffle: bool, drop_last: bool, rank: int = 0, world_size: int = 1, fixed_epoch: int | None = None):
-        return EpochBatchSampler(len(self.rows), self.batch_size, shuffle=shuffle, seed=self.seed, drop_last=drop_last, rank=rank,
-                                 world_size=world_size, fixed_epoch=fixed_epoch)
+    def sampler(
+        self, shuffle: bool, drop_last: bool, rank: int = 0, world_size: int = 1, fixed_epoch: int | None = None
+    ):
+        return EpochBatchSampler(
+            len(self.rows),
+            self.batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            drop_last=drop_last,
+            rank=rank,
+            world_size=world_size,
+            fixed_epoch=fixed_epoch,
+        )
 
     def _resample_images(self, rng, neg_rows: np.ndarray, tags: np.ndarray, where: np.ndarray) -> None:
         """Replace, in place, every negative image (at ``where``) that carries its tag by another draw."""
@@ -119,7 +129,6 @@ class TripletBatches(Dataset):
 
     def _resample_tags(self, rng, rows: np.ndarray, neg_tags: np.ndarray, where: np.ndarray) -> None:
         """Replace, in place, every negative tag (at ``where``) that its image carries by another draw."""
-        num_tags = self.tag_emb.shape[0]
         bad = where & self.membership.contains(rows, neg_tags)
         for _ in range(self.max_resample_rounds):
             if not bad.any():
@@ -127,7 +136,9 @@ class TripletBatches(Dataset):
             neg_tags[bad] = self._draw_tags(rng, int(bad.sum()))
             bad[bad] = self.membership.contains(rows[bad], neg_tags[bad])
         if bad.any():
-            raise RuntimeError(f"could not draw a tag the image (row {int(rows[bad][0])}) lacks in {self.max_resample_rounds} rounds")
+            raise RuntimeError(
+                f"could not draw a tag the image (row {int(rows[bad][0])}) lacks in {self.max_resample_rounds} rounds"
+            )
 
     def __getitem__(self, item: EpochBatch) -> dict[str, torch.Tensor]:
         epoch, b = item.epoch, item.index
@@ -190,7 +201,13 @@ class TaggingSubset(Dataset):
 
     def __getitem__(self, b: int) -> dict[str, torch.Tensor]:
         s = slice(b * self.batch_size, (b + 1) * self.batch_size)
-        return {"image": self.image[s], "lat": self.lat[s], "lon": self.lon[s], "target": self.target[s], "query_tag": self.query_tag[s]}
+        return {
+            "image": self.image[s],
+            "lat": self.lat[s],
+            "lon": self.lon[s],
+            "target": self.target[s],
+            "query_tag": self.query_tag[s],
+        }
 
 
 class TripletDataModule(L.LightningDataModule):
@@ -252,10 +269,14 @@ class TripletDataModule(L.LightningDataModule):
         hp = self.hparams
         self.dataset = DatasetStore(hp.dataset_path)
         self.embeddings = EmbeddingStore(hp.embeddings_path, dataset=self.dataset)
-        require_made_from(f"embeddings store {hp.embeddings_path}", self.embeddings.made_from.get("dataset"), "dataset store",
-                          {"id": self.dataset.content_id, "path": str(hp.dataset_path)},
-                          "re-export the embeddings from an agnostic model trained on this dataset store "
-                          "(`python export.py checkpoint=<run dir>/checkpoints/<best>.ckpt world=<world>`)")
+        require_made_from(
+            f"embeddings store {hp.embeddings_path}",
+            self.embeddings.made_from.get("dataset"),
+            "dataset store",
+            {"id": self.dataset.content_id, "path": str(hp.dataset_path)},
+            "re-export the embeddings from an agnostic model trained on this dataset store "
+            "(`python export.py checkpoint=<run dir>/checkpoints/<best>.ckpt world=<world>`)",
+        )
         ds = self.dataset
         self.image_embeddings = torch.from_numpy(np.ascontiguousarray(self.embeddings.image, dtype=np.float32))
         self.tag_embeddings = torch.from_numpy(np.ascontiguousarray(self.embeddings.tag, dtype=np.float32))
@@ -276,9 +297,22 @@ class TripletDataModule(L.LightningDataModule):
             if len(rows) < 2:
                 raise ValueError(f"{ds.path}: split '{split}' has {len(rows)} tagged images; LocSens needs at least 2")
             return TripletBatches(
-                rows, ds.tags_indptr, ds.tags_indices, membership, self.image_embeddings, self.tag_embeddings,
-                ds.lat, ds.lon, hp.batch_size, hp.num_negatives, hp.negative_mode, hp.tag_swap_prob,
-                hp.seed, hp.max_resample_rounds, tag_cdf, hp.location_swap_prob,
+                rows,
+                ds.tags_indptr,
+                ds.tags_indices,
+                membership,
+                self.image_embeddings,
+                self.tag_embeddings,
+                ds.lat,
+                ds.lon,
+                hp.batch_size,
+                hp.num_negatives,
+                hp.negative_mode,
+                hp.tag_swap_prob,
+                hp.seed,
+                hp.max_resample_rounds,
+                tag_cdf,
+                hp.location_swap_prob,
             )
 
         self.train_triplets = triplets("train")
@@ -287,7 +321,9 @@ class TripletDataModule(L.LightningDataModule):
         val_rows = self.val_triplets.rows
         subset = np.sort(rng.choice(val_rows, size=min(hp.val_tagging_images, len(val_rows)), replace=False))
         counts = np.diff(ds.tags_indptr)[subset]
-        query_tags = ds.tags_indices[ds.tags_indptr[subset] + (rng.random(len(subset)) * counts).astype(np.int64)].astype(np.int64)
+        query_tags = ds.tags_indices[
+            ds.tags_indptr[subset] + (rng.random(len(subset)) * counts).astype(np.int64)
+        ].astype(np.int64)
         query_tags[rng.permutation(len(subset))[hp.val_retrieval_queries :]] = -1
         self.val_tagging = TaggingSubset(subset, ds, self.image_embeddings, query_tags, hp.val_batch_size)
 
@@ -296,8 +332,10 @@ class TripletDataModule(L.LightningDataModule):
 
     def lineage(self) -> dict:
         """What a LocSens model trained on this data is made from: the content ids of its two stores."""
-        return {"dataset": {"id": self.dataset.content_id, "path": str(self.hparams.dataset_path)},
-                "embeddings": {"id": self.embeddings.content_id, "path": str(self.hparams.embeddings_path)}}
+        return {
+            "dataset": {"id": self.dataset.content_id, "path": str(self.hparams.dataset_path)},
+            "embeddings": {"id": self.embeddings.content_id, "path": str(self.hparams.embeddings_path)},
+        }
 
     def model_kwargs(self) -> dict:
         """Dimensions the model takes from the data (``embed_dim``)."""
@@ -307,17 +345,21 @@ class TripletDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, sampler: EpochBatchSampler | None) -> DataLoader:
         return DataLoader(
-            dataset, batch_size=None, sampler=sampler, num_workers=self.hparams.num_workers,
+            dataset,
+            batch_size=None,
+            sampler=sampler,
+            num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-        return self._loader(self.train_triplets, self.train_triplets.sampler(shuffle=True, drop_last=True, rank=rank, world_size=world))
+        return self._loader(
+            self.train_triplets, self.train_triplets.sampler(shuffle=True, drop_last=True, rank=rank, world_size=world)
+        )
 
     def val_dataloader(self) -> list[DataLoader]:
         return [  # the val triplets: one fixed draw (epoch 0), the same every validation
             self._loader(self.val_triplets, self.val_triplets.sampler(shuffle=False, drop_last=False, fixed_epoch=0)),
             self._loader(self.val_tagging, None),
         ]
-

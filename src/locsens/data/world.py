@@ -54,12 +54,9 @@ Outputs in ``out_dir``: ``yfcc100m_dataset.tsv`` (25 columns, one photo per line
 place names per level, local variants, location-invariant / climate / coast / regional concepts,
 look-alike groups, regional-appearance concepts, noise tags, parameters and seed). Same seed, same bytes.
 
-Sizes: ``tiny`` 2,000 lines (seconds; tests), ``demo`` 100,000 lines (~20-50 s here, ~9 s of it reading
-GloVe), ``large`` 2,000,000 lines (features streamed in blocks). Calibration of the defaults on ``demo``
-(seed 0) after the paper's ingestion (drop the 10 most frequent tags): 4.06 tags per kept image and 77.5%
-of kept images with a place name (the paper: 4.25 and 78%). On val, all tags: a town-frequency tagger
-reaches A@1 62 / A@10 85 / A@50 93.5, far above MCC's softmax at A@1 (28 after 2 epochs); MCC times the
-town prior (weight 1) beats both at A@50 (95.5) but not town frequency at A@10 (81).
+Sizes: ``tiny`` 2,000 lines (seconds; tests), ``demo`` 100,000 lines, ``large`` 2,000,000 lines (features
+streamed in blocks). The defaults aim at the paper's ~4.25 vocabulary tags per image and ~78% of images with
+a place name; the README's world section has the measured statistics.
 """
 
 from __future__ import annotations
@@ -74,17 +71,17 @@ from urllib.parse import quote_plus
 
 import numpy as np
 
+from locsens.artifacts import WorldLayout
 from locsens.data import world_concepts as wc
 from locsens.data.store import write_feature_store
 from locsens.data.tags import normalise_tag
 from locsens.files import atomic_path, write_text_atomic
 from locsens.geo import chord_for_km, destination, km_to_degrees, unit_vectors
 
-__all__ = ["WorldParams", "WorldPaths", "SIZES", "generate_world", "concept_prototypes", "concept_word_vectors"]
+__all__ = ["WorldParams", "SIZES", "generate_world", "concept_prototypes", "concept_word_vectors"]
 
 # size -> (photo lines, users)
 SIZES = {"tiny": (2_000, 250), "demo": (100_000, 4_000), "large": (2_000_000, 50_000)}
-TSV_NAME, FEATURES_NAME, GROUND_TRUTH_NAME = "yfcc100m_dataset.tsv", "features.h5", "ground_truth.json"
 EXTRACTOR = "simulated-world-v2"  # v2: prototypes follow word meaning
 BLOCK = 16_384  # photos per feature / TSV block (fixed: part of the world's definition)
 PLACE_STYLES = ("title_plus", "lower_plus", "joined", "camel")
@@ -124,14 +121,6 @@ class WorldParams:
     feature_noise: float = 2.5
 
 
-@dataclass(frozen=True)
-class WorldPaths:
-    root: Path
-    tsv: Path
-    features: Path
-    ground_truth: Path
-
-
 def _names(table) -> list[str]:
     return [name for name, _ in table]
 
@@ -163,9 +152,53 @@ class Cities:
     continent_names: list[str]
 
 
-LANDLOCKED = ("AD", "AF", "AM", "AT", "AZ", "BF", "BI", "BO", "BT", "BW", "BY", "CF", "CH", "CZ", "ET", "HU", "KG",
-              "KZ", "LA", "LI", "LS", "LU", "MD", "MK", "ML", "MN", "MW", "NE", "NP", "PY", "RS", "RW", "SK", "SM",
-              "SS", "SZ", "TD", "TJ", "TM", "UG", "UZ", "VA", "XK", "ZM", "ZW")
+LANDLOCKED = (
+    "AD",
+    "AF",
+    "AM",
+    "AT",
+    "AZ",
+    "BF",
+    "BI",
+    "BO",
+    "BT",
+    "BW",
+    "BY",
+    "CF",
+    "CH",
+    "CZ",
+    "ET",
+    "HU",
+    "KG",
+    "KZ",
+    "LA",
+    "LI",
+    "LS",
+    "LU",
+    "MD",
+    "MK",
+    "ML",
+    "MN",
+    "MW",
+    "NE",
+    "NP",
+    "PY",
+    "RS",
+    "RW",
+    "SK",
+    "SM",
+    "SS",
+    "SZ",
+    "TD",
+    "TJ",
+    "TM",
+    "UG",
+    "UZ",
+    "VA",
+    "XK",
+    "ZM",
+    "ZW",
+)
 
 
 def _coastal(geo, lat: np.ndarray, lon: np.ndarray, cc: list[str], arid: np.ndarray) -> np.ndarray:
@@ -231,12 +264,18 @@ def load_cities(params: WorldParams) -> Cities:
     boost[[i for i in range(len(idx)) if town[i] in tourist or gname[i] in tourist]] = params.tourist_boost
     boost[[i for i in range(len(idx)) if (cc[i], gname[i]) in capitals]] *= params.capital_boost
     return Cities(
-        lat=lat, lon=lon, population=pop, town=town,
+        lat=lat,
+        lon=lon,
+        population=pop,
+        town=town,
         region=np.array([region_of[r] for r in zip(cc, admin1)], dtype=np.int64),
-        country=country, continent=country_continent[country],
-        coastal=_coastal(geo, lat, lon, cc, _arid(cc, admin1)) | ((pop >= 300_000) & np.isin(np.array(town), wc.COASTAL_CITIES)),
+        country=country,
+        continent=country_continent[country],
+        coastal=_coastal(geo, lat, lon, cc, _arid(cc, admin1))
+        | ((pop >= 300_000) & np.isin(np.array(town), wc.COASTAL_CITIES)),
         attractiveness=np.sqrt(pop) * boost,
-        regions=regions, countries=countries,
+        regions=regions,
+        countries=countries,
         country_names=[countries_info[c]["name"] for c in countries],
         country_language=[(countries_info[c]["languages"] or "").split(",")[0].split("-")[0] for c in countries],
         continents=continents,
@@ -257,7 +296,10 @@ def concept_affinity(cities: Cities, params: WorldParams) -> np.ndarray:
     region_pairs = [cities.regions[r] for r in cities.region]
     arid = _arid(cc, [a for _, a in region_pairs])
     cold = 1.0 / (1.0 + np.exp(-(abs_lat - 55.0) / 3.5))
-    alpine = np.maximum((np.isin(cc, wc.ALPINE_COUNTRIES) | np.array([p in wc.ALPINE_REGIONS for p in region_pairs])).astype(float), 0.5 * cold)
+    alpine = np.maximum(
+        (np.isin(cc, wc.ALPINE_COUNTRIES) | np.array([p in wc.ALPINE_REGIONS for p in region_pairs])).astype(float),
+        0.5 * cold,
+    )
     scores = {
         "cold": cold,
         "tropical": 1.0 / (1.0 + np.exp(-(20.0 - abs_lat) / 3.0)),
@@ -332,57 +374,63 @@ class _Tokens:
         return self._id[raw]
 
 
-def generate_world(
-    out_dir: str | os.PathLike,
-    size: str = "tiny",
-    seed: int = 0,
-    n_photos: int | None = None,
-    feature_dim: int = 512,
-    overwrite: bool = False,
-    params: WorldParams | None = None,
-) -> WorldPaths:
-    """Write the simulated world (TSV, features, ground truth) into ``out_dir``; see the module docstring."""
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
-    params = params or WorldParams()
-    n_lines, n_users = SIZES[size]
-    if n_photos is not None:
-        if n_photos < 1:
-            raise ValueError(f"n_photos must be >= 1, got {n_photos}")
-        n_users = max(10, round(n_users * n_photos / n_lines))
-        n_lines = n_photos
-    if feature_dim < 8:
-        raise ValueError(f"feature_dim must be >= 8, got {feature_dim}")
-    out = Path(out_dir)
-    paths = WorldPaths(out, out / TSV_NAME, out / FEATURES_NAME, out / GROUND_TRUTH_NAME)
-    if not overwrite:
-        for p in (paths.tsv, paths.features, paths.ground_truth):
-            if p.exists():
-                raise FileExistsError(f"{p} already exists; pass overwrite=True to rebuild the world")
-    out.mkdir(parents=True, exist_ok=True)
+@dataclass
+class _Users:
+    """Who takes the photos: home town, travel habits, camera, tagging habits and Flickr names of each user."""
 
-    rng = _rng(seed, 0)
-    cities = load_cities(params)
-    K = len(wc.CONCEPTS)
-    log_w = np.log(concept_base_weight())[None, :] + np.log(concept_affinity(cities, params))
+    home: np.ndarray
+    travel_frac: np.ndarray
+    destinations: np.ndarray
+    activity: np.ndarray
+    language: np.ndarray
+    camera: np.ndarray
+    p_camera_tag: np.ndarray
+    p_concept: np.ndarray
+    p_personal: np.ndarray
+    n_personal: np.ndarray
+    personal: np.ndarray
+    spelling_style: np.ndarray
+    never_tags: np.ndarray
+    nsid: list[str]
+    nick: list[str]
 
-    # ---- users --------------------------------------------------------------------------------
+
+@dataclass
+class _Photos:
+    """Where and what each photo is: its user, whether it is a trip, its city, location and 1-3 concepts."""
+
+    user: np.ndarray
+    travel: np.ndarray
+    city: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    n_concepts: np.ndarray
+    concepts: np.ndarray
+
+
+PERSONAL_POOL = wc.PERSONAL + wc.PET_NAMES
+
+
+def _draw_users(rng: np.random.Generator, cities: Cities, params: WorldParams, n_users: int) -> _Users:
     usage_country = dict(wc.FLICKR_USAGE_COUNTRY)
-    usage = np.array([usage_country.get(cc, dict(wc.FLICKR_USAGE)[cities.continents[ct]])
-                      for cc, ct in zip(cities.countries, _country_continent(cities))])[cities.country]
+    usage = np.array(
+        [
+            usage_country.get(cc, dict(wc.FLICKR_USAGE)[cities.continents[ct]])
+            for cc, ct in zip(cities.countries, _country_continent(cities))
+        ]
+    )[cities.country]
     home = _choice_by_weight(rng, cities.population * usage, n_users)
     travel_frac = rng.beta(1.0, 1.0 / params.travel_fraction_mean - 1.0, n_users)
     destinations = _choice_by_weight(rng, cities.attractiveness, n_users * params.destinations_per_user)
     destinations = destinations.reshape(n_users, params.destinations_per_user)
     activity = rng.lognormal(0.0, 1.5, n_users)
-    user_language = np.array(cities.country_language)[cities.country[home]]
+    language = np.array(cities.country_language)[cities.country[home]]
     camera = rng.integers(0, len(wc.CAMERAS), n_users)
     p_camera_tag = np.where(rng.random(n_users) < 0.5, 0.0, rng.beta(2, 2, n_users))
     p_concept = rng.beta(8 * params.p_concept_tag, 8 * (1 - params.p_concept_tag), n_users)
     p_personal = rng.beta(2.0, 4.0, n_users)
-    personal_pool = wc.PERSONAL + wc.PET_NAMES
     n_personal = rng.integers(0, 4, n_users)
-    personal = rng.integers(0, len(personal_pool), (n_users, 3))
+    personal = rng.integers(0, len(PERSONAL_POOL), (n_users, 3))
     spelling_style = _choice_by_weight(rng, np.array([0.2, 0.5, 0.25, 0.05]), n_users)
     never_tags = rng.random(n_users) < params.p_untagged_user
     nsid_num = rng.choice(90_000_000, n_users, replace=False) + 10_000_000
@@ -391,17 +439,39 @@ def generate_world(
     nick_parts = rng.integers(0, len(syll), (n_users, 3))
     nick_num = rng.integers(0, 100, n_users)
     nick_len = rng.integers(2, 4, n_users)
-    users_nsid = [f"{nsid_num[u]}@N0{nsid_suffix[u]}" for u in range(n_users)]
-    users_nick = [
-        quote_plus("".join(syll[s] for s in nick_parts[u, : nick_len[u]]) + (str(nick_num[u]) if nick_num[u] < 40 else ""))
+    nsid = [f"{nsid_num[u]}@N0{nsid_suffix[u]}" for u in range(n_users)]
+    nick = [
+        quote_plus(
+            "".join(syll[s] for s in nick_parts[u, : nick_len[u]]) + (str(nick_num[u]) if nick_num[u] < 40 else "")
+        )
         for u in range(n_users)
     ]
+    return _Users(
+        home,
+        travel_frac,
+        destinations,
+        activity,
+        language,
+        camera,
+        p_camera_tag,
+        p_concept,
+        p_personal,
+        n_personal,
+        personal,
+        spelling_style,
+        never_tags,
+        nsid,
+        nick,
+    )
 
-    # ---- photos: who, where ---------------------------------------------------------------------
-    user = np.sort(_choice_by_weight(rng, activity, n_lines))
-    travel = rng.random(n_lines) < travel_frac[user]
-    city = home[user].copy()
-    trip = destinations[user, rng.integers(0, params.destinations_per_user, n_lines)]
+
+def _draw_photos(rng: np.random.Generator, cities: Cities, params: WorldParams, users: _Users, n_lines: int) -> _Photos:
+    """Who takes each photo and where (home, a trip, or an excursion in the home country), then what it shows
+    (1-3 concepts, Gumbel top-k from the location-conditioned distribution)."""
+    user = np.sort(_choice_by_weight(rng, users.activity, n_lines))
+    travel = rng.random(n_lines) < users.travel_frac[user]
+    city = users.home[user].copy()
+    trip = users.destinations[user, rng.integers(0, params.destinations_per_user, n_lines)]
     city[travel] = trip[travel]
     # local excursions: another city of the home country, by population
     exc = ~travel & (rng.random(n_lines) < params.home_country_excursion)
@@ -415,21 +485,58 @@ def generate_world(
     city[exc] = order[np.minimum(np.searchsorted(cum, u, side="right"), len(order) - 1)]
     jitter = rng.normal(0.0, km_to_degrees(params.jitter_km), (n_lines, 2))
     lat = np.clip(cities.lat[city] + jitter[:, 0], -89.9, 89.9)
-    lon = (cities.lon[city] + jitter[:, 1] / np.maximum(np.cos(np.radians(cities.lat[city])), 0.1) + 540.0) % 360.0 - 180.0
+    lon = (
+        cities.lon[city] + jitter[:, 1] / np.maximum(np.cos(np.radians(cities.lat[city])), 0.1) + 540.0
+    ) % 360.0 - 180.0
 
-    # ---- photos: what (1-3 concepts, Gumbel top-k from the location-conditioned distribution) ---------
+    log_w = np.log(concept_base_weight())[None, :] + np.log(concept_affinity(cities, params))
     n_concepts = 1 + _choice_by_weight(rng, np.array(params.concepts_per_photo), n_lines)
     concepts = np.empty((n_lines, 3), dtype=np.int64)
     for s in range(0, n_lines, BLOCK):
         e = min(s + BLOCK, n_lines)
-        g = log_w[city[s:e]] + rng.gumbel(size=(e - s, K))
+        g = log_w[city[s:e]] + rng.gumbel(size=(e - s, log_w.shape[1]))
         concepts[s:e] = np.argpartition(-g, 3, axis=1)[:, :3]
         top = np.take_along_axis(g, concepts[s:e], 1)
         concepts[s:e] = np.take_along_axis(concepts[s:e], np.argsort(-top, axis=1), 1)
     concepts[np.arange(3)[None, :] >= n_concepts[:, None]] = -1
+    return _Photos(user, travel, city, lat, lon, n_concepts, concepts)
 
-    # ---- tags ------------------------------------------------------------------------------------
-    tok = _Tokens()
+
+def _places(cities: Cities, photos: _Photos) -> tuple[list[str], np.ndarray, dict, dict]:
+    """(town names, town id of each city, the place id of each photo per level, each level's labels)."""
+    town_names = sorted(set(cities.town))
+    town_id = {t: i for i, t in enumerate(town_names)}
+    town_of_city = np.array([town_id[t] for t in cities.town])
+    city = photos.city
+    place_of = {
+        "town": town_of_city[city],
+        "region": cities.region[city],
+        "country": cities.country[city],
+        "continent": cities.continent[city],
+    }
+    place_label = {
+        "town": town_names,
+        "region": [a for _, a in cities.regions],
+        "country": cities.country_names,
+        "continent": cities.continent_names,
+    }
+    return town_names, town_of_city, place_of, place_label
+
+
+def _draw_tags(
+    rng: np.random.Generator,
+    cities: Cities,
+    params: WorldParams,
+    users: _Users,
+    photos: _Photos,
+    place_of: dict,
+    place_label: dict,
+    tok: _Tokens,
+) -> np.ndarray:
+    """[photos, slots] raw tag tokens (-1 = none): concept words (or a local language's), place names at
+    each level as users spell them, personal, travel, camera, random and digit tags."""
+    n_lines, K = len(photos.user), len(wc.CONCEPTS)
+    user, city, concepts, travel = photos.user, photos.city, photos.concepts, photos.travel
     concept_tok = np.array([[tok(quote_plus(n)), tok(quote_plus(n.capitalize()))] for n in CONCEPT_NAMES])
     languages = [lang for lang, _ in wc.LOCAL_WORDS]
     local_tok = np.full((len(languages) + 1, K), -1)
@@ -437,15 +544,7 @@ def generate_world(
     for li, (_, words) in enumerate(wc.LOCAL_WORDS):
         for concept, word in words:
             local_tok[li, concept_index[concept]] = tok(quote_plus(word))
-    lang_index = np.array([languages.index(x) if x in languages else len(languages) for x in user_language])
-
-    town_names = sorted(set(cities.town))
-    town_id = {t: i for i, t in enumerate(town_names)}
-    town_of_city = np.array([town_id[t] for t in cities.town])
-    place_of = {"town": town_of_city[city], "region": cities.region[city], "country": cities.country[city],
-                "continent": cities.continent[city]}
-    place_label = {"town": town_names, "region": [a for _, a in cities.regions], "country": cities.country_names,
-                   "continent": cities.continent_names}
+    lang_index = np.array([languages.index(x) if x in languages else len(languages) for x in users.language])
     place_tok = {}
     for level, labels in place_label.items():  # spellings only for the places photos are taken in
         table = np.full((len(labels), len(PLACE_STYLES)), -1)
@@ -459,11 +558,11 @@ def generate_world(
             local_country[cities.countries.index(code)] = tok(quote_plus(name))
 
     slots: list[np.ndarray] = []
-    style = spelling_style[user]
+    style = users.spelling_style[user]
     cap = (style == 0).astype(np.int64)
     for j in range(3):
         c = concepts[:, j]
-        tagged = (c >= 0) & (rng.random(n_lines) < p_concept[user])
+        tagged = (c >= 0) & (rng.random(n_lines) < users.p_concept[user])
         local = local_tok[lang_index[user], np.maximum(c, 0)]
         use_local = (local >= 0) & (rng.random(n_lines) < params.p_local_language)
         t = np.where(use_local, local, concept_tok[np.maximum(c, 0), cap])
@@ -474,23 +573,23 @@ def generate_world(
     for li, level in enumerate(("town", "region", "country", "continent")):
         t = place_tok[level][place_of[level], style]
         if level == "country":
-            at_home = cities.country[city] == cities.country[home[user]]
+            at_home = cities.country[city] == cities.country[users.home[user]]
             lc = local_country[place_of[level]]
             t = np.where((lc >= 0) & at_home & (rng.random(n_lines) < params.p_local_country_name), lc, t)
         slots.append(np.where(has_place & level_on[:, li], t, -1))
-    personal_tok = np.array([tok(quote_plus(w)) for w in personal_pool])
+    personal_tok = np.array([tok(quote_plus(w)) for w in PERSONAL_POOL])
     for j in range(3):
-        on = (j < n_personal[user]) & (rng.random(n_lines) < p_personal[user])
-        slots.append(np.where(on, personal_tok[personal[user, j]], -1))
+        on = (j < users.n_personal[user]) & (rng.random(n_lines) < users.p_personal[user])
+        slots.append(np.where(on, personal_tok[users.personal[user, j]], -1))
     travel_words = np.array([tok(w) for w in ("travel", "vacation", "trip", "holiday")])
     slots.append(np.where(travel & (rng.random(n_lines) < 0.4), travel_words[rng.integers(0, 4, n_lines)], -1))
     brand_tok = [np.array([tok(t) for t in tags]) for _, _, tags in wc.CAMERAS]
     cam_tags = np.full((len(wc.CAMERAS), 4), -1)
     for i, b in enumerate(brand_tok):
         cam_tags[i, : len(b)] = b
-    cam = camera[user]
+    cam = users.camera[user]
     for j in range(2):
-        on = rng.random(n_lines) < p_camera_tag[user] * (0.9 if j == 0 else 0.4)
+        on = rng.random(n_lines) < users.p_camera_tag[user] * (0.9 if j == 0 else 0.4)
         pick = cam_tags[cam, 0] if j == 0 else cam_tags[cam, rng.integers(1, 4, n_lines)]
         slots.append(np.where(on, pick, -1))
     random_tok = np.array([tok(w) for w in wc.RANDOM_WORDS])
@@ -500,41 +599,143 @@ def generate_world(
         slots.append(np.where(j < n_random, random_tok[_choice_by_weight(rng, rand_w, n_lines)], -1))
     digit_tok = np.array([tok(w) for w in wc.DIGIT_TAGS])
     slots.append(np.where(rng.random(n_lines) < 0.15, digit_tok[rng.integers(0, len(digit_tok), n_lines)], -1))
-    token_matrix = np.stack(slots, axis=1).astype(np.int32)
-    del slots
-    untagged = never_tags[user] | (rng.random(n_lines) < params.p_untagged_photo)
-    token_matrix[untagged] = -1
+    return np.stack(slots, axis=1).astype(np.int32)
 
-    # ---- raw-data noise ------------------------------------------------------------------------------
+
+def generate_world(
+    out_dir: str | os.PathLike,
+    size: str = "tiny",
+    seed: int = 0,
+    n_photos: int | None = None,
+    feature_dim: int = 512,
+    overwrite: bool = False,
+    params: WorldParams | None = None,
+) -> WorldLayout:
+    """Write the simulated world (TSV, features, ground truth) into ``out_dir``; see the module docstring.
+
+    Stages, each drawing from one seeded stream in this order: users, photos (where, what), tags, the
+    raw-data noise and the ids; then the TSV, the features and the ground truth are written."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    params = params or WorldParams()
+    n_lines, n_users = SIZES[size]
+    if n_photos is not None:
+        if n_photos < 1:
+            raise ValueError(f"n_photos must be >= 1, got {n_photos}")
+        n_users = max(10, round(n_users * n_photos / n_lines))
+        n_lines = n_photos
+    if feature_dim < 8:
+        raise ValueError(f"feature_dim must be >= 8, got {feature_dim}")
+    out = Path(out_dir)
+    paths = WorldLayout(out)  # the world directory's names (locsens.artifacts)
+    if not overwrite:
+        for p in (paths.tsv_path, paths.features_path, paths.ground_truth_path):
+            if p.exists():
+                raise FileExistsError(f"{p} already exists; pass overwrite=True to rebuild the world")
+    out.mkdir(parents=True, exist_ok=True)
+
+    rng = _rng(seed, 0)
+    cities = load_cities(params)
+    users = _draw_users(rng, cities, params, n_users)
+    photos = _draw_photos(rng, cities, params, users, n_lines)
+    town_names, town_of_city, place_of, place_label = _places(cities, photos)
+    tok = _Tokens()
+    token_matrix = _draw_tags(rng, cities, params, users, photos, place_of, place_label, tok)
+    untagged = users.never_tags[photos.user] | (rng.random(n_lines) < params.p_untagged_photo)
+    token_matrix[untagged] = -1
+    # raw-data noise
     video = rng.random(n_lines) < params.p_video
     geotagged = rng.random(n_lines) >= params.p_not_geotagged
     null_island = geotagged & (rng.random(n_lines) < params.p_null_island)
-
-    # ---- line order and ids: a random permutation of the photos; ids unique, random-looking ----------
+    # line order and ids: a random permutation of the photos; ids unique, random-looking
     perm = rng.permutation(n_lines)
     span = 13_000_000_000 // n_lines
     photo_id = 2_000_000_000 + np.cumsum(rng.integers(1, max(2 * span, 2), n_lines))
     photo_id = photo_id[rng.permutation(n_lines)]
 
-    # ---- TSV --------------------------------------------------------------------------------------------
-    _write_tsv(paths.tsv, rng, perm, photo_id, user, users_nsid, users_nick, camera, token_matrix, tok.strings,
-               lat, lon, geotagged, null_island, video, concepts, town_of_city[city], town_names)
-
-    # ---- features ----------------------------------------------------------------------------------------
-    feats = _feature_blocks(seed, params, feature_dim, perm, concepts, n_concepts, user, n_users,
-                            cities.continent[city], cities.country[city], len(cities.continents), len(cities.countries))
-    write_feature_store(paths.features, photo_id=photo_id[perm], features=feats, extractor=EXTRACTOR, overwrite=overwrite,
-                        made_from={"extractor": EXTRACTOR, "world": {"size": size, "seed": seed, "n_photos": n_lines, "feature_dim": feature_dim}})
-
-    # ---- ground truth -------------------------------------------------------------------------------------
+    _write_tsv(
+        paths.tsv_path,
+        rng,
+        perm,
+        photo_id,
+        photos.user,
+        users.nsid,
+        users.nick,
+        users.camera,
+        token_matrix,
+        tok.strings,
+        photos.lat,
+        photos.lon,
+        geotagged,
+        null_island,
+        video,
+        photos.concepts,
+        town_of_city[photos.city],
+        town_names,
+    )
+    feats = _feature_blocks(
+        seed,
+        params,
+        feature_dim,
+        perm,
+        photos.concepts,
+        photos.n_concepts,
+        photos.user,
+        n_users,
+        cities.continent[photos.city],
+        cities.country[photos.city],
+        len(cities.continents),
+        len(cities.countries),
+    )
+    write_feature_store(
+        paths.features_path,
+        photo_id=photo_id[perm],
+        features=feats,
+        extractor=EXTRACTOR,
+        overwrite=overwrite,
+        made_from={
+            "extractor": EXTRACTOR,
+            "world": {"size": size, "seed": seed, "n_photos": n_lines, "feature_dim": feature_dim},
+        },
+    )
     kept_geo = geotagged & ~null_island & ~video & ~untagged
-    _write_ground_truth(paths.ground_truth, params, size, seed, n_lines, n_users, feature_dim, cities, town_names,
-                        place_of, city, kept_geo)
+    _write_ground_truth(
+        paths.ground_truth_path,
+        params,
+        size,
+        seed,
+        n_lines,
+        n_users,
+        feature_dim,
+        cities,
+        town_names,
+        place_of,
+        photos.city,
+        kept_geo,
+    )
     return paths
 
 
-def _write_tsv(path, rng, perm, photo_id, user, nsid, nick, camera, token_matrix, token_strings, lat, lon,
-               geotagged, null_island, video, concepts, town, town_names) -> None:
+def _write_tsv(
+    path,
+    rng,
+    perm,
+    photo_id,
+    user,
+    nsid,
+    nick,
+    camera,
+    token_matrix,
+    token_strings,
+    lat,
+    lon,
+    geotagged,
+    null_island,
+    video,
+    concepts,
+    town,
+    town_names,
+) -> None:
     """Write the 25-column YFCC100M lines in line order (atomically), a block at a time."""
     n = len(perm)
     taken = np.datetime64("2004-06-01T00:00:00") + rng.integers(0, 10 * 365 * 86400, n).astype("timedelta64[s]")
@@ -560,17 +761,58 @@ def _write_tsv(path, rng, perm, photo_id, user, nsid, nick, camera, token_matrix
             b = perm[start : start + BLOCK]
             taken_str = np.char.replace(np.datetime_as_string(taken[b], unit="s"), "T", " ").tolist()
             cols = zip(
-                range(start, start + len(b)), b.tolist(), user[b].tolist(), photo_id[b].tolist(),
-                token_matrix[b].tolist(), taken_str, uploaded[b].tolist(), camera[user[b]].tolist(),
-                (np.where(no_device[b], -1, device_ix[b])).tolist(), title_kind[b].tolist(), file_no[b].tolist(),
-                concepts[b, 0].tolist(), town[b].tolist(), geotagged[b].tolist(), null_island[b].tolist(),
-                lon[b].tolist(), lat[b].tolist(), accuracy[b].tolist(), machine[b].tolist(),
-                server[b].tolist(), farm[b].tolist(), license_ix[b].tolist(), ext_png[b].tolist(),
+                range(start, start + len(b)),
+                b.tolist(),
+                user[b].tolist(),
+                photo_id[b].tolist(),
+                token_matrix[b].tolist(),
+                taken_str,
+                uploaded[b].tolist(),
+                camera[user[b]].tolist(),
+                (np.where(no_device[b], -1, device_ix[b])).tolist(),
+                title_kind[b].tolist(),
+                file_no[b].tolist(),
+                concepts[b, 0].tolist(),
+                town[b].tolist(),
+                geotagged[b].tolist(),
+                null_island[b].tolist(),
+                lon[b].tolist(),
+                lat[b].tolist(),
+                accuracy[b].tolist(),
+                machine[b].tolist(),
+                server[b].tolist(),
+                farm[b].tolist(),
+                license_ix[b].tolist(),
+                ext_png[b].tolist(),
                 video[b].astype(int).tolist(),
             )
             lines = []
-            for (line_no, i, u, pid, tokens, when, up, cam, dev, tk, fno, c0, t, geo, null, x, y, acc, mach,
-                 srv, frm, lic, png, vid) in cols:
+            for (
+                line_no,
+                i,
+                u,
+                pid,
+                tokens,
+                when,
+                up,
+                cam,
+                dev,
+                tk,
+                fno,
+                c0,
+                t,
+                geo,
+                null,
+                x,
+                y,
+                acc,
+                mach,
+                srv,
+                frm,
+                lic,
+                png,
+                vid,
+            ) in cols:
                 tags = ",".join(sorted({token_strings[k] for k in tokens if k >= 0}))
                 device = "" if dev < 0 else device_names[cam][dev % len(device_names[cam])]
                 if tk < 0.4:
@@ -589,7 +831,7 @@ def _write_tsv(path, rng, perm, photo_id, user, nsid, nick, camera, token_matrix
                     where = f"{x:.6f}\t{y:.6f}\t{acc}"
                 secret, osecret = secrets[20 * i : 20 * i + 10], secrets[20 * i + 10 : 20 * i + 20]
                 lines.append(
-                    f"{line_no}\t{pid}\t{hashes[32 * i:32 * i + 32]}\t{nsid[u]}\t{nick[u]}\t{when}.0\t{up}\t"
+                    f"{line_no}\t{pid}\t{hashes[32 * i : 32 * i + 32]}\t{nsid[u]}\t{nick[u]}\t{when}.0\t{up}\t"
                     f"{device}\t{title}\t\t{tags}\t{'uploaded:by=flickrmobile' if mach else ''}\t{where}\t"
                     f"http://www.flickr.com/photos/{nsid[u]}/{pid}/\t"
                     f"http://farm{frm}.staticflickr.com/{srv}/{pid}_{secret}.jpg\t{licenses[lic]}\t"
@@ -598,8 +840,9 @@ def _write_tsv(path, rng, perm, photo_id, user, nsid, nick, camera, token_matrix
             fh.write("".join(lines))
 
 
-def _feature_blocks(seed, params, feature_dim, perm, concepts, n_concepts, user, n_users, continent, country,
-                    n_continents, n_countries) -> Iterator[np.ndarray]:
+def _feature_blocks(
+    seed, params, feature_dim, perm, concepts, n_concepts, user, n_users, continent, country, n_continents, n_countries
+) -> Iterator[np.ndarray]:
     """Yield float32 feature blocks in line order: prototypes (+regional offsets, user style, noise)
     through a fixed random tanh -> ReLU network. Memory is bounded by BLOCK rows."""
     rng = _rng(seed, 1)
@@ -627,7 +870,9 @@ def _feature_blocks(seed, params, feature_dim, perm, concepts, n_concepts, user,
             v = proto[np.maximum(c, 0)]
             a = app_slot[np.maximum(c, 0)]
             has_app = on & (a >= 0)
-            v[has_app] += off_continent[a[has_app], continent[rows][has_app]] + off_country[a[has_app], country[rows][has_app]]
+            v[has_app] += (
+                off_continent[a[has_app], continent[rows][has_app]] + off_country[a[has_app], country[rows][has_app]]
+            )
             z += np.where(on[:, None], v, 0.0)
         z /= np.sqrt(n_concepts[rows])[:, None]
         z += style[user[rows]] + params.feature_noise * noise_rng.standard_normal((len(rows), h))
@@ -682,8 +927,9 @@ def concept_prototypes(seed: int, params: WorldParams) -> np.ndarray:
     return proto
 
 
-def _write_ground_truth(path, params, size, seed, n_lines, n_users, feature_dim, cities, town_names, place_of,
-                        city, kept_geo) -> None:
+def _write_ground_truth(
+    path, params, size, seed, n_lines, n_users, feature_dim, cities, town_names, place_of, city, kept_geo
+) -> None:
     used = {level: np.unique(place_of[level][kept_geo]) for level in place_of}
     kept_city = np.zeros(len(cities.lat), bool)
     kept_city[np.unique(city[kept_geo])] = True
@@ -701,13 +947,19 @@ def _write_ground_truth(path, params, size, seed, n_lines, n_users, feature_dim,
     for lang, words in wc.LOCAL_WORDS:
         for concept, word in words:
             local_variants.setdefault(normalise_tag(quote_plus(word)), []).append(
-                {"means": concept, "language": lang, "home_countries": lang_countries.get(lang, [])})
+                {"means": concept, "language": lang, "home_countries": lang_countries.get(lang, [])}
+            )
     groups = {"invariant": wc.INVARIANT, "climate": wc.CLIMATE, "coast_inland": wc.COAST, "regional": wc.REGIONAL}
     truth = {
         "simulated": True,
         "note": "Simulated YFCC-like world; its numbers are not YFCC100M numbers.",
-        "seed": seed, "size": size, "n_photo_lines": n_lines, "n_users": n_users, "feature_dim": feature_dim,
-        "extractor": EXTRACTOR, "params": asdict(params),
+        "seed": seed,
+        "size": size,
+        "n_photo_lines": n_lines,
+        "n_users": n_users,
+        "feature_dim": feature_dim,
+        "extractor": EXTRACTOR,
+        "params": asdict(params),
         "place_names": place_tags,
         "local_country_names": {normalise_tag(quote_plus(n)): code for code, n in wc.LOCAL_COUNTRY_NAMES},
         "local_variants": local_variants,
@@ -717,8 +969,10 @@ def _write_ground_truth(path, params, size, seed, n_lines, n_users, feature_dim,
         "regional_appearance": list(wc.REGIONAL_APPEARANCE),
         "noise": {
             "camera": sorted({t for _, _, tags in wc.CAMERAS for t in map(normalise_tag, tags) if t}),
-            "personal": sorted(set(wc.PERSONAL)), "pet_names": sorted(set(wc.PET_NAMES)),
-            "random": sorted(set(wc.RANDOM_WORDS)), "digit": list(wc.DIGIT_TAGS),
+            "personal": sorted(set(wc.PERSONAL)),
+            "pet_names": sorted(set(wc.PET_NAMES)),
+            "random": sorted(set(wc.RANDOM_WORDS)),
+            "digit": list(wc.DIGIT_TAGS),
         },
         "coastal_towns": sorted({cities.town[i] for i in np.flatnonzero(cities.coastal) if kept_city[i]}),
     }

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from locsens.data.tagsets import TagSets
 from locsens.data.store import DatasetStore
+from locsens.data.tagsets import TagSets
 
 LEVELS = ("town", "region", "country", "continent", "global")
 DEFAULT_FALLBACK = {
@@ -65,7 +65,9 @@ class FrequencyTagger:
     ``alpha`` is the prior's smoothing strength in pseudo-images (see :meth:`prior`).
     """
 
-    def __init__(self, dataset: DatasetStore, level: str = "town", fallback: Sequence[str] | None = None, alpha: float = 10.0):
+    def __init__(
+        self, dataset: DatasetStore, level: str = "town", fallback: Sequence[str] | None = None, alpha: float = 10.0
+    ):
         if level not in LEVELS:
             raise ValueError(f"unknown level {level!r}; expected one of {LEVELS}")
         self.dataset = dataset
@@ -80,7 +82,7 @@ class FrequencyTagger:
         self.num_tags = dataset.num_tags
         self.rankings: dict[str, _PlaceRanking] | None = None
 
-    def fit(self) -> "FrequencyTagger":
+    def fit(self) -> FrequencyTagger:
         """Count tags per place on the training split (sparse: memory ~ distinct (place, tag) pairs)."""
         ds, v = self.dataset, self.num_tags
         train = ds.split_rows("train")
@@ -106,7 +108,11 @@ class FrequencyTagger:
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= len(self.dataset)):
             raise IndexError(f"rows must lie in [0, {len(self.dataset)}) of {self.dataset.path}")
-        ids = np.stack([self.dataset.place_index[lvl][rows].astype(np.int64) for lvl in self.chain], 1) if self.chain else np.zeros((len(rows), 0), np.int64)
+        ids = (
+            np.stack([self.dataset.place_index[lvl][rows].astype(np.int64) for lvl in self.chain], 1)
+            if self.chain
+            else np.zeros((len(rows), 0), np.int64)
+        )
         combos, inverse = np.unique(ids, axis=0, return_inverse=True)
         return combos, inverse.reshape(-1)
 
@@ -160,33 +166,3 @@ class FrequencyTagger:
         p_global = ((self.global_count + 1.0) / (self.global_count.sum() + v)).astype(np.float32)
         out += weight.astype(np.float32)[:, None] * p_global[None, :]
         return torch.from_numpy(out[inverse])
-
-
-def global_frequency(dataset: DatasetStore, rows, k: int = 50) -> Tensor:
-    """Global Frequency baseline: the k most frequent training tags, the same for every row."""
-    return FrequencyTagger(dataset, "global").fit().topk(rows, k)
-
-
-def country_frequency(dataset: DatasetStore, rows, k: int = 50) -> Tensor:
-    """Country Frequency baseline (supplementary Table 1): country -> continent -> global."""
-    return FrequencyTagger(dataset, "country").fit().topk(rows, k)
-
-
-def town_frequency(dataset: DatasetStore, rows, k: int = 50) -> Tensor:
-    """Town Frequency baseline (supplementary Table 1): town -> country -> continent -> global."""
-    return FrequencyTagger(dataset, "town").fit().topk(rows, k)
-
-
-def product_of_experts(visual_probs: Tensor, prior: Tensor, weight: float = 1.0, eps: float = 1e-12) -> Tensor:
-    """Tag scores ``log p_visual + weight * log p_prior`` ``[N, V]`` (a product of experts in log space).
-
-    ``visual_probs``: a location-agnostic model's tag probabilities (e.g. MCC's softmax);
-    ``prior``: :meth:`FrequencyTagger.prior` of the same images. Probabilities are clamped at
-    ``eps`` so a zero does not give ``-inf``. The scores are negative: rank them with
-    :func:`locsens.metrics.tagging.ranked_topk`, never with a metric that ignores scores <= 0.
-    """
-    if visual_probs.shape != prior.shape:
-        raise ValueError(f"visual_probs {tuple(visual_probs.shape)} and prior {tuple(prior.shape)} must have the same shape [N, V]")
-    if (visual_probs < 0).any() or (prior < 0).any():
-        raise ValueError("visual_probs and prior must be probabilities (>= 0), not logits")
-    return torch.log(visual_probs.clamp_min(eps)) + weight * torch.log(prior.to(visual_probs.dtype).clamp_min(eps))

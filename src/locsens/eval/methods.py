@@ -44,11 +44,17 @@ class EmbeddingMethod(ScoreRanking):
     def __init__(self, name: str, dataset: DatasetStore, path: str):
         self.name = name
         self.store = EmbeddingStore(path, dataset)
-        require_made_from(f"embeddings store {path}", self.store.made_from.get("dataset"), "dataset store",
-                          {"id": dataset.content_id, "path": str(dataset.path)},
-                          "re-export it from a model trained on this dataset store (`python export.py checkpoint=...`)")
-        self.lineage = {"embeddings": {"id": self.store.content_id, "path": str(path)},
-                        "checkpoint": self.store.made_from.get("checkpoint")}
+        require_made_from(
+            f"embeddings store {path}",
+            self.store.made_from.get("dataset"),
+            "dataset store",
+            {"id": dataset.content_id, "path": str(dataset.path)},
+            "re-export it from a model trained on this dataset store (`python export.py checkpoint=...`)",
+        )
+        self.lineage = {
+            "embeddings": {"id": self.store.content_id, "path": str(path)},
+            "checkpoint": self.store.made_from.get("checkpoint"),
+        }
         image, tag = torch.from_numpy(self.store.image), torch.from_numpy(self.store.tag)
         if self.store.similarity == "cosine":
             image, tag = F.normalize(image, dim=-1), F.normalize(tag, dim=-1)
@@ -99,8 +105,17 @@ class ProductOfExperts(ScoreRanking):
 
     location_aware = True
 
-    def __init__(self, name: str, dataset: DatasetStore, visual: EmbeddingMethod, level: str, weight: float = 1.0,
-                 temperatures=(0.01, 0.02, 0.05, 0.1, 0.2), tune_rows: int = 2000, seed: int = 0):
+    def __init__(
+        self,
+        name: str,
+        dataset: DatasetStore,
+        visual: EmbeddingMethod,
+        level: str,
+        weight: float = 1.0,
+        temperatures=(0.01, 0.02, 0.05, 0.1, 0.2),
+        tune_rows: int = 2000,
+        seed: int = 0,
+    ):
         from locsens.eval.baselines import FrequencyTagger
 
         self.name, self.visual, self.weight = name, visual, weight
@@ -143,13 +158,25 @@ class LocSensMethod(ScoreRanking):
         self.store = EmbeddingStore(embeddings, dataset)
         exported_by = (self.store.made_from.get("checkpoint") or {}).get("path", "?")
         trained_on = (made_from.get("embeddings") or {}).get("path", "?")
-        require_made_from(f"LocSens checkpoint {checkpoint}", made_from.get("embeddings"), "embeddings store",
-                          {"id": self.store.content_id, "path": str(embeddings)},
-                          f"that store was re-exported since (now from {exported_by}); retrain LocSens on it, or restore the "
-                          f"embeddings it was trained on ({trained_on})")
-        require_made_from(f"LocSens checkpoint {checkpoint}", made_from.get("dataset"), "dataset store",
-                          {"id": dataset.content_id, "path": str(dataset.path)}, "evaluate it on the dataset store it was trained on")
-        self.lineage = {"checkpoint": file_ref(checkpoint), "embeddings": {"id": self.store.content_id, "path": str(embeddings)}}
+        require_made_from(
+            f"LocSens checkpoint {checkpoint}",
+            made_from.get("embeddings"),
+            "embeddings store",
+            {"id": self.store.content_id, "path": str(embeddings)},
+            f"that store was re-exported since (now from {exported_by}); retrain LocSens on it, or restore the "
+            f"embeddings it was trained on ({trained_on})",
+        )
+        require_made_from(
+            f"LocSens checkpoint {checkpoint}",
+            made_from.get("dataset"),
+            "dataset store",
+            {"id": dataset.content_id, "path": str(dataset.path)},
+            "evaluate it on the dataset store it was trained on",
+        )
+        self.lineage = {
+            "checkpoint": file_ref(checkpoint),
+            "embeddings": {"id": self.store.content_id, "path": str(embeddings)},
+        }
         self.image = torch.from_numpy(self.store.image)
         self.tag = torch.from_numpy(self.store.tag)
         self.engine = ScoringEngine(self.model, dtype=dtype, tag_embeddings=self.tag)
@@ -169,8 +196,9 @@ class LocSensMethod(ScoreRanking):
         if self._prepared is None or self._prepared[0] != key:
             self._prepared = (key, self.engine.prepare_images(self.image[torch.as_tensor(candidate_rows)]))
         with torch.no_grad():
-            _, ids = self.engine.score_images(self.tag[torch.as_tensor(tag_ids)], torch.as_tensor(lat), torch.as_tensor(lon),
-                                              self._prepared[1], k=k)
+            _, ids = self.engine.score_images(
+                self.tag[torch.as_tensor(tag_ids)], torch.as_tensor(lat), torch.as_tensor(lon), self._prepared[1], k=k
+            )
         return ids
 
 
@@ -179,8 +207,10 @@ def build_method(name: str, spec: dict, dataset: DatasetStore, built: dict):
     kind = spec.get("kind")
     unknown = set(spec) - {"kind", "level", "embeddings_path", "checkpoint", "visual", "weight", "dtype"}
     if unknown:
-        raise KeyError(f"methods.{name}: unknown keys {sorted(unknown)} (a method takes kind and, by kind, level, "
-                       "embeddings_path, checkpoint, visual, weight, dtype)")
+        raise KeyError(
+            f"methods.{name}: unknown keys {sorted(unknown)} (a method takes kind and, by kind, level, "
+            "embeddings_path, checkpoint, visual, weight, dtype)"
+        )
     path_keys = [k for k in ("embeddings_path", "checkpoint") if spec.get(k)]
     for k in path_keys:
         if not Path(spec[k]).exists():
@@ -196,4 +226,6 @@ def build_method(name: str, spec: dict, dataset: DatasetStore, built: dict):
         return ProductOfExperts(name, dataset, visual, spec["level"], float(spec.get("weight", 1.0)))
     if kind == "locsens":
         return LocSensMethod(name, dataset, spec["checkpoint"], spec["embeddings_path"], spec.get("dtype", "auto"))
-    raise ValueError(f"methods.{name}.kind: expected frequency | embeddings | product_of_experts | locsens, got {kind!r}")
+    raise ValueError(
+        f"methods.{name}.kind: expected frequency | embeddings | product_of_experts | locsens, got {kind!r}"
+    )

@@ -96,19 +96,39 @@ def methods_from_runs(runs, dataset_path) -> dict:
         record = checkpoint_record(ckpt)
         made_from = record.get("made_from") or {}
         if MODEL_CLASSES[record["model_class"]] == "locsens":
-            specs[run.name()] = {"kind": "locsens", "checkpoint": str(ckpt), "embeddings_path": made_from["embeddings"]["path"]}
+            specs[run.name()] = {
+                "kind": "locsens",
+                "checkpoint": str(ckpt),
+                "embeddings_path": made_from["embeddings"]["path"],
+            }
             continue
-        require_made_from(f"run {run.path} (checkpoint {ckpt})", made_from.get("dataset"), "dataset store",
-                          {"id": dataset_id, "path": str(dataset_path)}, "evaluate it with the dataset store it was trained on")
+        require_made_from(
+            f"run {run.path} (checkpoint {ckpt})",
+            made_from.get("dataset"),
+            "dataset store",
+            {"id": dataset_id, "path": str(dataset_path)},
+            "evaluate it with the dataset store it was trained on",
+        )
         cache = run.embeddings_cache
-        want = {"checkpoint": file_ref(ckpt)["sha256"], "dataset": dataset_id,
-                "features": read_identity(made_from["features"]["path"])[0]}
+        want = {
+            "checkpoint": file_ref(ckpt)["sha256"],
+            "dataset": dataset_id,
+            "features": read_identity(made_from["features"]["path"])[0],
+        }
         if cache.exists():
             got = read_identity(cache)[1]
-            have = {"checkpoint": (got.get("checkpoint") or {}).get("sha256"), "dataset": (got.get("dataset") or {}).get("id"),
-                    "features": (got.get("features") or {}).get("id")}
+            have = {
+                "checkpoint": (got.get("checkpoint") or {}).get("sha256"),
+                "dataset": (got.get("dataset") or {}).get("id"),
+                "features": (got.get("features") or {}).get("id"),
+            }
             if have != want:
-                log.info("%s is stale (made from %s, the run's best checkpoint and stores are now %s): re-exporting", cache, have, want)
+                log.info(
+                    "%s is stale (made from %s, the run's best checkpoint and stores are now %s): re-exporting",
+                    cache,
+                    have,
+                    want,
+                )
         if not cache.exists() or have != want:
             export_embeddings(ckpt, dataset_path, made_from["features"]["path"], cache, overwrite=True)
         specs[run.name()] = {"kind": "embeddings", "embeddings_path": str(cache)}
@@ -131,7 +151,9 @@ def evaluate_retrieval(methods: dict, ds: DatasetStore, cand: np.ndarray, rcfg: 
     k = int(rcfg.k)
     thresholds = [float(t) for t in rcfg.thresholds_km]
     exclude_self = bool(rcfg.exclude_query_image)
-    candidates = RetrievalCandidates.from_csr(ds.tags_indptr, ds.tags_indices, ds.num_tags, lat=ds.lat, lon=ds.lon, rows=cand)
+    candidates = RetrievalCandidates.from_csr(
+        ds.tags_indptr, ds.tags_indices, ds.num_tags, lat=ds.lat, lon=ds.lon, rows=cand
+    )
     agn_tags = candidates.query_tags(int(rcfg.min_query_images))
     agnostic, agn_preds = {}, {}
     for name, m in methods.items():
@@ -147,8 +169,10 @@ def evaluate_retrieval(methods: dict, ds: DatasetStore, cand: np.ndarray, rcfg: 
         keep = np.sort(np.random.default_rng(seed).choice(len(q), int(rcfg.max_queries), replace=False))
         q = q[torch.from_numpy(keep)]
     if len(q) == 0:
-        log.warning("no location-sensitive query: no test tag has %d test images; lower retrieval.min_query_images",
-                    int(rcfg.min_query_images))
+        log.warning(
+            "no location-sensitive query: no test tag has %d test images; lower retrieval.min_query_images",
+            int(rcfg.min_query_images),
+        )
     retrieval, ret_preds = {}, {}
     bs = int(rcfg.chunk_queries)
     for name, m in methods.items():
@@ -164,10 +188,20 @@ def evaluate_retrieval(methods: dict, ds: DatasetStore, cand: np.ndarray, rcfg: 
         retrieval[name] = metric.compute()
         ret_preds[name] = torch.cat(ids).numpy().astype(np.int32)
     if len(q):
-        ub = location_sensitive_upper_bound(q, candidates, thresholds_km=thresholds, k=k, exclude_query_image=exclude_self)
+        ub = location_sensitive_upper_bound(
+            q, candidates, thresholds_km=thresholds, k=k, exclude_query_image=exclude_self
+        )
         retrieval = {"upper_bound": precision_table(ub, thresholds), **retrieval}
-    return {"candidates": candidates, "queries": q, "agnostic_tags": agn_tags, "agnostic": agnostic, "agnostic_predictions": agn_preds,
-            "location_sensitive": retrieval, "location_sensitive_predictions": ret_preds, "thresholds": thresholds}
+    return {
+        "candidates": candidates,
+        "queries": q,
+        "agnostic_tags": agn_tags,
+        "agnostic": agnostic,
+        "agnostic_predictions": agn_preds,
+        "location_sensitive": retrieval,
+        "location_sensitive_predictions": ret_preds,
+        "thresholds": thresholds,
+    }
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -183,7 +217,9 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     ds = DatasetStore(cfg.dataset_path)
     test_rows = _sample(ds.split_rows("test"), cfg.limit_test_images, int(cfg.seed))
     if len(test_rows) == 0:
-        raise EvaluationError(f"{cfg.dataset_path}: the test split is empty; nothing to evaluate (ingest with a non-empty ingest.split.test)")
+        raise EvaluationError(
+            f"{cfg.dataset_path}: the test split is empty; nothing to evaluate (ingest with a non-empty ingest.split.test)"
+        )
     methods = build_methods(cfg, ds)
 
     ks = tuple(int(k) for k in cfg.tagging.ks)
@@ -191,14 +227,20 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     rcfg = cfg.retrieval
     # candidates: the tagging images, or a larger seeded sample of the test split (retrieval costs N pairs
     # a query, tagging V pairs an image: retrieval.limit_candidates lets the two be sized separately)
-    cand = test_rows if rcfg.get("limit_candidates") is None else _sample(ds.split_rows("test"), rcfg.limit_candidates, int(cfg.seed))
+    cand = (
+        test_rows
+        if rcfg.get("limit_candidates") is None
+        else _sample(ds.split_rows("test"), rcfg.limit_candidates, int(cfg.seed))
+    )
     ret = evaluate_retrieval(methods, ds, cand, rcfg, int(cfg.seed))
     thresholds = ret["thresholds"]
     results = {
         "config": resolved_config(cfg, out_dir),
         "git_commit": git_commit(),
-        "inputs": {"dataset": {"id": ds.content_id, "path": str(cfg.dataset_path)},
-                   "methods": {name: getattr(m, "lineage", {}) for name, m in methods.items()}},
+        "inputs": {
+            "dataset": {"id": ds.content_id, "path": str(cfg.dataset_path)},
+            "methods": {name: getattr(m, "lineage", {}) for name, m in methods.items()},
+        },
         "n_test_images": int(len(test_rows)),
         "n_retrieval_candidates": int(len(cand)),
         "n_location_queries": int(len(ret["queries"])),
@@ -220,8 +262,17 @@ def save_numbers(out_dir: Path, results: dict, ds: DatasetStore, test_rows, tag_
     """predictions.h5, results.json and tables.md, each atomically: everything a figure could cost."""
     from locsens.eval.report import write_tables
 
-    _write_predictions(out_dir / "predictions.h5", ds, test_rows, tag_preds, ret["queries"], cand,
-                       ret["location_sensitive_predictions"], ret["agnostic_tags"], ret["agnostic_predictions"])
+    _write_predictions(
+        out_dir / "predictions.h5",
+        ds,
+        test_rows,
+        tag_preds,
+        ret["queries"],
+        cand,
+        ret["location_sensitive_predictions"],
+        ret["agnostic_tags"],
+        ret["agnostic_predictions"],
+    )
     write_json_atomic(out_dir / "results.json", results)
     return write_tables(out_dir / "tables.md", results)
 
@@ -231,17 +282,30 @@ def save_reports(cfg: DictConfig, out_dir: Path, results: dict, methods: dict, d
     from locsens.eval.report import write_figures
 
     try:
-        results["figures"] = write_figures(out_dir / "figures", results, methods, ds, ret["queries"], ret["candidates"],
-                                           ret["location_sensitive_predictions"], ret["agnostic_tags"], ret["agnostic_predictions"])
+        results["figures"] = write_figures(
+            out_dir / "figures",
+            results,
+            methods,
+            ds,
+            ret["queries"],
+            ret["candidates"],
+            ret["location_sensitive_predictions"],
+            ret["agnostic_tags"],
+            ret["agnostic_predictions"],
+        )
         write_json_atomic(out_dir / "results.json", results)
         wandb_cfg = cfg.get("wandb")
-        if wandb_cfg is not None and wandb_cfg.enabled:  # optional: scalars, tables and figures to W&B (locsens.tracking)
+        if (
+            wandb_cfg is not None and wandb_cfg.enabled
+        ):  # optional: scalars, tables and figures to W&B (locsens.tracking)
             from locsens.tracking import log_evaluation
 
             log_evaluation(results, out_dir, project=wandb_cfg.project, entity=wandb_cfg.entity, mode=wandb_cfg.mode)
     except Exception as e:
-        raise EvaluationError(f"the numbers are saved ({out_dir / 'results.json'}, tables.md, predictions.h5), but writing "
-                              f"the figures or logging to W&B failed: {e}") from e
+        raise EvaluationError(
+            f"the numbers are saved ({out_dir / 'results.json'}, tables.md, predictions.h5), but writing "
+            f"the figures or logging to W&B failed: {e}"
+        ) from e
 
 
 def resolved_config(cfg: DictConfig, out_dir: Path) -> dict:
@@ -279,4 +343,12 @@ def _write_predictions(path, ds, test_rows, tag_preds, q, cand, ret_preds, agn_t
             a.create_dataset(f"{name}/top_rows", data=cand[ids.clip(min=0)] * (ids >= 0) - (ids < 0))
 
 
-__all__ = ["EvaluationError", "StoreError", "build_methods", "evaluate", "evaluate_retrieval", "evaluate_tagging", "methods_from_runs"]
+__all__ = [
+    "EvaluationError",
+    "StoreError",
+    "build_methods",
+    "evaluate",
+    "evaluate_retrieval",
+    "evaluate_tagging",
+    "methods_from_runs",
+]

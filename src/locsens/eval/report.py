@@ -13,7 +13,7 @@ import torch  # noqa: E402
 
 from locsens.files import atomic_path, write_text_atomic  # noqa: E402
 from locsens.geo import geodesic_km  # noqa: E402
-from locsens.metrics.retrieval import location_sensitive_precision, precision_at_k, threshold_key  # noqa: E402
+from locsens.metrics.retrieval import location_sensitive_precision, precision_at_k  # noqa: E402
 
 
 def _fmt(x) -> str:
@@ -30,9 +30,14 @@ def write_tables(path: Path, results: dict) -> str:
     """The paper's tables as markdown; returns the text (also written to ``path``)."""
     cands = results.get("n_retrieval_candidates", results["n_test_images"])
     cand_note = "" if cands == results["n_test_images"] else f" over {cands} candidate images"
-    out = [f"# Evaluation ({results['n_test_images']} test images, {results['n_location_queries']} location queries{cand_note}, "
-           f"{results['n_agnostic_queries']} tag queries; commit {results['git_commit'][:10]})\n"]
-    for key, title in (("with_places", "Image tagging"), ("places_omitted", "Image tagging, place names omitted (supp. Table 2)")):
+    out = [
+        f"# Evaluation ({results['n_test_images']} test images, {results['n_location_queries']} location queries{cand_note}, "
+        f"{results['n_agnostic_queries']} tag queries; commit {results['git_commit'][:10]})\n"
+    ]
+    for key, title in (
+        ("with_places", "Image tagging"),
+        ("places_omitted", "Image tagging, place names omitted (supp. Table 2)"),
+    ):
         rows = []
         for name, r in results["tagging"].items():
             m = r[key]
@@ -56,81 +61,104 @@ def write_figures(fig_dir: Path, results, methods, ds, q, candidates, ret_preds,
     """Supplementary Fig. 3 and 4 and the qualitative figures; returns the PNG paths."""
     fig_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    train = ds.split_rows("train")
-    in_train = np.repeat(np.isin(np.arange(len(ds)), train), np.diff(ds.tags_indptr))
-    train_count = np.bincount(ds.tags_indices[in_train], minlength=ds.num_tags)
-
-    # Fig. 3 (supp.): location-agnostic P@10 as a function of the query tag's training frequency
     if agn_preds:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        freq = train_count[agn_tags.numpy()]
-        edges = np.unique(np.geomspace(max(freq.min(), 1), max(freq.max(), 2) + 1, 7).astype(int))
-        b = np.digitize(freq, edges)
-        for name, ids in agn_preds.items():
-            p = precision_at_k(torch.from_numpy(ids), agn_tags, candidates).numpy()
-            bins = [i for i in np.unique(b) if 0 < i < len(edges)]
-            ax.plot([np.sqrt(edges[i - 1] * edges[i]) for i in bins], [100 * p[b == i].mean() for i in bins], marker="o", label=name)
-        ax.set(xscale="log", xlabel="query tag's training images", ylabel="P@10 (%)",
-               title="Location-agnostic P@10 vs tag frequency")
-        ax.legend()
-        paths.append(_save(fig, fig_dir / "p10_vs_tag_frequency.png"))
-
-    # Fig. 4 (supp.): training images per continent and P@10 at 750 km per continent (best location-aware method)
+        paths.append(figure_p10_vs_frequency(fig_dir, ds, candidates, agn_tags, agn_preds))
     aware = {n: ids for n, ids in ret_preds.items() if getattr(methods.get(n), "location_aware", False)} or ret_preds
     if aware:
-        best = max(aware, key=lambda n: results["location_sensitive_retrieval"][n].get("750km", -1))
-        p = location_sensitive_precision(torch.from_numpy(aware[best]), q, candidates, thresholds_km=[750.0])[:, 0].numpy()
-        names = ds.places["continent"]
-        qcont = ds.place_index["continent"][q.row.numpy()]
-        n_train = np.bincount(ds.place_index["continent"][train], minlength=len(names))
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-        a1.bar(names, n_train)
-        a1.set(title="training images per continent")
-        a2.bar(names, [100 * p[qcont == i].mean() if (qcont == i).any() else 0 for i in range(len(names))])
-        a2.set(title=f"P@10 at 750 km per continent ({best})", ylabel="%")
-        for a in (a1, a2):
-            a.tick_params(axis="x", rotation=45)
-        paths.append(_save(fig, fig_dir / "continents.png"))
-
-    # Qualitative tagging (paper Fig. 5): the top-5 tags of one image at three faked locations
+        paths.append(figure_continents(fig_dir, results, ds, q, candidates, aware))
     from locsens.eval.methods import LocSensMethod
 
     loc_methods = [m for m in methods.values() if isinstance(m, LocSensMethod)]
     if loc_methods:
-        m = loc_methods[0]
-        sites = far_apart_sites(ds, 3)
-        cand = candidates.rows.numpy()
-        rows = cand[:4]
-        fig, ax = plt.subplots(figsize=(10, 1 + 0.9 * len(rows)))
-        ax.axis("off")
-        lines = []
-        for r in rows:
-            true = ", ".join(ds.vocab[t] for t in ds.tags_of(r)[:6])
-            lines.append(f"image {ds.photo_id[r]} (true tags: {true})")
-            for name, la, lo in sites:
-                s = m.tag_scores(np.array([r]), lat=[la], lon=[lo])
-                top = torch.topk(s[0], 5).indices.tolist()
-                lines.append(f"    at {name:<20s}: " + ", ".join(ds.vocab[t] for t in top))
-        ax.text(0, 1, "\n".join(lines), family="monospace", va="top", fontsize=8)
-        ax.set_title(f"{m.name}: top-5 tags of the same image at three locations")
-        paths.append(_save(fig, fig_dir / "qualitative_tagging.png"))
+        paths += figures_qualitative(fig_dir, ds, candidates, loc_methods[0])
+    return paths
 
-        # Qualitative retrieval (paper Fig. 1, 2): for a tag, the top result at several locations
-        tag_name = next((t for t in ("beach", "temple", "bridge", "snow") if t in ds.vocab), ds.vocab[0])
-        t = ds.vocab.index(tag_name)
-        ids = m.retrieve(torch.full((len(sites),), t), torch.tensor([s[1] for s in sites]), torch.tensor([s[2] for s in sites]), cand, 1)
-        fig, ax = plt.subplots(figsize=(10, 1 + 0.6 * len(sites)))
-        ax.axis("off")
-        lines = []
-        for (name, la, lo), i in zip(sites, ids[:, 0].tolist()):
-            r = cand[i]
-            d = float(geodesic_km(la, lo, ds.lat[r], ds.lon[r]))
-            where = f"{ds.places['town'][ds.place_index['town'][r]]}, {ds.places['country'][ds.place_index['country'][r]]}"
-            lines.append(f"query '{tag_name}' near {name:<16s} -> {ds.photo_id[r]} in {where} ({d:.0f} km): "
-                         + ", ".join(ds.vocab[x] for x in ds.tags_of(r)[:6]))
-        ax.text(0, 1, "\n".join(lines), family="monospace", va="top", fontsize=8)
-        ax.set_title(f"{m.name}: top result for '{tag_name}' at several locations")
-        paths.append(_save(fig, fig_dir / "qualitative_retrieval.png"))
+
+def figure_p10_vs_frequency(fig_dir: Path, ds, candidates, agn_tags, agn_preds) -> str:
+    """Fig. 3 (supp.): location-agnostic P@10 as a function of the query tag's training frequency."""
+    in_train = np.repeat(ds.split == 0, np.diff(ds.tags_indptr))
+    train_count = np.bincount(ds.tags_indices[in_train], minlength=ds.num_tags)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    freq = train_count[agn_tags.numpy()]
+    edges = np.unique(np.geomspace(max(freq.min(), 1), max(freq.max(), 2) + 1, 7).astype(int))
+    b = np.digitize(freq, edges)
+    for name, ids in agn_preds.items():
+        p = precision_at_k(torch.from_numpy(ids), agn_tags, candidates).numpy()
+        bins = [i for i in np.unique(b) if 0 < i < len(edges)]
+        ax.plot(
+            [np.sqrt(edges[i - 1] * edges[i]) for i in bins],
+            [100 * p[b == i].mean() for i in bins],
+            marker="o",
+            label=name,
+        )
+    ax.set(
+        xscale="log",
+        xlabel="query tag's training images",
+        ylabel="P@10 (%)",
+        title="Location-agnostic P@10 vs tag frequency",
+    )
+    ax.legend()
+    return _save(fig, fig_dir / "p10_vs_tag_frequency.png")
+
+
+def figure_continents(fig_dir: Path, results, ds, q, candidates, aware: dict) -> str:
+    """Fig. 4 (supp.): training images per continent and P@10 at 750 km per continent (best location-aware method)."""
+    best = max(aware, key=lambda n: results["location_sensitive_retrieval"][n].get("750km", -1))
+    p = location_sensitive_precision(torch.from_numpy(aware[best]), q, candidates, thresholds_km=[750.0])[:, 0].numpy()
+    names = ds.places["continent"]
+    qcont = ds.place_index["continent"][q.row.numpy()]
+    n_train = np.bincount(ds.place_index["continent"][ds.split_rows("train")], minlength=len(names))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.bar(names, n_train)
+    a1.set(title="training images per continent")
+    a2.bar(names, [100 * p[qcont == i].mean() if (qcont == i).any() else 0 for i in range(len(names))])
+    a2.set(title=f"P@10 at 750 km per continent ({best})", ylabel="%")
+    for a in (a1, a2):
+        a.tick_params(axis="x", rotation=45)
+    return _save(fig, fig_dir / "continents.png")
+
+
+def figures_qualitative(fig_dir: Path, ds, candidates, m) -> list[str]:
+    """Qualitative tagging (paper Fig. 5: the top-5 tags of one image at three faked locations) and retrieval
+    (paper Fig. 1, 2: for a tag, the top result at several locations) of the LocSens method ``m``."""
+    paths = []
+    sites = far_apart_sites(ds, 3)
+    cand = candidates.rows.numpy()
+    rows = cand[:4]
+    fig, ax = plt.subplots(figsize=(10, 1 + 0.9 * len(rows)))
+    ax.axis("off")
+    lines = []
+    for r in rows:
+        true = ", ".join(ds.vocab[t] for t in ds.tags_of(r)[:6])
+        lines.append(f"image {ds.photo_id[r]} (true tags: {true})")
+        for name, la, lo in sites:
+            s = m.tag_scores(np.array([r]), lat=[la], lon=[lo])
+            top = torch.topk(s[0], 5).indices.tolist()
+            lines.append(f"    at {name:<20s}: " + ", ".join(ds.vocab[t] for t in top))
+    ax.text(0, 1, "\n".join(lines), family="monospace", va="top", fontsize=8)
+    ax.set_title(f"{m.name}: top-5 tags of the same image at three locations")
+    paths.append(_save(fig, fig_dir / "qualitative_tagging.png"))
+
+    # Qualitative retrieval (paper Fig. 1, 2): for a tag, the top result at several locations
+    tag_name = next((t for t in ("beach", "temple", "bridge", "snow") if t in ds.vocab), ds.vocab[0])
+    t = ds.vocab.index(tag_name)
+    ids = m.retrieve(
+        torch.full((len(sites),), t), torch.tensor([s[1] for s in sites]), torch.tensor([s[2] for s in sites]), cand, 1
+    )
+    fig, ax = plt.subplots(figsize=(10, 1 + 0.6 * len(sites)))
+    ax.axis("off")
+    lines = []
+    for (name, la, lo), i in zip(sites, ids[:, 0].tolist()):
+        r = cand[i]
+        d = float(geodesic_km(la, lo, ds.lat[r], ds.lon[r]))
+        where = f"{ds.places['town'][ds.place_index['town'][r]]}, {ds.places['country'][ds.place_index['country'][r]]}"
+        lines.append(
+            f"query '{tag_name}' near {name:<16s} -> {ds.photo_id[r]} in {where} ({d:.0f} km): "
+            + ", ".join(ds.vocab[x] for x in ds.tags_of(r)[:6])
+        )
+    ax.text(0, 1, "\n".join(lines), family="monospace", va="top", fontsize=8)
+    ax.set_title(f"{m.name}: top result for '{tag_name}' at several locations")
+    paths.append(_save(fig, fig_dir / "qualitative_retrieval.png"))
     return paths
 
 

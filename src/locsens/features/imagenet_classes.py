@@ -4,7 +4,8 @@ Short names in the widely used Keras ``imagenet_class_index.json`` spelling (ind
 both "maillot" there). Used to read a backbone's predictions, e.g. to check weights and preprocessing.
 """
 
-IMAGENET_CLASSES: tuple[str, ...] = tuple("""
+IMAGENET_CLASSES: tuple[str, ...] = tuple(
+    """
 tench
 goldfish
 great_white_shark
@@ -1005,6 +1006,7 @@ hen-of-the-woods
 bolete
 ear
 toilet_tissue
-""".split())
+""".split()
+)
 
 assert len(IMAGENET_CLASSES) == 1000, len(IMAGENET_CLASSES)

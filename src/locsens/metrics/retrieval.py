@@ -60,17 +60,19 @@ class RetrievalCandidates:
         self.cand_ptr = tags.row_ptr
 
     @classmethod
-    def from_csr(cls, indptr, indices, num_tags: int, lat=None, lon=None, rows=None) -> "RetrievalCandidates":
+    def from_csr(cls, indptr, indices, num_tags: int, lat=None, lon=None, rows=None) -> RetrievalCandidates:
         """Candidates = ``rows`` (default: all) of a CSR tag matrix, e.g. ``DatasetStore.tags_indptr`` /
         ``tags_indices`` with ``rows = dataset.split_rows("test")``; ``lat``/``lon`` are per source row."""
         rows = np.arange(len(indptr) - 1) if rows is None else np.asarray(rows, dtype=np.int64)
-        pick = (lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.float64)[torch.as_tensor(rows)])
+        pick = lambda a: (
+            None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.float64)[torch.as_tensor(rows)]
+        )
         return cls(TagSets.from_csr(indptr, indices, num_tags, rows), pick(lat), pick(lon), torch.as_tensor(rows))
 
     @classmethod
-    def from_padded(cls, tags: Tensor, num_tags: int, lat=None, lon=None) -> "RetrievalCandidates":
+    def from_padded(cls, tags: Tensor, num_tags: int, lat=None, lon=None) -> RetrievalCandidates:
         """Candidates from a padded tag matrix ``[C, T]`` (``-1`` padding)."""
-        as64 = (lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.float64))
+        as64 = lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.float64)
         return cls(TagSets.from_padded(tags, num_tags), as64(lat), as64(lon), torch.arange(len(tags)))
 
     @property
@@ -107,12 +109,16 @@ class LocationQueries:
     def __len__(self) -> int:
         return len(self.tag)
 
-    def __getitem__(self, index) -> "LocationQueries":
+    def __getitem__(self, index) -> LocationQueries:
         """A batch of queries (slice, index tensor or bool mask), e.g. ``queries[i : i + batch]``."""
-        return LocationQueries(self.tag[index], self.lat[index], self.lon[index], self.candidate[index], self.row[index])
+        return LocationQueries(
+            self.tag[index], self.lat[index], self.lon[index], self.candidate[index], self.row[index]
+        )
 
 
-def build_location_queries(candidates: RetrievalCandidates, min_query_images: int = 10, seed: int = 0) -> LocationQueries:
+def build_location_queries(
+    candidates: RetrievalCandidates, min_query_images: int = 10, seed: int = 0
+) -> LocationQueries:
     """One query per candidate image (the test images): a uniformly random distinct tag of the image
     (seeded numpy draw, one uniform per candidate, so the same seed and candidates give the same
     queries) at the image's location. Images without tags give no query; queries whose tag is carried
@@ -126,7 +132,9 @@ def build_location_queries(candidates: RetrievalCandidates, min_query_images: in
     tag = candidates.keys[pick[cand]] % candidates.num_tags
     keep = candidates.images_per_tag()[tag] >= min_query_images
     cand, tag = cand[keep], tag[keep]
-    return LocationQueries(tag=tag, lat=candidates.lat[cand], lon=candidates.lon[cand], candidate=cand, row=candidates.rows[cand])
+    return LocationQueries(
+        tag=tag, lat=candidates.lat[cand], lon=candidates.lon[cand], candidate=cand, row=candidates.rows[cand]
+    )
 
 
 def _first_k(retrieved: Tensor, k: int, num_candidates: int, source: Tensor | None) -> Tensor:
@@ -138,10 +146,14 @@ def _first_k(retrieved: Tensor, k: int, num_candidates: int, source: Tensor | No
     retrieved = retrieved.long()
     need = k + (source is not None)
     if retrieved.shape[1] < need:
-        raise ValueError(f"retrieved has {retrieved.shape[1]} ids per query, need >= {need} (k={k}"
-                         f"{', plus one for the excluded query image' if source is not None else ''}); pad with -1")
+        raise ValueError(
+            f"retrieved has {retrieved.shape[1]} ids per query, need >= {need} (k={k}"
+            f"{', plus one for the excluded query image' if source is not None else ''}); pad with -1"
+        )
     if retrieved.numel() and (retrieved.min() < -1 or retrieved.max() >= num_candidates):
-        raise ValueError(f"retrieved ids must lie in [-1, {num_candidates}), got [{int(retrieved.min())}, {int(retrieved.max())}]")
+        raise ValueError(
+            f"retrieved ids must lie in [-1, {num_candidates}), got [{int(retrieved.min())}, {int(retrieved.max())}]"
+        )
     s = torch.sort(retrieved, dim=1).values
     if ((s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)).any():
         raise ValueError("a retrieved list contains the same candidate twice")
@@ -154,33 +166,52 @@ def _first_k(retrieved: Tensor, k: int, num_candidates: int, source: Tensor | No
     return retrieved[:, :k]
 
 
-def precision_at_k(retrieved: Tensor, query_tags: Tensor, candidates: RetrievalCandidates, k: int = 10, source: Tensor | None = None) -> Tensor:
+def precision_at_k(
+    retrieved: Tensor, query_tags: Tensor, candidates: RetrievalCandidates, k: int = 10, source: Tensor | None = None
+) -> Tensor:
     """Location-agnostic P@k of each query, a float64 fraction ``[Q]``.
 
     ``retrieved [Q, K >= k]``: ranked candidate ids; ``query_tags [Q]``; ``source [Q]`` (candidate id
-    of the query image) only to exclude it from the ranking."""
+    of the query image) only to exclude it from the ranking.
+
+    >>> cands = RetrievalCandidates.from_padded(torch.tensor([[5, -1], [5, 7], [7, -1]]), num_tags=8)
+    >>> precision_at_k(torch.tensor([[0, 2], [2, 1]]), torch.tensor([5, 7]), cands, k=2).tolist()
+    [0.5, 1.0]
+    """
     top = _first_k(retrieved, k, candidates.num_candidates, source).cpu()
     rel = candidates.carries(top, query_tags.cpu().long()[:, None])
     return rel.sum(1).double() / k
 
 
-def location_sensitive_precision(retrieved: Tensor, queries: LocationQueries, candidates: RetrievalCandidates,
-                                 thresholds_km: Sequence[float] = DEFAULT_THRESHOLDS_KM, k: int = 10,
-                                 exclude_query_image: bool = False) -> Tensor:
+def location_sensitive_precision(
+    retrieved: Tensor,
+    queries: LocationQueries,
+    candidates: RetrievalCandidates,
+    thresholds_km: Sequence[float] = DEFAULT_THRESHOLDS_KM,
+    k: int = 10,
+    exclude_query_image: bool = False,
+) -> Tensor:
     """Location-sensitive P@k of each query at each threshold, a float64 fraction ``[Q, len(thresholds)]``."""
     candidates._need_locations()
     top = _first_k(retrieved, k, candidates.num_candidates, queries.candidate if exclude_query_image else None).cpu()
     carries = candidates.carries(top, queries.tag.cpu()[:, None])
     safe = top.clamp_min(0)
-    dist = geodesic_km_torch(queries.lat.cpu()[:, None], queries.lon.cpu()[:, None], candidates.lat[safe], candidates.lon[safe])
+    dist = geodesic_km_torch(
+        queries.lat.cpu()[:, None], queries.lon.cpu()[:, None], candidates.lat[safe], candidates.lon[safe]
+    )
     d = torch.tensor([float(t) for t in thresholds_km], dtype=torch.float64)
     rel = carries[:, :, None] & (dist[:, :, None] <= d)
     return rel.sum(1).double() / k
 
 
-def location_sensitive_upper_bound(queries: LocationQueries, candidates: RetrievalCandidates,
-                                   thresholds_km: Sequence[float] = DEFAULT_THRESHOLDS_KM, k: int = 10,
-                                   exclude_query_image: bool = False, chunk_pairs: int = 1 << 22) -> Tensor:
+def location_sensitive_upper_bound(
+    queries: LocationQueries,
+    candidates: RetrievalCandidates,
+    thresholds_km: Sequence[float] = DEFAULT_THRESHOLDS_KM,
+    k: int = 10,
+    exclude_query_image: bool = False,
+    chunk_pairs: int = 1 << 22,
+) -> Tensor:
     """Best possible P@k per query and threshold, float64 ``[Q, len(thresholds)]``: the candidates that
     carry the tag ranked by distance to the query, i.e. ``min(#carrying within D, k) / k``.
 
@@ -252,20 +283,33 @@ class LocationSensitivePrecision(Metric):
     is_differentiable = False
     higher_is_better = True
 
-    def __init__(self, candidates: RetrievalCandidates, thresholds_km: Sequence[float] = DEFAULT_THRESHOLDS_KM,
-                 k: int = 10, exclude_query_image: bool = False, **kwargs):
+    def __init__(
+        self,
+        candidates: RetrievalCandidates,
+        thresholds_km: Sequence[float] = DEFAULT_THRESHOLDS_KM,
+        k: int = 10,
+        exclude_query_image: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         candidates._need_locations()
         self.candidates, self.k, self.exclude_query_image = candidates, int(k), exclude_query_image
         self.thresholds_km = tuple(float(t) for t in thresholds_km)
-        self.add_state("precision_sum", default=torch.zeros(len(self.thresholds_km), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "precision_sum", default=torch.zeros(len(self.thresholds_km), dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, retrieved: Tensor, queries: LocationQueries) -> None:
-        p = location_sensitive_precision(retrieved, queries, self.candidates, self.thresholds_km, self.k, self.exclude_query_image)
+        p = location_sensitive_precision(
+            retrieved, queries, self.candidates, self.thresholds_km, self.k, self.exclude_query_image
+        )
         self.precision_sum += p.sum(0).to(self.device)
         self.count += len(p)
 
     def compute(self) -> dict[str, float]:
         n = int(self.count)
-        return {threshold_key(t): (100.0 * float(s) / n if n else float("nan")) for t, s in zip(self.thresholds_km, self.precision_sum)}
+        return {
+            threshold_key(t): (100.0 * float(s) / n if n else float("nan"))
+            for t, s in zip(self.thresholds_km, self.precision_sum)
+        }

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -154,7 +153,9 @@ def _ranking(preds: Tensor, num_tags: int, max_k: int, exclude: Tensor | None) -
     return ranked, short
 
 
-def tagging_counts(preds: Tensor, target: Tensor, num_tags: int, ks: Sequence[int] = DEFAULT_KS, exclude: Tensor | None = None) -> dict[str, Tensor]:
+def tagging_counts(
+    preds: Tensor, target: Tensor, num_tags: int, ks: Sequence[int] = DEFAULT_KS, exclude: Tensor | None = None
+) -> dict[str, Tensor]:
     """Additive sufficient statistics of one batch (the states of :class:`TaggingAccuracy`).
 
     Returns ``hits [len(ks)]`` (images hit within top-k), ``n`` (evaluated images), ``n_dropped``,
@@ -213,10 +214,22 @@ def tagging_from_counts(counts: dict[str, Tensor], ks: Sequence[int] = DEFAULT_K
     return out
 
 
-def tagging_accuracy(preds: Tensor, target: Tensor, num_tags: int | None = None, ks: Sequence[int] = DEFAULT_KS, exclude: Tensor | None = None) -> dict[str, float]:
+def tagging_accuracy(
+    preds: Tensor,
+    target: Tensor,
+    num_tags: int | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    exclude: Tensor | None = None,
+) -> dict[str, float]:
     """A@k, %pred and %cpred (percent) of one set of images; see the module docstring.
 
     ``num_tags`` defaults to ``preds.shape[1]`` for score inputs and is required for ranked ids.
+
+    >>> ranked = torch.tensor([[3, 1, 2], [0, 2, 1]])          # two images, tags best first
+    >>> target = torch.tensor([[1, -1], [2, 0]])               # their true tags, -1 padded
+    >>> r = tagging_accuracy(ranked, target, num_tags=4, ks=(1, 2))
+    >>> r["A@1"], r["A@2"]                                     # image 2's top tag is right; image 1's 2nd
+    (50.0, 100.0)
     """
     if num_tags is None:
         if not preds.is_floating_point():
@@ -251,4 +264,10 @@ class TaggingAccuracy(Metric):
             setattr(self, name, getattr(self, name) + value.to(self.device))
 
     def compute(self) -> dict[str, float]:
-        return tagging_from_counts({name: getattr(self, name) for name in ("hits", "n", "n_dropped", "n_short", "pred_top1", "correct_top1", "test_tags")}, self.ks)
+        return tagging_from_counts(
+            {
+                name: getattr(self, name)
+                for name in ("hits", "n", "n_dropped", "n_short", "pred_top1", "correct_top1", "test_tags")
+            },
+            self.ks,
+        )

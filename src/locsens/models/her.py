@@ -13,8 +13,7 @@ The intended remedy is the ingestion word-list filter, which drops such tags fro
 Centring (``centre=True``, default; ``model.centre=false`` is the paper's raw variant): targets and tag
 vectors are centred on the mean training target before the cosine. GloVe vectors share a strong common
 direction, so a regression to raw mean vectors learns mostly that direction and ranks generic words
-first (on the demo world raw HER reaches ~12 val A@10, centred ~30); subtracting the mean target is the
-usual fix and changes nothing else (the centre is fitted on the training split, kept as a buffer).
+first; subtracting the mean target is the usual fix and changes nothing else (the centre is fitted on the training split, kept as a buffer).
 
 Embeddings: image = the d_w output, tag = the (centred) word vector, similarity cosine. When some tags have
 no vector, cosine cannot rank them (a zero row scores 0, above every negative cosine), so the
@@ -41,9 +40,17 @@ NO_VECTOR_SCORE = -3.0
 
 
 class HER(AgnosticTagger):
-    def __init__(self, input_dim: int, num_tags: int, word_dim: int = 50, word_vectors: str = PACKAGE_SOURCE,
-                 cache_dir: str | None = None, centre: bool = True, optimizer: Callable | None = None,
-                 scheduler: Callable | None = None):
+    def __init__(
+        self,
+        input_dim: int,
+        num_tags: int,
+        word_dim: int = 50,
+        word_vectors: str = PACKAGE_SOURCE,
+        cache_dir: str | None = None,
+        centre: bool = True,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+    ):
         super().__init__(num_tags, optimizer, scheduler)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.project = nn.Linear(input_dim, word_dim)
@@ -56,16 +63,28 @@ class HER(AgnosticTagger):
     def load_word_vectors(self, vocab: list[str]) -> None:
         """Align the configured word vectors with ``vocab`` and store them in the buffers."""
         if len(vocab) != self.hparams.num_tags:
-            raise ValueError(f"HER: vocabulary has {len(vocab)} tags but the model was built for num_tags={self.hparams.num_tags}")
+            raise ValueError(
+                f"HER: vocabulary has {len(vocab)} tags but the model was built for num_tags={self.hparams.num_tags}"
+            )
         vectors, has_vector = aligned_word_vectors(self.hparams.word_vectors, vocab, self.hparams.cache_dir)
         if vectors.shape[1] != self.hparams.word_dim:
-            raise ValueError(f"HER: word_dim is {self.hparams.word_dim} but {self.hparams.word_vectors} has {vectors.shape[1]}-d vectors")
+            raise ValueError(
+                f"HER: word_dim is {self.hparams.word_dim} but {self.hparams.word_vectors} has {vectors.shape[1]}-d vectors"
+            )
         if not has_vector.any():
-            raise ValueError(f"HER: none of the {len(vocab)} vocabulary tags has a vector in {self.hparams.word_vectors}")
+            raise ValueError(
+                f"HER: none of the {len(vocab)} vocabulary tags has a vector in {self.hparams.word_vectors}"
+            )
         missing = [tag for tag, ok in zip(vocab, has_vector) if not ok]
         if missing:
-            log.warning("HER: %d of %d vocabulary tags have no word vector in %s (first: %s); they are left out of the "
-                        "targets and ranked last", len(missing), len(vocab), self.hparams.word_vectors, ", ".join(missing[:10]))
+            log.warning(
+                "HER: %d of %d vocabulary tags have no word vector in %s (first: %s); they are left out of the "
+                "targets and ranked last",
+                len(missing),
+                len(vocab),
+                self.hparams.word_vectors,
+                ", ".join(missing[:10]),
+            )
         self.tag_vectors.copy_(torch.from_numpy(vectors))
         self.has_vector.copy_(torch.from_numpy(has_vector))
         self.vectors_loaded.fill_(True)
@@ -74,7 +93,9 @@ class HER(AgnosticTagger):
         if not bool(self.vectors_loaded):
             datamodule = self.trainer.datamodule if self.trainer is not None else None
             if datamodule is None or not hasattr(datamodule, "vocab"):
-                raise RuntimeError("HER needs the vocabulary: train it with a datamodule that has .vocab, or call load_word_vectors(vocab)")
+                raise RuntimeError(
+                    "HER needs the vocabulary: train it with a datamodule that has .vocab, or call load_word_vectors(vocab)"
+                )
             self.load_word_vectors(datamodule.vocab)
             if self.hparams.centre:
                 self.fit_centre(datamodule.dataset)

@@ -42,6 +42,7 @@ from torch import nn
 
 from locsens.geo import EARTH_RADIUS_KM, KM_PER_DEGREE, normalise_location
 
+
 class LatLonEncoder(nn.Module):
     """The paper's normalised 2-d location, (lat', lon') in [0, 1]^2."""
 
@@ -69,7 +70,9 @@ class SphereMultiScaleEncoder(nn.Module):
         if num_scales < 1:
             raise ValueError(f"sphere_multiscale: num_scales must be >= 1, got {num_scales}")
         if not 0 < min_radius_km <= max_radius_km:
-            raise ValueError(f"sphere_multiscale: need 0 < min_radius_km <= max_radius_km, got {min_radius_km}, {max_radius_km}")
+            raise ValueError(
+                f"sphere_multiscale: need 0 < min_radius_km <= max_radius_km, got {min_radius_km}, {max_radius_km}"
+            )
         periods_km = np.geomspace(max_radius_km, min_radius_km, num_scales)
         freqs = 2 * math.pi * EARTH_RADIUS_KM / periods_km
         self.register_buffer("frequencies", torch.from_numpy(freqs), persistent=False)
@@ -100,13 +103,24 @@ class MultiResolutionGridEncoder(nn.Module):
 
     PRIMES = (1, 2654435761)  # Instant-NGP's spatial hash: (i * 1) xor (j * 2654435761) mod table size
 
-    def __init__(self, num_levels: int = 12, min_cell_km: float = 2.0, max_cell_km: float = 4000.0,
-                 table_size: int = 2**14, features: int = 4, lr_scale: float = 30.0):
+    def __init__(
+        self,
+        num_levels: int = 12,
+        min_cell_km: float = 2.0,
+        max_cell_km: float = 4000.0,
+        table_size: int = 2**14,
+        features: int = 4,
+        lr_scale: float = 30.0,
+    ):
         super().__init__()
         if num_levels < 1 or table_size < 1 or features < 1:
-            raise ValueError(f"multiresolution_grid: num_levels ({num_levels}), table_size ({table_size}) and features ({features}) must be >= 1")
+            raise ValueError(
+                f"multiresolution_grid: num_levels ({num_levels}), table_size ({table_size}) and features ({features}) must be >= 1"
+            )
         if not 0 < min_cell_km <= max_cell_km:
-            raise ValueError(f"multiresolution_grid: need 0 < min_cell_km <= max_cell_km, got {min_cell_km}, {max_cell_km}")
+            raise ValueError(
+                f"multiresolution_grid: need 0 < min_cell_km <= max_cell_km, got {min_cell_km}, {max_cell_km}"
+            )
         if not lr_scale > 0:
             raise ValueError(f"multiresolution_grid: lr_scale={lr_scale} must be > 0")
         # a vertex only gets a gradient when a photo falls in its cell, so at the scorer's lr its features
@@ -117,7 +131,9 @@ class MultiResolutionGridEncoder(nn.Module):
         self.n_lon = [max(1, math.ceil(360.0 / c)) for c in cell_deg]  # cells = vertex columns (wraps)
         self.hashed = [(a + 1) * b > table_size for a, b in zip(self.n_lat, self.n_lon)]
         self.table_size = table_size
-        self.tables = nn.Parameter(torch.empty(num_levels, table_size, features).uniform_(-1e-4, 1e-4))  # Instant-NGP's init
+        self.tables = nn.Parameter(
+            torch.empty(num_levels, table_size, features).uniform_(-1e-4, 1e-4)
+        )  # Instant-NGP's init
         self.out_dim = num_levels * features
 
     def _rows(self, level: int, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
@@ -137,8 +153,12 @@ class MultiResolutionGridEncoder(nn.Module):
             wy, wx = (y - i0).float()[:, None], (x - j0).float()[:, None]
             i1, j1 = i0 + 1, torch.remainder(j0 + 1, n_lon)
             t = self.tables[level]
-            out.append(t[self._rows(level, i0, j0)] * (1 - wy) * (1 - wx) + t[self._rows(level, i0, j1)] * (1 - wy) * wx
-                       + t[self._rows(level, i1, j0)] * wy * (1 - wx) + t[self._rows(level, i1, j1)] * wy * wx)
+            out.append(
+                t[self._rows(level, i0, j0)] * (1 - wy) * (1 - wx)
+                + t[self._rows(level, i0, j1)] * (1 - wy) * wx
+                + t[self._rows(level, i1, j0)] * wy * (1 - wx)
+                + t[self._rows(level, i1, j1)] * wy * wx
+            )
         return torch.cat(out, dim=-1).reshape(*shape, self.out_dim)
 
 

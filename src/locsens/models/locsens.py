@@ -64,7 +64,12 @@ PARTS = "locsens.models."
 PAPER_LOCATION_ENCODER = {"_target_": PARTS + "location_encoders.LatLonEncoder"}
 PAPER_BRANCH = {"_target_": PARTS + "scorer.Branch", "out_dim": 300}
 PAPER_LOCATION_BRANCH = {"_target_": PARTS + "scorer.Branch", "out_dim": 300, "normalise_input": False}
-PAPER_SCORER = {"_target_": PARTS + "scorer.Scorer", "hidden": [2048, 2048, 2048, 1024, 512], "groups": 32, "gn_eps": 1e-3}
+PAPER_SCORER = {
+    "_target_": PARTS + "scorer.Scorer",
+    "hidden": [2048, 2048, 2048, 1024, 512],
+    "groups": 32,
+    "gn_eps": 1e-3,
+}
 
 
 def plain(spec: Any) -> Any:
@@ -79,7 +84,9 @@ def build_part(spec: dict, what: str, **kwargs) -> nn.Module:
 
     target = str(spec.get("_target_", ""))
     if not target.startswith(PARTS):
-        raise ValueError(f"model.{what}._target_={target!r}: a LocSens part must be one of locsens' own ({PARTS}...) classes")
+        raise ValueError(
+            f"model.{what}._target_={target!r}: a LocSens part must be one of locsens' own ({PARTS}...) classes"
+        )
     try:
         return instantiate(OmegaConf.create(spec), **kwargs)
     except InstantiationException as e:  # name the part and say what was wrong, without Hydra's wrapping
@@ -127,7 +134,9 @@ class LocSens(L.LightningModule):
     ):
         super().__init__()
         if embed_dim is None:
-            raise ValueError("model.embed_dim is null: train() fills it from datamodule.model_kwargs(); pass it when building LocSens directly")
+            raise ValueError(
+                "model.embed_dim is null: train() fills it from datamodule.model_kwargs(); pass it when building LocSens directly"
+            )
         if init not in INITS:
             raise ValueError(f"model.init={init!r}; expected one of {INITS}")
         if not 0.0 <= location_dropout <= 1.0:
@@ -144,12 +153,19 @@ class LocSens(L.LightningModule):
         self.image_branch = build_part(image_branch, "image_branch", in_dim=embed_dim)
         self.tag_branch = build_part(tag_branch, "tag_branch", in_dim=embed_dim)
         if self.image_branch.out_dim != self.tag_branch.out_dim:
-            raise ValueError(f"model.image_branch.out_dim={self.image_branch.out_dim} and model.tag_branch.out_dim="
-                             f"{self.tag_branch.out_dim} must agree (the scorer multiplies them)")
+            raise ValueError(
+                f"model.image_branch.out_dim={self.image_branch.out_dim} and model.tag_branch.out_dim="
+                f"{self.tag_branch.out_dim} must agree (the scorer multiplies them)"
+            )
         self.location_encoder = build_part(location_encoder, "location_encoder")
-        self.location_branch = None if location_branch is None else build_part(location_branch, "location_branch",
-                                                                                in_dim=self.location_encoder.out_dim)
-        self.location_dim = self.location_encoder.out_dim if self.location_branch is None else self.location_branch.out_dim
+        self.location_branch = (
+            None
+            if location_branch is None
+            else build_part(location_branch, "location_branch", in_dim=self.location_encoder.out_dim)
+        )
+        self.location_dim = (
+            self.location_encoder.out_dim if self.location_branch is None else self.location_branch.out_dim
+        )
         self.scorer = build_part(scorer, "scorer", loc_dim=self.location_dim, branch_dim=self.image_branch.out_dim)
         if init == "paper":
             for m in self.modules():
@@ -158,7 +174,9 @@ class LocSens(L.LightningModule):
                     nn.init.zeros_(m.bias)
 
         self.val_loss = MeanMetric()  # sample-weighted, sum-reduced states (exact under DDP)
-        self.val_tagging = TaggingAccuracy(num_tags=1, ks=val_ks)  # resized to the vocabulary in on_validation_epoch_start
+        self.val_tagging = TaggingAccuracy(
+            num_tags=1, ks=val_ks
+        )  # resized to the vocabulary in on_validation_epoch_start
         self._val_store: dict[str, list[torch.Tensor]] = {}
         self._val_engine: ScoringEngine | None = None
 
@@ -203,7 +221,9 @@ class LocSens(L.LightningModule):
         if drop_p > 0:
             keep = (torch.rand(b, 1, 1, device=loc_e.device) >= drop_p).to(loc_e.dtype)  # one draw per positive group
             loc_e = loc_e * keep
-        return self.scorer(loc_e, self.encode_image(batch["image"]), self.encode_tag(batch["tag"]), batch["image"], batch["tag"])
+        return self.scorer(
+            loc_e, self.encode_image(batch["image"]), self.encode_tag(batch["tag"]), batch["image"], batch["tag"]
+        )
 
     @staticmethod
     def triplet_locations(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,16 +242,26 @@ class LocSens(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         b, m, _ = batch["image"].shape
         if m - 1 != self.hparams.num_negatives:
-            raise ValueError(f"batch has {m - 1} negatives per positive, model.num_negatives={self.hparams.num_negatives}: set both from one config key")
+            raise ValueError(
+                f"batch has {m - 1} negatives per positive, model.num_negatives={self.hparams.num_negatives}: set both from one config key"
+            )
         lat, lon = self.sample_locations(*self.triplet_locations(batch))
         scores = self._group_scores(batch, lat, lon, self.location_drop_probability(self.current_epoch))
         loss = self.ranking_loss(scores)
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=b)
-        self.log("train/pair_accuracy", (scores[:, :1] > scores[:, 1:]).float().mean(), on_step=False, on_epoch=True, batch_size=b)
+        self.log(
+            "train/pair_accuracy",
+            (scores[:, :1] > scores[:, 1:]).float().mean(),
+            on_step=False,
+            on_epoch=True,
+            batch_size=b,
+        )
         return loss
 
     def configure_optimizers(self):
-        return configure(self.optimizer_spec, self.scheduler_spec, scaled_parameter_groups(self, self.optimizer_spec), "LocSens")
+        return configure(
+            self.optimizer_spec, self.scheduler_spec, scaled_parameter_groups(self, self.optimizer_spec), "LocSens"
+        )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         record_model(self, checkpoint)  # model class + the stores' ids (locsens.checkpointing)
@@ -242,7 +272,9 @@ class LocSens(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         dm = self.trainer.datamodule
         if dm is None or not hasattr(dm, "tag_embeddings"):
-            raise RuntimeError("LocSens validation needs a datamodule with tag_embeddings (locsens.data.triplets.TripletDataModule)")
+            raise RuntimeError(
+                "LocSens validation needs a datamodule with tag_embeddings (locsens.data.triplets.TripletDataModule)"
+            )
         vocab = dm.tag_embeddings.to(self.device)
         if self.val_tagging.num_tags != vocab.shape[0]:
             self.val_tagging = TaggingAccuracy(num_tags=vocab.shape[0], ks=self.hparams.val_ks).to(self.device)
@@ -280,7 +312,9 @@ class LocSens(L.LightningModule):
         candidates = RetrievalCandidates.from_padded(target, self.val_tagging.num_tags, lat=lat.cpu(), lon=lon.cpu())
         per_tag = candidates.images_per_tag()
         query_tag = query_tag.cpu()
-        keep = torch.nonzero((query_tag >= 0) & (per_tag[query_tag.clamp(min=0)] >= self.hparams.val_min_query_images)).squeeze(1)
+        keep = torch.nonzero(
+            (query_tag >= 0) & (per_tag[query_tag.clamp(min=0)] >= self.hparams.val_min_query_images)
+        ).squeeze(1)
         self.log("val/retrieval_queries", float(len(keep)))
         if len(keep) == 0:
             return

@@ -32,8 +32,14 @@ def draw_target_tags(tags: Tensor, draw: Tensor) -> Tensor:
 class MCC(AgnosticTagger):
     similarity = "cosine"
 
-    def __init__(self, input_dim: int, num_tags: int, embed_dim: int = 300,
-                 optimizer: Callable | None = None, scheduler: Callable | None = None):
+    def __init__(
+        self,
+        input_dim: int,
+        num_tags: int,
+        embed_dim: int = 300,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+    ):
         super().__init__(num_tags, optimizer, scheduler)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.embed = nn.Linear(input_dim, embed_dim)

@@ -30,13 +30,22 @@ def multi_hot(tags: Tensor, num_tags: int) -> Tensor:
 class MLC(AgnosticTagger):
     similarity = "dot"
 
-    def __init__(self, input_dim: int, num_tags: int, bottleneck_dim: int | None = None, pos_weight: float | None = None,
-                 optimizer: Callable | None = None, scheduler: Callable | None = None):
+    def __init__(
+        self,
+        input_dim: int,
+        num_tags: int,
+        bottleneck_dim: int | None = None,
+        pos_weight: float | None = None,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+    ):
         super().__init__(num_tags, optimizer, scheduler)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.bottleneck = nn.Linear(input_dim, bottleneck_dim) if bottleneck_dim else nn.Identity()
         self.classifier = nn.Linear(bottleneck_dim or input_dim, num_tags)
-        self.register_buffer("pos_weight", None if pos_weight is None else torch.full((num_tags,), float(pos_weight)), persistent=False)
+        self.register_buffer(
+            "pos_weight", None if pos_weight is None else torch.full((num_tags,), float(pos_weight)), persistent=False
+        )
 
     def forward(self, features: Tensor) -> Tensor:
         """Logits [B, V]."""

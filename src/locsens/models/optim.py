@@ -42,7 +42,9 @@ def scaled_parameter_groups(module: nn.Module, spec: Any) -> list[dict]:
         return [{"params": list(module.parameters())}]
     lr = base_lr(spec)
     if lr is None:
-        raise ValueError("a submodule has lr_scale != 1, which needs the optimizer's lr in its config (model.optimizer.lr)")
+        raise ValueError(
+            "a submodule has lr_scale != 1, which needs the optimizer's lr in its config (model.optimizer.lr)"
+        )
     taken = {id(p) for m in scaled for p in m.parameters()}
     groups = [{"params": [p for p in module.parameters() if id(p) not in taken]}]
     groups += [{"params": list(m.parameters()), "lr": lr * m.lr_scale, "weight_decay": 0.0} for m in scaled]

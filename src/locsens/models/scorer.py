@@ -73,17 +73,29 @@ class Scorer(nn.Module):
         pairwise_products, similarity_skip: ours, off in the paper (see the module docstring).
     """
 
-    def __init__(self, loc_dim: int, branch_dim: int, hidden: Sequence[int] = (2048, 2048, 2048, 1024, 512), groups: int = 32,
-                 gn_eps: float = 1e-3, pairwise_products: bool = False, similarity_skip: bool = False):
+    def __init__(
+        self,
+        loc_dim: int,
+        branch_dim: int,
+        hidden: Sequence[int] = (2048, 2048, 2048, 1024, 512),
+        groups: int = 32,
+        gn_eps: float = 1e-3,
+        pairwise_products: bool = False,
+        similarity_skip: bool = False,
+    ):
         super().__init__()
         hidden = [int(h) for h in hidden]
         if not hidden or any(h % groups for h in hidden):
-            raise ValueError(f"scorer.hidden={hidden} must be non-empty and every width divisible by scorer.groups={groups}")
+            raise ValueError(
+                f"scorer.hidden={hidden} must be non-empty and every width divisible by scorer.groups={groups}"
+            )
         self.loc_dim, self.branch_dim = int(loc_dim), int(branch_dim)
         # element-wise products appended after [loc | img | tag], in this order
         self.interactions: tuple[tuple[str, str], ...] = ()
         if pairwise_products:
-            self.interactions = (("img", "tag"),) + ((("loc", "tag"), ("loc", "img")) if self.loc_dim == self.branch_dim else ())
+            self.interactions = (("img", "tag"),) + (
+                (("loc", "tag"), ("loc", "img")) if self.loc_dim == self.branch_dim else ()
+            )
         self.skip = nn.Parameter(torch.ones(())) if similarity_skip else None  # weight of the input cosine
         layers: list[nn.Module] = []
         width = self.loc_dim + 2 * self.branch_dim + len(self.interactions) * self.branch_dim
@@ -100,10 +112,21 @@ class Scorer(nn.Module):
 
     def blocks(self) -> dict[str | tuple[str, str], int]:
         """Input blocks of the first layer, in order, with their widths."""
-        return {"loc": self.loc_dim, "img": self.branch_dim, "tag": self.branch_dim, **{p: self.branch_dim for p in self.interactions}}
+        return {
+            "loc": self.loc_dim,
+            "img": self.branch_dim,
+            "tag": self.branch_dim,
+            **{p: self.branch_dim for p in self.interactions},
+        }
 
-    def forward(self, loc: torch.Tensor, img: torch.Tensor, tag: torch.Tensor, img_raw: torch.Tensor | None = None,
-                tag_raw: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        loc: torch.Tensor,
+        img: torch.Tensor,
+        tag: torch.Tensor,
+        img_raw: torch.Tensor | None = None,
+        tag_raw: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``[..., L], [..., D], [..., D]`` (and the raw input embeddings ``[..., E]`` for the skip) -> ``[...]`` scores."""
         parts = {"loc": loc, "img": img, "tag": tag}
         x = torch.cat([loc, img, tag, *(parts[a] * parts[b] for a, b in self.interactions)], dim=-1)
@@ -114,7 +137,7 @@ class Scorer(nn.Module):
             scores = scores + self.skip * (F.normalize(img_raw, dim=-1) * F.normalize(tag_raw, dim=-1)).sum(-1)
         return scores
 
-    def fast(self, dtype: str = "fp32", device: torch.device | str | None = None) -> "FastScorer":
+    def fast(self, dtype: str = "fp32", device: torch.device | str | None = None) -> FastScorer:
         """The exact fast inference of this scorer in ``dtype`` on ``device``; cached until any parameter
         changes (an optimiser step or ``load_state_dict`` bumps a parameter's version counter)."""
         if dtype not in FAST_DTYPES:

