@@ -277,3 +277,42 @@ def test_every_composition_of_parts():
             assert_close_scores(vals, want.gather(1, ids))
             vals, ids = ScoringEngine(model, dtype="int8").score_images(vocab[:4], lat, lon, images, k=3)
             assert_close_scores(vals, naive_image_scores(model, vocab[:4], images, lat, lon).gather(1, ids))
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+@pytest.mark.parametrize("products", [False, True])
+def test_candidate_lists_and_exclusion_equal_the_grid(dtype, products):
+    """Per-query candidate lists (the cascade) score exactly the grid's pairs; -1 pads score -inf; an
+    exclusion mask removes tags from the exhaustive top-k."""
+    model = model_for(
+        "concat300",
+        (32, 16),
+        8,
+        3,
+        f"model.scorer.pairwise_products={products}",
+        f"model.scorer.similarity_skip={products}",
+    )
+    images, vocab, lat, lon = inputs(6, 40, seed=11)
+    engine = ScoringEngine(model, dtype=dtype, chunk_pairs=23, tag_embeddings=vocab)
+    full = ScoringEngine(model, dtype="fp32", tag_embeddings=vocab).score_tags(images, lat, lon)
+    g = torch.Generator().manual_seed(12)
+    lists = torch.stack([torch.randperm(40, generator=g)[:15] for _ in range(6)])
+    lists[:, -3:] = -1  # ragged lists
+    if dtype == "fp32":
+        got = engine.score_tags(images, lat, lon, candidates=lists)
+        assert_close_scores(got[:, :12], full.gather(1, lists[:, :12]))
+        assert torch.isinf(got[:, 12:]).all()
+    vals, ids = engine.score_tags(images, lat, lon, k=5, candidates=lists)
+    want = torch.topk(full.gather(1, lists[:, :12]), 5, dim=1)
+    assert_close_scores(vals, want.values)  # reduced precision: the fp32 rescore gives fp32's values
+    assert torch.equal(torch.sort(ids, 1).values, torch.sort(lists[:, :12].gather(1, want.indices), 1).values)
+    exclude = torch.zeros(40, dtype=torch.bool)
+    exclude[full.argmax(1)] = True  # every image's best tag is excluded
+    vals, ids = engine.score_tags(images, lat, lon, k=4, exclude=exclude)
+    masked = full.masked_fill(exclude[None], -float("inf"))
+    assert_close_scores(vals, torch.topk(masked, 4, dim=1).values) and not exclude[ids].any()
+    prepared = engine.prepare_images(images)
+    img_lists = torch.stack([torch.randperm(6, generator=g)[:4] for _ in range(3)])
+    vals, ids = engine.score_images(vocab[:3], lat[:3], lon[:3], prepared, k=2, shortlist=img_lists)
+    all_img = ScoringEngine(model, dtype="fp32").score_images(vocab[:3], lat[:3], lon[:3], images)
+    assert_close_scores(vals, torch.topk(all_img.gather(1, img_lists), 2, dim=1).values)

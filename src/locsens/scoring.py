@@ -247,7 +247,7 @@ class ScoringEngine:
             return self.model.encode_location(lat, lon).float()
 
     # ------------------------------------------------------------------------------------------
-    # the grid: chunking and top-k merging
+    # the grid and the lists: chunking and top-k merging
     # ------------------------------------------------------------------------------------------
     def _grid(
         self,
@@ -258,18 +258,18 @@ class ScoringEngine:
         factors: list | None = None,
         cand_e: torch.Tensor | None = None,
         skip: tuple | None = None,
+        exclude: torch.Tensor | None = None,
     ):
         """Scores of rest(query[b] + cand[n] (+ the pair terms of ``factors`` x ``cand_e``)) (+ ``w *
         q_raw[b] . c_raw[n]`` with ``skip = (w, q_raw, c_raw)``) for every pair: [B, N], or with ``k``
-        the running top-k (values [B, k'], candidate ids [B, k'], best first; k' = min(k, N))."""
+        the running top-k (values [B, k'], candidate ids [B, k'], best first; k' = min(k, N)). Candidates
+        in the bool mask ``exclude`` [N] score -inf."""
         fast = self.fast
         b_total, n_total = query.shape[0], cand.shape[0]
         if k is not None and k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         n_chunk = max(1, min(n_total, self.chunk_pairs))
-        b_chunk = max(
-            1, self.chunk_pairs // max(n_chunk, cand_e.shape[-1] if factors else 1)
-        )  # M_q [b, H1, d] within budget too
+        b_chunk = max(1, self.chunk_pairs // max(n_chunk, cand_e.shape[-1] if factors else 1))  # M_q [b, H1, d] too
         rescore = k is not None and self.dtype_used != "fp32"
         kk = None if k is None else min(k + self.rescore_extra if rescore else k, n_total)
         out_scores = torch.empty((b_total, n_total), device=self.device) if k is None else None
@@ -289,6 +289,8 @@ class ScoringEngine:
                 s = fast.rest(h.reshape(-1, q.shape[1])).view(q.shape[0], c.shape[0])
                 if skip is not None:
                     s = s + skip[0] * (skip[1][b0 : b0 + q.shape[0]] @ skip[2][n0 : n0 + n_chunk].T)
+                if exclude is not None:
+                    s = s.masked_fill(exclude[n0 : n0 + n_chunk][None, :], -math.inf)
                 if k is None:
                     out_scores[b0 : b0 + q.shape[0], n0 : n0 + c.shape[0]] = s
                 else:
@@ -303,31 +305,72 @@ class ScoringEngine:
         if k is None:
             return out_scores
         if rescore:  # exact fp32 scores of the reduced-precision shortlist, re-ranked
-            exact = self.exact
-            h = query[:, None, :] + cand[top_i]
+            top_i = top_i.masked_fill(~torch.isfinite(top_v), -1)
+            return self._lists(query, cand, top_i, min(k, n_total), factors, cand_e, skip, exact=True)
+        return top_v, top_i
+
+    def _lists(
+        self,
+        query: torch.Tensor,
+        cand: torch.Tensor,
+        ids: torch.Tensor,
+        k: int | None,
+        factors: list | None = None,
+        cand_e: torch.Tensor | None = None,
+        skip: tuple | None = None,
+        exact: bool = False,
+    ):
+        """Scores of each query b against its own candidates ``ids[b]`` ([B, C] candidate ids, -1 = none,
+        scored -inf), gathered in chunks of about ``chunk_pairs`` pairs: [B, C], or with ``k`` the top-k
+        (values [B, k'], candidate ids [B, k'], k' = min(k, C)); reduced precision with ``k`` rescores its
+        top k + ``rescore_extra`` in fp32. ``exact``: every layer in fp32."""
+        fast = self.exact if exact else self.fast
+        b_total, c_total = ids.shape
+        valid = ids >= 0
+        safe = ids.clamp_min(0)
+        width = c_total * max(1, cand_e.shape[-1] if factors else 1)  # M_q [b, H1, d] within budget too
+        b_chunk = max(1, self.chunk_pairs // max(width, 1))
+        scores = torch.empty((b_total, c_total), device=self.device)
+        for b0 in range(0, b_total, b_chunk):
+            b1 = min(b0 + b_chunk, b_total)
+            idx = safe[b0:b1]
+            h = query[b0:b1, None, :] + cand[idx]
             if factors:
-                h = h + exact.pair_term(factors, slice(None), cand_e[top_i])
-            pairs = h.reshape(-1, query.shape[1])
-            scores = torch.cat(
-                [
-                    exact.rest(pairs[s : s + self.chunk_pairs], exact=True)
-                    for s in range(0, pairs.shape[0], self.chunk_pairs)
-                ]
-            )
+                h = h + fast.pair_term(factors, slice(b0, b1), cand_e[idx])
+            s = fast.rest(h.reshape(-1, query.shape[1]), exact=exact).view(b1 - b0, c_total)
             if skip is not None:
-                scores = scores + skip[0] * (skip[1][:, None, :] * skip[2][top_i]).sum(-1).reshape(-1)
-            top_v, pick = torch.topk(scores.view(b_total, -1), min(k, n_total), dim=1)
-            top_i = top_i.gather(1, pick)
+                s = s + skip[0] * (skip[1][b0:b1, None, :] * skip[2][idx]).sum(-1)
+            scores[b0:b1] = s
+        scores = scores.masked_fill(~valid, -math.inf)
+        if k is None:
+            return scores
+        rescore = not exact and self.dtype_used != "fp32"
+        kk = min(k + self.rescore_extra if rescore else k, c_total)
+        top_v, pick = torch.topk(scores, kk, dim=1)
+        top_i = ids.gather(1, pick).masked_fill(~torch.isfinite(top_v), -1)
+        if rescore:
+            return self._lists(query, cand, top_i, min(k, c_total), factors, cand_e, skip, exact=True)
         return top_v, top_i
 
     # ------------------------------------------------------------------------------------------
     # the two tasks
     # ------------------------------------------------------------------------------------------
     def score_tags(
-        self, images: torch.Tensor, lat: torch.Tensor, lon: torch.Tensor, k: int | None = None, progress: bool = False
+        self,
+        images: torch.Tensor,
+        lat: torch.Tensor,
+        lon: torch.Tensor,
+        k: int | None = None,
+        progress: bool = False,
+        candidates: torch.Tensor | None = None,
+        exclude: torch.Tensor | None = None,
     ):
         """Tagging: every vocabulary tag for each (image, location). ``images [B, E]``, ``lat``/``lon [B]``
-        degrees -> scores ``[B, V]``, or with ``k`` (top-k scores ``[B, k]``, tag ids ``[B, k]``)."""
+        degrees -> scores ``[B, V]``, or with ``k`` (top-k scores ``[B, k]``, tag ids ``[B, k]``).
+
+        ``candidates [B, C]``: score only these tag ids per image (-1 = none; a shortlist-and-rerank
+        cascade), -> scores ``[B, C]`` or the top-k among them. ``exclude [V]`` (bool): tags that score
+        -inf (places omitted)."""
         images = torch.as_tensor(images)
         if images.ndim != 2 or images.shape[0] != torch.as_tensor(lat).shape[0]:
             raise ValueError(
@@ -340,7 +383,13 @@ class ScoringEngine:
             "tag",
         )
         skip = None if fast.skip_weight is None else (fast.skip_weight, self._normalised(images), vocab_raw)
-        return self._grid(query, vocab, k, progress, factors, vocab_e, skip)
+        if candidates is not None:
+            ids = torch.as_tensor(candidates, device=self.device).long()
+            if exclude is not None:
+                ids = ids.masked_fill(exclude.to(self.device)[ids.clamp_min(0)] & (ids >= 0), -1)
+            return self._lists(query, vocab, ids, k, factors, vocab_e, skip)
+        mask = None if exclude is None else torch.as_tensor(exclude, device=self.device).bool()
+        return self._grid(query, vocab, k, progress, factors, vocab_e, skip, exclude=mask)
 
     def score_images(
         self,
@@ -350,10 +399,13 @@ class ScoringEngine:
         candidates: torch.Tensor | PreparedImages,
         k: int | None = None,
         progress: bool = False,
+        shortlist: torch.Tensor | None = None,
     ):
         """Retrieval: every candidate image for each (tag, location) query. ``tags`` are embeddings
         ``[B, E]`` or vocabulary ids ``[B]`` (long); ``candidates`` images ``[N, E]`` or a
-        ``prepare_images`` handle -> scores ``[B, N]``, or with ``k`` (top-k scores, candidate ids)."""
+        ``prepare_images`` handle -> scores ``[B, N]``, or with ``k`` (top-k scores, candidate ids).
+
+        ``shortlist [B, C]``: score only these candidate positions per query (-1 = none; the cascade)."""
         tags = torch.as_tensor(tags)
         if not tags.is_floating_point():
             if self._tag_embeddings is None:
@@ -378,4 +430,8 @@ class ScoringEngine:
                 "the prepared image set lacks the normalised images the scorer's similarity skip needs; prepare it again"
             )
         skip = None if fast.skip_weight is None else (fast.skip_weight, self._normalised(tags), prepared.normalised)
-        return self._grid(query + fast.bias, prepared.first_layer, k, progress, factors, prepared.embedding, skip)
+        query = query + fast.bias
+        if shortlist is not None:
+            ids = torch.as_tensor(shortlist, device=self.device).long()
+            return self._lists(query, prepared.first_layer, ids, k, factors, prepared.embedding, skip)
+        return self._grid(query, prepared.first_layer, k, progress, factors, prepared.embedding, skip)
