@@ -286,6 +286,20 @@ def tiny_stores(tmp_path_factory) -> dict:
     return build_synthetic_stores(tmp_path_factory.mktemp("tiny_stores"))
 
 
+@pytest.fixture(scope="session")
+def tiny_locsens(tiny_stores, tmp_path_factory) -> dict:
+    """A short LocSens run (trainer=debug) on the tiny stores and a 24-d stand-in MCC export: the stores
+    plus ``embeddings``, ``run`` (its directory) and ``checkpoint`` (its best)."""
+    from locsens.train import train
+
+    root = tmp_path_factory.mktemp("tiny_locsens")
+    emb = write_tiny_embeddings(tiny_stores, root / "mcc.h5", dim=24)
+    stores = {**tiny_stores, "embeddings": emb}
+    overrides = ["experiment=locsens", "trainer=debug", "logger=none", "data.val_tagging_images=40"]
+    metrics = train(compose("train", train_overrides(stores, root / "run", *overrides, embeddings=emb)))
+    return {**stores, "run": root / "run", "checkpoint": metrics["best_checkpoint"]}
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny matmuls on a busy 2-core machine: intra-op threads only add synchronisation stalls.

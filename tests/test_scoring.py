@@ -188,10 +188,9 @@ def trained_like_model():
 
 @pytest.mark.parametrize("dtype, raw_agreement, raw_error", [("bf16", 0.7, 0.05), ("int8", 0.3, 0.2)])
 def test_reduced_precision_keeps_top10_sets(trained_like_model, dtype, raw_agreement, raw_error):
-    """bf16 / int8 with the fp32-rescored shortlist keep fp32's top-10 set on >= 95% of queries
-    (measured: 40/40 each); the raw reduced-precision top-10 (rescore_extra=0) is only a perturbation of
-    fp32's (measured identical sets: bf16 35/40, int8 18/40 -- near-ties at rank 10 flip; largest score
-    error: bf16 ~1%, int8 ~10% of the scores' std)."""
+    """bf16 / int8 with the fp32-rescored shortlist keep fp32's top-10 set on >= 95% of queries; the raw
+    reduced-precision top-10 (rescore_extra=0) is only a perturbation of fp32's (near-ties at rank 10
+    flip) and its largest score error a few percent of the scores' std."""
     model = trained_like_model
     images, vocab, lat, lon = inputs(40, 3000, seed=9)
     fp32 = ScoringEngine(model, dtype="fp32", tag_embeddings=vocab)

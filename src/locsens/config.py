@@ -373,8 +373,21 @@ class PrepareConfig:
 
 
 @dataclass
+class TagShortlistConfig:
+    agnostic: int = 100  # the agnostic model's top-K tags
+    prior: int = 50  # the place prior's top-P tags
+
+
+@dataclass
+class ImageShortlistConfig:
+    agnostic: int = 500  # the agnostic model's top-K images for the tag
+    nearest: int = 500  # the K' candidates nearest the query location
+
+
+@dataclass
 class TaggingConfig:
     ks: list[int] = field(default_factory=lambda: [1, 10, 50])
+    shortlist: TagShortlistConfig | None = None
 
 
 @dataclass
@@ -386,6 +399,14 @@ class RetrievalConfig:
     max_queries: int | None = None
     limit_candidates: int | None = None
     chunk_queries: int = 64
+    shortlist: ImageShortlistConfig | None = None
+
+
+@dataclass
+class ShardConfig:
+    index: int = 0  # this process's shard, 0 <= index < count
+    count: int = 1  # 1 = the whole evaluation in this process
+    dir: str | None = None  # where the shards meet and the merged results land (needed when count > 1)
 
 
 @dataclass
@@ -405,9 +426,11 @@ class EvaluateConfig:
     limit_test_images: int | None = None
     chunk_images: int = 512
     runs: list[str] = field(default_factory=list)
+    locsens_dtype: str = "auto"
     methods: dict[str, Any] = field(default_factory=dict)
     tagging: TaggingConfig = field(default_factory=TaggingConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
@@ -465,6 +488,8 @@ def _schema_keys(schema: type, key: str) -> list[str]:
     node = schema
     for part in key.split(".")[:-1]:
         sub = _field_types(node).get(part)
+        if typing.get_origin(sub) in (typing.Union, types.UnionType):  # an optional group: `X | None`
+            sub = next((a for a in typing.get_args(sub) if dataclasses.is_dataclass(a)), None)
         if sub is None or not dataclasses.is_dataclass(sub):
             return []
         node = sub
@@ -612,10 +637,47 @@ def validate_evaluate_config(cfg: DictConfig) -> DictConfig:
             "limit_test_images": (positive_int_or_null, "a positive integer or null (the whole test split)"),
             "retrieval.limit_candidates": (positive_int_or_null, "a positive integer or null (the tagging images)"),
             "wandb.mode": _one_of(WANDB_MODES),
+            "locsens_dtype": _one_of(("auto", "fp32", "bf16", "int8")),
+            **{
+                f"{task}.shortlist.{part}": (_is_non_negative_int, "an integer >= 0")
+                for task, parts in (("tagging", ("agnostic", "prior")), ("retrieval", ("agnostic", "nearest")))
+                for part in parts
+            },
         },
     )
+    _check_shortlists(typed)
+    shard = typed.shard
+    if not (positive_int(shard.count) and _is_int(shard.index) and 0 <= shard.index < shard.count):
+        raise ConfigError(f"shard.index={shard.index!r}, shard.count={shard.count!r}: expected 0 <= index < count")
+    if shard.count > 1 and not shard.dir:
+        raise ConfigError(
+            f"shard.count={shard.count}: set shard.dir, the directory every shard writes to and where the "
+            "merged results land (the same for all shards of one evaluation)"
+        )
     check_stores_exist(typed, ("dataset_path",))
     return typed
+
+
+def _is_non_negative_int(v: Any) -> bool:
+    return _is_int(v) and v >= 0
+
+
+def _check_shortlists(typed: DictConfig) -> None:
+    """A cascade's shortlist must be able to fill the ranked lists the metrics read: one of its parts
+    alone holds at least max(tagging.ks) tags / retrieval.k (+1 without the query image) images."""
+    tagging, retrieval = typed.tagging.shortlist, typed.retrieval.shortlist
+    need = max(typed.tagging.ks)
+    if tagging is not None and max(tagging.agnostic, tagging.prior) < need:
+        raise ConfigError(
+            f"tagging.shortlist={{agnostic: {tagging.agnostic}, prior: {tagging.prior}}}: expected agnostic or prior "
+            f">= {need} (tagging.ks), or tagging.shortlist=null for exhaustive scoring"
+        )
+    need = int(typed.retrieval.k) + int(bool(typed.retrieval.exclude_query_image))
+    if retrieval is not None and max(retrieval.agnostic, retrieval.nearest) < need:
+        raise ConfigError(
+            f"retrieval.shortlist={{agnostic: {retrieval.agnostic}, nearest: {retrieval.nearest}}}: expected "
+            f"agnostic or nearest >= {need} (retrieval.k), or retrieval.shortlist=null for exhaustive scoring"
+        )
 
 
 def validate_export_config(cfg: DictConfig) -> DictConfig:

@@ -156,9 +156,10 @@ class InUseError(RuntimeError):
 
 
 @contextlib.contextmanager
-def exclusive(directory: str | os.PathLike, what: str) -> Iterator[None]:
+def exclusive(directory: str | os.PathLike, what: str, wait: bool = False) -> Iterator[None]:
     """Hold an exclusive lock on ``directory`` (``.locsens.lock``, flock: released when the process dies)
-    or fail at once naming the process that holds it. Under DDP only the launching process locks."""
+    or fail at once naming the process that holds it (``wait``: block until it is free instead). Under
+    DDP only the launching process locks."""
     import fcntl
 
     if any(os.environ.get(k, "0") != "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK")):
@@ -169,7 +170,7 @@ def exclusive(directory: str | os.PathLike, what: str) -> Iterator[None]:
     fh = open(directory / ".locsens.lock", "a+")
     try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "unknown"

@@ -307,7 +307,7 @@ class ScoringEngine:
         if rescore:  # exact fp32 scores of the reduced-precision shortlist, re-ranked
             top_i = top_i.masked_fill(~torch.isfinite(top_v), -1)
             return self._lists(query, cand, top_i, min(k, n_total), factors, cand_e, skip, exact=True)
-        return top_v, top_i
+        return top_v, top_i.masked_fill(~torch.isfinite(top_v), -1)
 
     def _lists(
         self,
@@ -328,8 +328,7 @@ class ScoringEngine:
         b_total, c_total = ids.shape
         valid = ids >= 0
         safe = ids.clamp_min(0)
-        width = c_total * max(1, cand_e.shape[-1] if factors else 1)  # M_q [b, H1, d] within budget too
-        b_chunk = max(1, self.chunk_pairs // max(width, 1))
+        b_chunk = max(1, self.chunk_pairs // max(c_total, cand_e.shape[-1] if factors else 1))  # M_q [b, H1, d] too
         scores = torch.empty((b_total, c_total), device=self.device)
         for b0 in range(0, b_total, b_chunk):
             b1 = min(b0 + b_chunk, b_total)

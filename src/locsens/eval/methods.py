@@ -143,12 +143,24 @@ class ProductOfExperts(ScoreRanking):
         return log_visual + self.weight * torch.log(self.prior.prior(rows))
 
 
-class LocSensMethod(ScoreRanking):
-    """A trained LocSens checkpoint scored exhaustively with the exact scoring engine."""
+class LocSensMethod:
+    """A trained LocSens checkpoint scored with the exact scoring engine: exhaustively, or as the second
+    stage of a shortlist-and-rerank cascade (``tag_shortlist`` / ``image_shortlist``: sizes of
+    :class:`locsens.eval.shortlist.TagShortlist` / :class:`~locsens.eval.shortlist.ImageShortlist`, built
+    from the embeddings store LocSens was trained on)."""
 
     location_aware = True
 
-    def __init__(self, name: str, dataset: DatasetStore, checkpoint: str, embeddings: str, dtype: str = "auto"):
+    def __init__(
+        self,
+        name: str,
+        dataset: DatasetStore,
+        checkpoint: str,
+        embeddings: str,
+        dtype: str = "auto",
+        tag_shortlist: dict | None = None,
+        image_shortlist: dict | None = None,
+    ):
         from locsens.checkpointing import load_model
         from locsens.scoring import ScoringEngine
 
@@ -182,7 +194,16 @@ class LocSensMethod(ScoreRanking):
         self.engine = ScoringEngine(self.model, dtype=dtype, tag_embeddings=self.tag)
         self.lat = torch.from_numpy(dataset.lat)
         self.lon = torch.from_numpy(dataset.lon)
-        self._prepared = None
+        self.tag_shortlist = None
+        if tag_shortlist:
+            from locsens.eval.shortlist import TagShortlist
+
+            self.tag_shortlist = TagShortlist(
+                dataset, self.image, self.tag, self.store.similarity, tag_shortlist["agnostic"], tag_shortlist["prior"]
+            )
+        self.image_shortlist = dict(image_shortlist) if image_shortlist else None
+        self._candidates = None  # (key of the candidate rows, prepared images, their shortlist builder)
+        self.pairs_scored = {"tagging": 0, "retrieval": 0}
 
     def tag_scores(self, rows: np.ndarray, lat=None, lon=None) -> torch.Tensor:
         r = torch.as_tensor(rows)
@@ -191,19 +212,63 @@ class LocSensMethod(ScoreRanking):
         with torch.no_grad():
             return self.engine.score_tags(self.image[r], lat, lon).float()
 
+    def rank_tags(self, rows: np.ndarray, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """The engine's exact top-k (with its fp32 rescore in reduced precision), over every tag or the
+        shortlist; ``-1`` padded where fewer than k tags remain."""
+        r = torch.as_tensor(rows)
+        shortlist = None if self.tag_shortlist is None else self.tag_shortlist(rows, exclude)
+        n_tags = int(self.tag.shape[0] - (0 if exclude is None else exclude.sum()))
+        self.pairs_scored["tagging"] += len(r) * n_tags if shortlist is None else int((shortlist >= 0).sum())
+        with torch.no_grad():
+            _, ids = self.engine.score_tags(
+                self.image[r], self.lat[r], self.lon[r], k=k, candidates=shortlist, exclude=exclude
+            )
+        return _padded(ids, k)
+
     def retrieve(self, tag_ids, lat, lon, candidate_rows, k: int) -> torch.Tensor:
         key = hashlib.sha1(np.asarray(candidate_rows).tobytes()).hexdigest()
-        if self._prepared is None or self._prepared[0] != key:
-            self._prepared = (key, self.engine.prepare_images(self.image[torch.as_tensor(candidate_rows)]))
+        if self._candidates is None or self._candidates[0] != key:
+            rows = torch.as_tensor(np.asarray(candidate_rows))
+            builder = None
+            if self.image_shortlist:
+                from locsens.eval.shortlist import ImageShortlist
+
+                builder = ImageShortlist(
+                    self.image[rows],
+                    self.tag,
+                    self.lat[rows],
+                    self.lon[rows],
+                    self.store.similarity,
+                    self.image_shortlist["agnostic"],
+                    self.image_shortlist["nearest"],
+                )
+            self._candidates = (key, self.engine.prepare_images(self.image[rows]), builder)
+        _, prepared, builder = self._candidates
+        shortlist = None if builder is None else builder(tag_ids, lat, lon)
+        n = len(tag_ids)
+        self.pairs_scored["retrieval"] += n * len(prepared) if shortlist is None else int((shortlist >= 0).sum())
         with torch.no_grad():
             _, ids = self.engine.score_images(
-                self.tag[torch.as_tensor(tag_ids)], torch.as_tensor(lat), torch.as_tensor(lon), self._prepared[1], k=k
+                self.tag[torch.as_tensor(tag_ids)],
+                torch.as_tensor(lat),
+                torch.as_tensor(lon),
+                prepared,
+                k=k,
+                shortlist=shortlist,
             )
-        return ids
+        return _padded(ids, k)
 
 
-def build_method(name: str, spec: dict, dataset: DatasetStore, built: dict):
-    """One method from its config entry. ``built`` holds the methods made so far (for products)."""
+def _padded(ids: torch.Tensor, k: int) -> torch.Tensor:
+    """``[B, k]`` ids, ``-1`` padded on the right where fewer than k came back."""
+    if ids.shape[1] >= k:
+        return ids[:, :k]
+    return torch.cat([ids, ids.new_full((ids.shape[0], k - ids.shape[1]), -1)], dim=1)
+
+
+def build_method(name: str, spec: dict, dataset: DatasetStore, built: dict, shortlists: dict | None = None):
+    """One method from its config entry. ``built`` holds the methods made so far (for products);
+    ``shortlists`` = ``{"tagging": sizes | None, "retrieval": sizes | None}`` for LocSens' cascade."""
     kind = spec.get("kind")
     unknown = set(spec) - {"kind", "level", "embeddings_path", "checkpoint", "visual", "weight", "dtype"}
     if unknown:
@@ -225,7 +290,16 @@ def build_method(name: str, spec: dict, dataset: DatasetStore, built: dict):
             raise KeyError(f"methods.{name}.visual: {spec['visual']!r} must name an earlier 'embeddings' method")
         return ProductOfExperts(name, dataset, visual, spec["level"], float(spec.get("weight", 1.0)))
     if kind == "locsens":
-        return LocSensMethod(name, dataset, spec["checkpoint"], spec["embeddings_path"], spec.get("dtype", "auto"))
+        shortlists = shortlists or {}
+        return LocSensMethod(
+            name,
+            dataset,
+            spec["checkpoint"],
+            spec["embeddings_path"],
+            spec.get("dtype", "auto"),
+            tag_shortlist=shortlists.get("tagging"),
+            image_shortlist=shortlists.get("retrieval"),
+        )
     raise ValueError(
         f"methods.{name}.kind: expected frequency | embeddings | product_of_experts | locsens, got {kind!r}"
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,10 @@ from locsens.checkpointing import MODEL_CLASSES, checkpoint_record
 from locsens.config import validate_evaluate_config
 from locsens.data.store import STR, DatasetStore, StoreError, atomic_h5, read_identity
 from locsens.eval.methods import build_method
+from locsens.eval.shards import Part, fingerprint, read_shards, shard_path, share, write_shard
 from locsens.files import exclusive, git_commit, write_json_atomic
 from locsens.metrics.retrieval import (
+    LocationQueries,
     LocationSensitivePrecision,
     RetrievalCandidates,
     RetrievalPrecision,
@@ -57,28 +60,158 @@ def _sample(rows: np.ndarray, limit, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(rows, size=int(limit), replace=False))
 
 
-def evaluate_tagging(methods: dict, ds: DatasetStore, rows: np.ndarray, ks, chunk: int, k_keep: int = 50):
-    """Tagging A@k / %pred / %cpred for every method, with and without place names."""
-    exclude = place_name_mask(ds.vocab, ds.place_names)
-    results, predictions = {}, {}
+@dataclass
+class Protocol:
+    """What an evaluation scores, the same in every shard: the tagging test rows, the retrieval
+    candidates, the location queries and the tag queries of location-agnostic retrieval."""
+
+    rows: np.ndarray
+    cand: np.ndarray
+    candidates: RetrievalCandidates
+    agnostic_tags: torch.Tensor
+    queries: LocationQueries
+    exclude: torch.Tensor  # place-name tags (the "places omitted" tables)
+    ks: tuple[int, ...]
+    k_keep: int  # tagging predictions kept per image (top 50, or the largest k)
+    thresholds: list[float]
+
+
+def build_protocol(ds: DatasetStore, cfg: DictConfig) -> Protocol:
+    seed = int(cfg.seed)
+    rows = _sample(ds.split_rows("test"), cfg.limit_test_images, seed)
+    if len(rows) == 0:
+        raise EvaluationError(
+            f"{cfg.dataset_path}: the test split is empty; nothing to evaluate (ingest with a non-empty ingest.split.test)"
+        )
+    rcfg = cfg.retrieval
+    # candidates: the tagging images, or a larger seeded sample of the test split (retrieval costs N pairs
+    # a query, tagging V pairs an image: retrieval.limit_candidates lets the two be sized separately)
+    cand = rows if rcfg.get("limit_candidates") is None else _sample(ds.split_rows("test"), rcfg.limit_candidates, seed)
+    candidates, agnostic_tags, queries = retrieval_queries(ds, cand, rcfg, seed)
+    ks = tuple(int(k) for k in cfg.tagging.ks)
+    return Protocol(
+        rows=rows,
+        cand=cand,
+        candidates=candidates,
+        agnostic_tags=agnostic_tags,
+        queries=queries,
+        exclude=place_name_mask(ds.vocab, ds.place_names),
+        ks=ks,
+        k_keep=max(50, max(ks)),
+        thresholds=[float(t) for t in rcfg.thresholds_km],
+    )
+
+
+def retrieval_queries(ds: DatasetStore, cand: np.ndarray, rcfg: DictConfig, seed: int):
+    """(candidates, tag queries of location-agnostic retrieval, location queries) over ``cand``."""
+    candidates = RetrievalCandidates.from_csr(
+        ds.tags_indptr, ds.tags_indices, ds.num_tags, lat=ds.lat, lon=ds.lon, rows=cand
+    )
+    agnostic_tags = candidates.query_tags(int(rcfg.min_query_images))
+    q = build_location_queries(candidates, min_query_images=int(rcfg.min_query_images), seed=seed)
+    if rcfg.max_queries is not None and len(q) > int(rcfg.max_queries):
+        keep = np.sort(np.random.default_rng(seed).choice(len(q), int(rcfg.max_queries), replace=False))
+        q = q[torch.from_numpy(keep)]
+    if len(q) == 0:
+        log.warning(
+            "no location-sensitive query: no test tag has %d test images; lower retrieval.min_query_images",
+            int(rcfg.min_query_images),
+        )
+    return candidates, agnostic_tags, q
+
+
+def empty_part(methods: dict, ds: DatasetStore, protocol: Protocol, rcfg: DictConfig) -> Part:
+    """Fresh metrics for every method and task it takes part in (what a shard's states are added to)."""
+    part = Part()
+    k, exclude_self = int(rcfg.k), bool(rcfg.exclude_query_image)
+    for name, m in methods.items():
+        part.tagging[name] = {
+            "with_places": TaggingAccuracy(ds.num_tags, ks=protocol.ks),
+            "places_omitted": TaggingAccuracy(ds.num_tags, ks=protocol.ks, exclude=protocol.exclude),
+        }
+        if hasattr(m, "retrieve") and not m.location_aware and len(protocol.agnostic_tags):
+            part.agnostic[name] = RetrievalPrecision(protocol.candidates, k=k)
+        if hasattr(m, "retrieve") and len(protocol.queries):
+            part.location[name] = LocationSensitivePrecision(
+                protocol.candidates, thresholds_km=protocol.thresholds, k=k, exclude_query_image=exclude_self
+            )
+    return part
+
+
+def score_part(
+    methods: dict, ds: DatasetStore, protocol: Protocol, cfg: DictConfig, index: int = 0, count: int = 1
+) -> Part:
+    """Shard ``index`` of ``count``: every method on its share of the test images, tag queries and location
+    queries (contiguous, in whole chunks, so each chunk is the batch one process would score)."""
+    part = empty_part(methods, ds, protocol, cfg.retrieval)
+    chunk = int(cfg.chunk_images)
+    rows = protocol.rows[share(len(protocol.rows), chunk, index, count)]
     for name, method in methods.items():
-        with_places = TaggingAccuracy(ds.num_tags, ks=ks)
-        omitted = TaggingAccuracy(ds.num_tags, ks=ks, exclude=exclude)
-        top_all, top_omit = [], []
+        metrics, top_all, top_omit = part.tagging[name], [], []
         for start in tqdm(range(0, len(rows), chunk), desc=f"tagging {name}", leave=False):
             r = rows[start : start + chunk]
             target = ground_truth_from_csr(ds.tags_indptr, ds.tags_indices, r)
-            a, b = method.rank_tags(r, k_keep), method.rank_tags(r, k_keep, exclude=exclude)
-            with_places.update(a, target)
-            omitted.update(b, target)
-            top_all.append(a.int())
-            top_omit.append(b.int())
-        results[name] = {"with_places": with_places.compute(), "places_omitted": omitted.compute()}
-        predictions[name] = (torch.cat(top_all).numpy(), torch.cat(top_omit).numpy())
-    return results, predictions
+            a = method.rank_tags(r, protocol.k_keep)
+            b = method.rank_tags(r, protocol.k_keep, exclude=protocol.exclude)
+            metrics["with_places"].update(a, target)
+            metrics["places_omitted"].update(b, target)
+            top_all.append(a.int().numpy())
+            top_omit.append(b.int().numpy())
+        part.tag_preds[name] = (_stack(top_all, protocol.k_keep), _stack(top_omit, protocol.k_keep))
+
+    rcfg = cfg.retrieval
+    k, exclude_self = int(rcfg.k), bool(rcfg.exclude_query_image)
+    tags = protocol.agnostic_tags[share(len(protocol.agnostic_tags), AGNOSTIC_CHUNK, index, count)]
+    for name, metric in part.agnostic.items():
+        ids = methods[name].retrieve(tags, None, None, protocol.cand, k) if len(tags) else torch.zeros((0, k))
+        if len(tags):
+            metric.update(ids, tags)
+        part.agn_preds[name] = ids.numpy().astype(np.int32)
+    bs = int(rcfg.chunk_queries)
+    q = protocol.queries[share(len(protocol.queries), bs, index, count)]
+    for name, metric in part.location.items():
+        ids = []
+        for s0 in tqdm(range(0, len(q), bs), desc=f"retrieval {name}", leave=False):
+            qb = q[s0 : s0 + bs]
+            got = methods[name].retrieve(qb.tag, qb.lat, qb.lon, protocol.cand, k + int(exclude_self))
+            metric.update(got, qb)
+            ids.append(got.numpy().astype(np.int32))
+        part.ret_preds[name] = _stack(ids, k + int(exclude_self))
+    part.pairs_scored = {n: dict(m.pairs_scored) for n, m in methods.items() if hasattr(m, "pairs_scored")}
+    return part
 
 
-def methods_from_runs(runs, dataset_path) -> dict:
+AGNOSTIC_CHUNK = 1024  # tags per block of location-agnostic retrieval (EmbeddingMethod.retrieve's batch)
+
+
+def _stack(chunks: list, width: int) -> np.ndarray:
+    return np.concatenate(chunks) if chunks else np.zeros((0, width), np.int32)
+
+
+def evaluate_tagging(methods: dict, ds: DatasetStore, rows: np.ndarray, ks, chunk: int, k_keep: int = 50):
+    """Tagging A@k / %pred / %cpred for every method on ``rows``, with and without place names:
+    ``({name: {"with_places": .., "places_omitted": ..}}, {name: (top-k_keep, top-k_keep places omitted)})``."""
+    ks = tuple(int(k) for k in ks)
+    protocol = Protocol(
+        rows=np.asarray(rows),
+        cand=np.zeros(0, np.int64),
+        candidates=None,
+        agnostic_tags=torch.zeros(0, dtype=torch.long),
+        queries=LocationQueries(*(torch.zeros(0),) * 5),
+        exclude=place_name_mask(ds.vocab, ds.place_names),
+        ks=ks,
+        k_keep=max(k_keep, max(ks)),
+        thresholds=[],
+    )
+    cfg = OmegaConf.create(
+        {"chunk_images": chunk, "retrieval": {"k": 10, "exclude_query_image": False, "chunk_queries": 1}}
+    )
+    part = score_part(methods, ds, protocol, cfg)
+    results = {n: {key: m.compute() for key, m in metrics.items()} for n, metrics in part.tagging.items()}
+    return results, part.tag_preds
+
+
+def methods_from_runs(runs, dataset_path, locsens_dtype: str = "auto") -> dict:
     """Method specs from training run directories (:func:`locsens.artifacts.expand_runs`).
 
     Each run must have finished (``metrics.json`` names its best checkpoint); what it is comes from
@@ -100,6 +233,7 @@ def methods_from_runs(runs, dataset_path) -> dict:
                 "kind": "locsens",
                 "checkpoint": str(ckpt),
                 "embeddings_path": made_from["embeddings"]["path"],
+                "dtype": locsens_dtype,
             }
             continue
         require_made_from(
@@ -137,75 +271,78 @@ def methods_from_runs(runs, dataset_path) -> dict:
 
 def build_methods(cfg: DictConfig, ds: DatasetStore) -> dict:
     specs = {name: OmegaConf.to_container(spec, resolve=True) for name, spec in cfg.methods.items() if spec is not None}
-    specs.update(methods_from_runs(cfg.runs, cfg.dataset_path))
+    specs.update(methods_from_runs(cfg.runs, cfg.dataset_path, cfg.locsens_dtype))
     if not specs:
         raise EvaluationError("no method to evaluate: every entry of methods is null and runs is empty")
+    shortlists = {"tagging": _plain(cfg.tagging.get("shortlist")), "retrieval": _plain(cfg.retrieval.get("shortlist"))}
     methods = {}
     for name, spec in specs.items():
-        methods[name] = build_method(name, spec, ds, methods)
+        methods[name] = build_method(name, spec, ds, methods, shortlists)
     return methods
 
 
-def evaluate_retrieval(methods: dict, ds: DatasetStore, cand: np.ndarray, rcfg: DictConfig, seed: int):
-    """Location-agnostic and location-sensitive P@10 over the candidate rows, with the upper bound."""
-    k = int(rcfg.k)
-    thresholds = [float(t) for t in rcfg.thresholds_km]
-    exclude_self = bool(rcfg.exclude_query_image)
-    candidates = RetrievalCandidates.from_csr(
-        ds.tags_indptr, ds.tags_indices, ds.num_tags, lat=ds.lat, lon=ds.lon, rows=cand
-    )
-    agn_tags = candidates.query_tags(int(rcfg.min_query_images))
-    agnostic, agn_preds = {}, {}
-    for name, m in methods.items():
-        if hasattr(m, "retrieve") and not m.location_aware and len(agn_tags):
-            ids = m.retrieve(agn_tags, None, None, cand, k)
-            metric = RetrievalPrecision(candidates, k=k)
-            metric.update(ids, agn_tags)
-            agnostic[name] = metric.compute()
-            agn_preds[name] = ids.numpy().astype(np.int32)
+def _plain(node):
+    return None if node is None else OmegaConf.to_container(node, resolve=True)
 
-    q = build_location_queries(candidates, min_query_images=int(rcfg.min_query_images), seed=seed)
-    if rcfg.max_queries is not None and len(q) > int(rcfg.max_queries):
-        keep = np.sort(np.random.default_rng(seed).choice(len(q), int(rcfg.max_queries), replace=False))
-        q = q[torch.from_numpy(keep)]
-    if len(q) == 0:
-        log.warning(
-            "no location-sensitive query: no test tag has %d test images; lower retrieval.min_query_images",
-            int(rcfg.min_query_images),
-        )
-    retrieval, ret_preds = {}, {}
-    bs = int(rcfg.chunk_queries)
-    for name, m in methods.items():
-        if not hasattr(m, "retrieve") or len(q) == 0:
-            continue
-        metric = LocationSensitivePrecision(candidates, thresholds_km=thresholds, k=k, exclude_query_image=exclude_self)
-        ids = []
-        for s0 in tqdm(range(0, len(q), bs), desc=f"retrieval {name}", leave=False):
-            qb = q[s0 : s0 + bs]
-            got = m.retrieve(qb.tag, qb.lat, qb.lon, cand, k + int(exclude_self))
-            metric.update(got, qb)
-            ids.append(got)
-        retrieval[name] = metric.compute()
-        ret_preds[name] = torch.cat(ids).numpy().astype(np.int32)
+
+def evaluation_mode(cfg: DictConfig) -> dict:
+    """How LocSens was scored, for results.json and the tables' header: exhaustive (every tag / every
+    candidate image) or the cascade with its shortlist sizes."""
+    tagging, retrieval = _plain(cfg.tagging.get("shortlist")), _plain(cfg.retrieval.get("shortlist"))
+    return {
+        "tagging": "exhaustive" if tagging is None else {"cascade": tagging},
+        "retrieval": "exhaustive" if retrieval is None else {"cascade": retrieval},
+    }
+
+
+def evaluate_retrieval(methods: dict, ds: DatasetStore, cand: np.ndarray, rcfg: DictConfig, seed: int):
+    """Location-agnostic and location-sensitive P@10 of every method over the candidate rows ``cand``,
+    with the upper bound (the retrieval half of :func:`evaluate`)."""
+    candidates, agnostic_tags, queries = retrieval_queries(ds, cand, rcfg, seed)
+    protocol = Protocol(
+        rows=np.zeros(0, np.int64),
+        cand=np.asarray(cand),
+        candidates=candidates,
+        agnostic_tags=agnostic_tags,
+        queries=queries,
+        exclude=place_name_mask(ds.vocab, ds.place_names),
+        ks=(1,),
+        k_keep=1,
+        thresholds=[float(t) for t in rcfg.thresholds_km],
+    )
+    cfg = OmegaConf.create({"chunk_images": 1, "retrieval": OmegaConf.to_container(rcfg)})
+    return retrieval_results(protocol, score_part(methods, ds, protocol, cfg), rcfg)
+
+
+def retrieval_results(protocol: Protocol, part: Part, rcfg: DictConfig) -> dict:
+    q, k = protocol.queries, int(rcfg.k)
+    retrieval = {name: metric.compute() for name, metric in part.location.items()}
     if len(q):
         ub = location_sensitive_upper_bound(
-            q, candidates, thresholds_km=thresholds, k=k, exclude_query_image=exclude_self
+            q,
+            protocol.candidates,
+            thresholds_km=protocol.thresholds,
+            k=k,
+            exclude_query_image=bool(rcfg.exclude_query_image),
         )
-        retrieval = {"upper_bound": precision_table(ub, thresholds), **retrieval}
+        retrieval = {"upper_bound": precision_table(ub, protocol.thresholds), **retrieval}
     return {
-        "candidates": candidates,
+        "candidates": protocol.candidates,
         "queries": q,
-        "agnostic_tags": agn_tags,
-        "agnostic": agnostic,
-        "agnostic_predictions": agn_preds,
+        "agnostic_tags": protocol.agnostic_tags,
+        "agnostic": {name: metric.compute() for name, metric in part.agnostic.items()},
+        "agnostic_predictions": part.agn_preds,
         "location_sensitive": retrieval,
-        "location_sensitive_predictions": ret_preds,
-        "thresholds": thresholds,
+        "location_sensitive_predictions": part.ret_preds,
+        "thresholds": protocol.thresholds,
     }
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """Run the whole evaluation described by ``cfg`` (conf/evaluate.yaml); returns results.json's content."""
+    """Run the whole evaluation described by ``cfg`` (conf/evaluate.yaml); returns results.json's content.
+
+    With ``shard.count > 1`` this process scores shard ``shard.index`` only and saves it in ``shard.dir``;
+    the process that completes the set merges every shard there (the others return ``{}``)."""
     cfg = validate_evaluate_config(cfg)  # typed values, unknown keys, a missing dataset store: fail before any work
     out_dir = Path(cfg.output_dir)
     with exclusive(out_dir, "an evaluation"):
@@ -215,24 +352,71 @@ def evaluate(cfg: DictConfig) -> dict:
 def _evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     torch.manual_seed(int(cfg.seed))
     ds = DatasetStore(cfg.dataset_path)
-    test_rows = _sample(ds.split_rows("test"), cfg.limit_test_images, int(cfg.seed))
-    if len(test_rows) == 0:
-        raise EvaluationError(
-            f"{cfg.dataset_path}: the test split is empty; nothing to evaluate (ingest with a non-empty ingest.split.test)"
-        )
+    protocol = build_protocol(ds, cfg)
     methods = build_methods(cfg, ds)
+    index, count = int(cfg.shard.index), int(cfg.shard.count)
+    part = score_part(methods, ds, protocol, cfg, index, count)
+    if count == 1:
+        return finish(cfg, out_dir, ds, methods, protocol, part)
+    shard_dir = Path(cfg.shard.dir)
+    evaluation = fingerprint(resolved_config(cfg, out_dir), evaluation_identity(ds, methods))
+    write_shard(shard_path(shard_dir, index, count), part, index, count, evaluation)
+    log.info("shard %d of %d saved in %s", index, count, shard_dir)
+    with exclusive(shard_dir, "a merge of evaluation shards", wait=True):
+        if (shard_dir / "results.json").exists() and _merged(shard_dir, evaluation):
+            return {}  # another shard merged the set (this one included) already
+        merged = read_shards(shard_dir, count, evaluation, empty_part(methods, ds, protocol, cfg.retrieval))
+        if merged is None:
+            log.info(
+                "%d of %d shards in %s: the last to finish merges them",
+                len(list(shard_dir.glob("shard-*"))),
+                count,
+                shard_dir,
+            )
+            return {}
+        results = finish(cfg, shard_dir, ds, methods, protocol, merged, evaluation)
+        return results
 
-    ks = tuple(int(k) for k in cfg.tagging.ks)
-    tagging, tag_preds = evaluate_tagging(methods, ds, test_rows, ks, int(cfg.chunk_images), max(50, max(ks)))
-    rcfg = cfg.retrieval
-    # candidates: the tagging images, or a larger seeded sample of the test split (retrieval costs N pairs
-    # a query, tagging V pairs an image: retrieval.limit_candidates lets the two be sized separately)
-    cand = (
-        test_rows
-        if rcfg.get("limit_candidates") is None
-        else _sample(ds.split_rows("test"), rcfg.limit_candidates, int(cfg.seed))
+
+def _merged(shard_dir: Path, evaluation: str) -> bool:
+    """Whether ``results.json`` in ``shard_dir`` is the merge of this evaluation's complete shard set and
+    newer than every shard file (a rerun shard makes the merge stale)."""
+    import json
+
+    try:
+        done = json.loads((shard_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return False
+    newest = max((p.stat().st_mtime_ns for p in shard_dir.glob("shard-*-of-*.h5")), default=0)
+    return (
+        done.get("shards", {}).get("evaluation") == evaluation
+        and (shard_dir / "results.json").stat().st_mtime_ns > newest
     )
-    ret = evaluate_retrieval(methods, ds, cand, rcfg, int(cfg.seed))
+
+
+def evaluation_identity(ds: DatasetStore, methods: dict) -> dict:
+    """What the shards of one evaluation must share beyond the config: the dataset, every method's inputs
+    and the dtype its scoring engine chose (``dtype=auto`` is measured per process)."""
+    return {
+        "dataset": ds.content_id,
+        "methods": {name: getattr(m, "lineage", {}) for name, m in methods.items()},
+        "dtypes": {name: m.engine.dtype_used for name, m in methods.items() if hasattr(m, "engine")},
+    }
+
+
+def finish(
+    cfg: DictConfig,
+    out_dir: Path,
+    ds: DatasetStore,
+    methods: dict,
+    protocol: Protocol,
+    part: Part,
+    evaluation: str | None = None,
+) -> dict:
+    """The metrics of ``part`` (the whole protocol) -> results.json, tables.md, predictions.h5 (numbers
+    first), then figures and W&B."""
+    tagging = {n: {key: m.compute() for key, m in metrics.items()} for n, metrics in part.tagging.items()}
+    ret = retrieval_results(protocol, part, cfg.retrieval)
     thresholds = ret["thresholds"]
     results = {
         "config": resolved_config(cfg, out_dir),
@@ -241,10 +425,11 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict:
             "dataset": {"id": ds.content_id, "path": str(cfg.dataset_path)},
             "methods": {name: getattr(m, "lineage", {}) for name, m in methods.items()},
         },
-        "n_test_images": int(len(test_rows)),
-        "n_retrieval_candidates": int(len(cand)),
+        "n_test_images": int(len(protocol.rows)),
+        "n_retrieval_candidates": int(len(protocol.cand)),
         "n_location_queries": int(len(ret["queries"])),
         "n_agnostic_queries": int(len(ret["agnostic_tags"])),
+        "locsens_scoring": {**evaluation_mode(cfg), "pairs_scored": part.pairs_scored},
         "tagging": tagging,
         "location_sensitive_retrieval": ret["location_sensitive"],
         "location_agnostic_retrieval": ret["agnostic"],
@@ -252,7 +437,9 @@ def _evaluate(cfg: DictConfig, out_dir: Path) -> dict:
         "threshold_keys": [threshold_key(t) for t in thresholds],
         "figures": [],
     }
-    tables = save_numbers(out_dir, results, ds, test_rows, tag_preds, ret, cand)
+    if evaluation is not None:
+        results["shards"] = {"count": int(cfg.shard.count), "evaluation": evaluation}
+    tables = save_numbers(out_dir, results, ds, protocol.rows, part.tag_preds, ret, protocol.cand)
     print(tables)
     save_reports(cfg, out_dir, results, methods, ds, ret)
     return results
@@ -348,7 +535,10 @@ __all__ = [
     "StoreError",
     "build_methods",
     "evaluate",
+    "build_protocol",
     "evaluate_retrieval",
     "evaluate_tagging",
+    "finish",
+    "score_part",
     "methods_from_runs",
 ]

@@ -34,6 +34,9 @@ def write_tables(path: Path, results: dict) -> str:
         f"# Evaluation ({results['n_test_images']} test images, {results['n_location_queries']} location queries{cand_note}, "
         f"{results['n_agnostic_queries']} tag queries; commit {results['git_commit'][:10]})\n"
     ]
+    mode = results.get("locsens_scoring")
+    if mode and mode.get("pairs_scored"):
+        out.append(f"LocSens scoring: tagging {_mode(mode['tagging'])}; retrieval {_mode(mode['retrieval'])}.\n")
     for key, title in (
         ("with_places", "Image tagging"),
         ("places_omitted", "Image tagging, place names omitted (supp. Table 2)"),
@@ -52,6 +55,13 @@ def write_tables(path: Path, results: dict) -> str:
     text = "\n".join(out)
     write_text_atomic(path, text)
     return text
+
+
+def _mode(mode) -> str:
+    if mode == "exhaustive":
+        return "exhaustive (every candidate scored)"
+    sizes = ", ".join(f"{k} {v}" for k, v in mode["cascade"].items())
+    return f"cascade (shortlist: {sizes}; reranked exactly)"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -250,7 +250,8 @@ def precision_table(per_query: Tensor, thresholds_km: Sequence[float] = DEFAULT_
 class RetrievalPrecision(Metric):
     """Location-agnostic P@k (percent) over queries: ``update(retrieved, query_tags, source=None)``.
 
-    States: sum of per-query precision and query count (both reduced by sum: exact under DDP)."""
+    States: relevant images among the first k over all queries and the query count, integers reduced
+    by sum, so any split of the queries (DDP, shards, batches) merges to exactly the same number."""
 
     full_state_update = False
     is_differentiable = False
@@ -259,25 +260,27 @@ class RetrievalPrecision(Metric):
     def __init__(self, candidates: RetrievalCandidates, k: int = 10, exclude_query_image: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.candidates, self.k, self.exclude_query_image = candidates, int(k), exclude_query_image
-        self.add_state("precision_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("relevant", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, retrieved: Tensor, query_tags: Tensor, source: Tensor | None = None) -> None:
         if self.exclude_query_image and source is None:
             raise ValueError("exclude_query_image=True needs source (the query image's candidate id) in update()")
         p = precision_at_k(retrieved, query_tags, self.candidates, self.k, source if self.exclude_query_image else None)
-        self.precision_sum += p.sum().to(self.device)
+        self.relevant += torch.round(p * self.k).long().sum().to(self.device)  # p = relevant / k exactly
         self.count += len(p)
 
     def compute(self) -> float:
-        return 100.0 * float(self.precision_sum) / int(self.count) if int(self.count) else float("nan")
+        n = int(self.count)
+        return 100.0 * int(self.relevant) / (self.k * n) if n else float("nan")
 
 
 class LocationSensitivePrecision(Metric):
     """Location-sensitive P@k (percent) per distance threshold: ``update(retrieved, queries)`` with a
     :class:`LocationQueries` batch; ``compute()`` -> ``{"inf": .., "2500km": .., ...}``.
 
-    States: per-threshold sum of precision and the query count (reduced by sum: exact under DDP)."""
+    States: per-threshold relevant images among the first k over all queries and the query count,
+    integers reduced by sum (exact under any split of the queries)."""
 
     full_state_update = False
     is_differentiable = False
@@ -295,21 +298,19 @@ class LocationSensitivePrecision(Metric):
         candidates._need_locations()
         self.candidates, self.k, self.exclude_query_image = candidates, int(k), exclude_query_image
         self.thresholds_km = tuple(float(t) for t in thresholds_km)
-        self.add_state(
-            "precision_sum", default=torch.zeros(len(self.thresholds_km), dtype=torch.float64), dist_reduce_fx="sum"
-        )
+        self.add_state("relevant", default=torch.zeros(len(self.thresholds_km), dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, retrieved: Tensor, queries: LocationQueries) -> None:
         p = location_sensitive_precision(
             retrieved, queries, self.candidates, self.thresholds_km, self.k, self.exclude_query_image
         )
-        self.precision_sum += p.sum(0).to(self.device)
+        self.relevant += torch.round(p * self.k).long().sum(0).to(self.device)
         self.count += len(p)
 
     def compute(self) -> dict[str, float]:
         n = int(self.count)
         return {
-            threshold_key(t): (100.0 * float(s) / n if n else float("nan"))
-            for t, s in zip(self.thresholds_km, self.precision_sum)
+            threshold_key(t): (100.0 * int(r) / (self.k * n) if n else float("nan"))
+            for t, r in zip(self.thresholds_km, self.relevant)
         }

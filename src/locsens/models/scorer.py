@@ -20,8 +20,11 @@ pre-activation is a sum of per-block terms. A query side's terms (the image and 
 tag and location for retrieval) are computed once per query and the candidate side's once per candidate
 set; a pair's pre-activation is then one broadcast add. A product of two query-side blocks joins the
 query's term; a product with the candidate side is ``cand_e @ M_q.T`` with ``M_q = W_pair * q`` built once
-per query (one batched matmul per chunk). The layers after the first run in fp32, bf16 (fp32 accumulation
-inside the kernel) or fbgemm int8; the final Linear(last, 1) and every GroupNorm stay fp32.
+per query (one batched matmul per chunk). The layers after the first run in fp32, bf16 or fbgemm int8.
+In bf16 the activations stay bf16 from the first GroupNorm's output to the last hidden layer: the
+matmuls accumulate in fp32 inside the kernel and GroupNorm computes its statistics and affine in fp32
+from bf16 input, so no fp32 copy of a [pairs, width] activation is made between layers (on CPU those
+elementwise passes, not the GEMMs, set the pace); the final Linear(last, 1) runs in fp32.
 """
 
 from __future__ import annotations
@@ -168,7 +171,23 @@ def _fp32_linear(w: torch.Tensor, b: torch.Tensor | None):
 def _bf16_linear(w: torch.Tensor, b: torch.Tensor | None):
     """bf16 operands, fp32 accumulation inside the kernel, bf16 output."""
     w16, b16 = w.bfloat16(), None if b is None else b.bfloat16()
-    return lambda h: F.linear(h.bfloat16(), w16, b16)
+    return lambda h: F.linear(h, w16, b16)
+
+
+def _group_norm_relu(groups: int, eps: float, gamma: torch.Tensor, beta: torch.Tensor, out: torch.dtype):
+    """GroupNorm then ReLU, returning ``out``: fp32 statistics whatever the input's dtype; with bf16
+    input the normalised activation is written as bf16 directly (one pass, no fp32 copy)."""
+
+    def norm(h: torch.Tensor) -> torch.Tensor:
+        if h.dtype == torch.float32 or out == torch.float32:
+            return F.group_norm(h.float(), groups, gamma.float(), beta.float(), eps).relu_().to(out)
+        return F.group_norm(h, groups, gamma, beta, eps).relu_()
+
+    return norm
+
+
+def _then(first, second):
+    return lambda h: second(first(h))
 
 
 def _int8_linear(w: torch.Tensor, b: torch.Tensor | None):
@@ -202,21 +221,26 @@ class FastScorer:
         for name, width in scorer.blocks().items():
             self.blocks[name] = w[:, start : start + width]
             start += width
-        self.stages, self.stages32 = [], []  # (groups, eps, gamma, beta, the next Linear as a function) per GroupNorm
+        # per stage after the first Linear: GroupNorm -> ReLU -> the next Linear, as one function of h
+        self.stages, self.stages32 = [], []
+        bf16_params = dtype == "bf16" and device.type != "cpu"  # CPU GroupNorm reads bf16 with fp32 params
         for i in range(1, len(layers) - 1, 3):
             gn, lin = layers[i], layers[i + 2]
             gamma, beta = gn.weight.detach().to(device, torch.float32), gn.bias.detach().to(device, torch.float32)
             w32 = lin.weight.detach().to(device, torch.float32)
             b32 = lin.bias.detach().to(device, torch.float32)
-            exact = _fp32_linear(w32, b32)
-            self.stages32.append((gn.num_groups, gn.eps, gamma, beta, exact))
-            if lin is layers[-1] or dtype == "fp32":  # the final Linear(last, 1) is a cheap matvec: keep fp32
-                linear = exact
+            norm32 = _group_norm_relu(gn.num_groups, gn.eps, gamma, beta, torch.float32)
+            self.stages32.append(_then(norm32, _fp32_linear(w32, b32)))
+            if dtype == "fp32":
+                self.stages.append(self.stages32[-1])
+            elif lin is layers[-1]:  # the final Linear(last, 1) is a cheap matvec: fp32 input and weights
+                self.stages.append(self.stages32[-1])
             elif dtype == "int8":
-                linear = _int8_linear(w32, b32)
+                self.stages.append(_then(norm32, _int8_linear(w32, b32)))
             else:
-                linear = _bf16_linear(w32, b32)
-            self.stages.append((gn.num_groups, gn.eps, gamma, beta, linear))
+                g16, b16 = (gamma.bfloat16(), beta.bfloat16()) if bf16_params else (gamma, beta)
+                norm = _group_norm_relu(gn.num_groups, gn.eps, g16, b16, torch.bfloat16)
+                self.stages.append(_then(norm, _bf16_linear(w32, b32)))
         self.skip_weight = None if scorer.skip is None else float(scorer.skip.detach())
 
     def query(self, parts: dict[str, torch.Tensor], candidate: str) -> tuple[torch.Tensor, list]:
@@ -247,10 +271,10 @@ class FastScorer:
         return torch.matmul(cand_e if cand_e.ndim == 3 else cand_e[None], m.transpose(1, 2))  # [b, n, H1]
 
     def rest(self, h: torch.Tensor, exact: bool = False) -> torch.Tensor:
-        """Every layer after the first: [P, H1] fp32 pre-activations -> [P] fp32 scores (hidden matmuls in
+        """Every layer after the first: [P, H1] fp32 pre-activations -> [P] fp32 scores (hidden layers in
         this scorer's dtype, or all in fp32 with ``exact``)."""
-        for groups, eps, gamma, beta, linear in self.stages32 if exact else self.stages:
-            h = linear(F.group_norm(h.float(), groups, gamma, beta, eps).relu_())
+        for stage in self.stages32 if exact else self.stages:
+            h = stage(h)
         return h.float().squeeze(1)
 
 
