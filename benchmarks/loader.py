@@ -4,11 +4,13 @@ Builds random stores with the real writers (store.write_dataset_store / write_fe
 feature store rows in another order than the dataset, as a real extraction's are) in a temporary
 directory, then times
   1. the AgnosticDataModule's training DataLoader: features preloaded (the default when they fit
-     under preload_max_bytes), and read from HDF5 per batch (preload_max_bytes=0), with 0 and 2
-     workers;
+     under preload_max_bytes), and read per batch (preload_max_bytes=0, as at full scale where the
+     store does not fit in memory), with 0 and 2 workers, from
+       - the store as it is written now: ``features`` contiguous in the file, read through a memory map;
+       - the same store with ``features`` chunked (the layout written before), read through HDF5;
   2. the MCC training step (forward, backward, SGD step) on batches of the same size;
 and prints samples/s of each and the ratio loader / step (goal: >= 10x, so loading never stalls
-training).
+training), and checks that both layouts give the same batches (same samples, same order).
 
 Run: .venv/bin/python benchmarks/loader.py [--photos 200000] [--dim 512] [--tags 10000] [--batch 512]
 """
@@ -17,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
@@ -58,6 +62,23 @@ def write_random_stores(out: Path, n: int, dim: int, n_tags: int, seed: int = 0)
         out / "features.h5", photo_id=photo_id[order], features=blocks, extractor="benchmark"
     )
     return dataset, features
+
+
+def chunked_copy(features: Path, chunk_rows: int = 4096) -> Path:
+    """The same feature store with ``features`` in HDF5 chunks of ``chunk_rows`` rows (the earlier layout)."""
+    out = features.with_name("features_chunked.h5")
+    shutil.copy(features, out)
+    with h5py.File(out, "r+") as f:
+        data = f["features"][:]
+        del f["features"]
+        f.create_dataset("features", data=data, chunks=(min(chunk_rows, len(data)), data.shape[1]))
+    return out
+
+
+def first_batches(dataset: Path, features: Path, batch: int, n: int = 3) -> list[np.ndarray]:
+    dm = AgnosticDataModule(dataset, features, batch_size=batch, preload_max_bytes=0)
+    dm.setup("fit")
+    return [b["features"].numpy() for _, b in zip(range(n), dm.train_dataloader())]
 
 
 def loader_rate(dataset: Path, features: Path, batch: int, preload: bool, workers: int, max_batches: int) -> float:
@@ -125,11 +146,22 @@ def main() -> None:
         print(
             f"MCC training step (D={a.dim}, V={a.tags}, batch {a.batch}, {torch.get_num_threads()} threads): {step:10.0f} samples/s"
         )
-        for preload, workers in ((True, 0), (False, 0), (False, 2)):
-            rate = loader_rate(dataset, features, a.batch, preload, workers, a.batches)
-            mode = "preloaded" if preload else "HDF5 per batch"
+        chunked = chunked_copy(features)
+        same = all(
+            np.array_equal(x, y)
+            for x, y in zip(first_batches(dataset, features, a.batch), first_batches(dataset, chunked, a.batch))
+        )
+        print(f"contiguous (memory-mapped) and chunked (HDF5) stores give the same batches: {same}")
+        for label, store, preload, workers in (
+            ("preloaded", features, True, 0),
+            ("per batch, memory map", features, False, 0),
+            ("per batch, memory map", features, False, 2),
+            ("per batch, HDF5 chunked", chunked, False, 0),
+            ("per batch, HDF5 chunked", chunked, False, 2),
+        ):
+            rate = loader_rate(dataset, store, a.batch, preload, workers, a.batches)
             print(
-                f"loader, {mode:15s} {workers} workers: {rate:10.0f} samples/s   ratio loader/step = {rate / step:6.1f}x"
+                f"loader, {label:24s} {workers} workers: {rate:10.0f} samples/s   ratio loader/step = {rate / step:6.1f}x"
             )
 
 

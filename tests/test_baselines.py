@@ -158,11 +158,19 @@ def test_random_store_matches_reference(tmp_path, seed, level):
         photos.append((split, town, c, c, int(country_continent[c]), list(rng.integers(0, 15, rng.integers(0, 5)))))
     ds = write_store(tmp_path / "rand.h5", photos, 15, {"town": 7, "region": 4, "country": 4, "continent": 2})
     test = ds.split_rows("test")
-    got = FrequencyTagger(ds, level).fit().topk(test, 9)
+    tagger = FrequencyTagger(ds, level).fit()
+    got = tagger.topk(test, 9)
     train = list(ds.split_rows("train"))
     for i, row in enumerate(test):
         want = ref.frequency_topk(train, ds.tags_of, ds.place_index, DEFAULT_FALLBACK[level], row, 9, 15)
         assert got[i].tolist() == want, (level, row)
+    # places omitted: the ranking of the other tags, in the same order (the full ranking with them struck out)
+    exclude = torch.from_numpy(rng.random(15) < 0.4)
+    omitted = tagger.topk(test, 9, exclude=exclude)
+    for i, row in enumerate(test):
+        full = ref.frequency_topk(train, ds.tags_of, ds.place_index, DEFAULT_FALLBACK[level], row, 15, 15)
+        want = [t for t in full if not exclude[t]][:9]
+        assert omitted[i].tolist() == want + [-1] * (min(9, 15) - len(want)), (level, row)
 
 
 def test_tiny_store_end_to_end(tiny_stores):

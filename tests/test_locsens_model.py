@@ -108,6 +108,70 @@ def test_leading_dims_and_validation_engine_are_exact(fusion, products):
     assert torch.equal(ids, torch.argsort(grid, dim=1, descending=True))
 
 
+def shared_batch(b: int = 16, m: int = 4, n_images: int = 40, n_tags: int = 25, seed: int = 3) -> dict:
+    """A triplet batch shaped like the tagging negatives: per group the positive's image, tag and place,
+    negatives that keep the image (new tag), keep the tag (new image) or keep both at another place."""
+    g = torch.Generator().manual_seed(seed)
+    images, tags = torch.randn(n_images, E, generator=g), torch.randn(n_tags, E, generator=g)
+    img_i = torch.randint(0, n_images, (b, 1), generator=g).expand(b, m).clone()
+    tag_i = torch.randint(0, n_tags, (b, 1), generator=g).expand(b, m).clone()
+    kind = torch.randint(0, 3, (b, m - 1), generator=g)
+    img_i[:, 1:] = torch.where(kind == 1, torch.randint(0, n_images, (b, m - 1), generator=g), img_i[:, 1:])
+    tag_i[:, 1:] = torch.where(kind == 0, torch.randint(0, n_tags, (b, m - 1), generator=g), tag_i[:, 1:])
+    lat = (torch.rand(b, 1, generator=g) * 180 - 90).expand(b, m).clone()
+    lon = (torch.rand(b, 1, generator=g) * 360 - 180).expand(b, m).clone()
+    moved = kind == 2
+    lat[:, 1:][moved], lon[:, 1:][moved] = lat[:, 0].roll(1)[:, None].expand(b, m - 1)[moved], 0.0
+    return {
+        "image": images[img_i],
+        "tag": tags[tag_i],
+        "image_index": img_i,
+        "tag_index": tag_i,
+        "lat": lat,
+        "lon": lon,
+    }
+
+
+@pytest.mark.parametrize(
+    "fusion, encoder, extra",
+    [
+        ("concat300", "latlon", []),
+        (
+            "concat300",
+            "multiresolution_grid",
+            ["model.scorer.pairwise_products=true", "model.scorer.similarity_skip=true"],
+        ),
+        ("raw2d", "sphere_multiscale", ["model.scorer.pairwise_products=true"]),
+        ("zeroed", "latlon", ["model.scorer.similarity_skip=true"]),
+        ("dropout", "wrap", ["model.scorer.pairwise_products=true"]),
+    ],
+)
+def test_distinct_inputs_once_is_the_triplet_by_triplet_step(fusion, encoder, extra):
+    """The training step with each distinct image, tag and place encoded once (the batch's indices) gives
+    the per-triplet step's scores, loss and gradients, to float rounding; location dropout draws alike."""
+    results = []
+    for with_index in (True, False):
+        model = small_model(fusion, encoder, *extra).train()
+        model.log = lambda *args, **kwargs: None
+        batch = shared_batch()
+        if not with_index:
+            batch = {k: v for k, v in batch.items() if not k.endswith("_index")}
+        torch.manual_seed(5)
+        loss = model.training_step(batch, 0)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        torch.manual_seed(5)
+        with torch.no_grad():
+            scores = model._group_scores(batch, batch["lat"], batch["lon"], drop_p=0.5)
+        results.append((loss.detach(), grads, scores))
+    (loss_a, grads_a, scores_a), (loss_b, grads_b, scores_b) = results
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(scores_a, scores_b, rtol=1e-5, atol=1e-6)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_paper_init_and_loss():
     model = build_locsens(hidden=(256, 256), groups=32)
     w = model.scorer.layers[0].weight

@@ -174,3 +174,27 @@ def test_killed_build_keeps_old_store(tmp_path):
     assert len(DatasetStore(path)) == 7
     leftovers = [p for p in tmp_path.iterdir() if p.name != "d.h5"]
     assert all(p.name.startswith(".d.h5.tmp-") for p in leftovers)  # at most a hidden temp (stores are built in memory)
+
+
+def test_feature_reads_through_the_memory_map_equal_hdf5_reads(tmp_path):
+    """A written feature store is contiguous and read through a memory map; a chunked store (the earlier
+    layout) is read through HDF5; both give the rows asked for, in order, with repeats; NaN is refused."""
+    from locsens.data.store import FeatureStore, write_feature_store
+
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((300, 12)).astype(np.float32)
+    path = write_feature_store(tmp_path / "f.h5", photo_id=np.arange(300), features=feats, extractor="t")
+    chunked = tmp_path / "chunked.h5"
+    chunked.write_bytes(path.read_bytes())
+    with h5py.File(chunked, "r+") as f:
+        del f["features"]
+        f.create_dataset("features", data=feats, chunks=(64, 12))
+    rows = np.array([299, 3, 3, 150, 0, 17, 299])
+    mapped, hdf5 = FeatureStore(path), FeatureStore(chunked)
+    assert np.array_equal(mapped.read(rows), feats[rows]) and np.array_equal(hdf5.read(rows), feats[rows])
+    assert mapped._map is not None and hdf5._map is None
+    mapped.close()
+    with h5py.File(path, "r+") as f:
+        f["features"][5, 2] = np.nan
+    with pytest.raises(StoreError, match=r"NaN or inf.*photo ids \[5\]"):
+        FeatureStore(path).read(np.array([4, 5]))

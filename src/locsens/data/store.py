@@ -468,19 +468,39 @@ class FeatureStore(_Identity):
             self.attrs = _attrs(f)
         self._file = None
         self._pid = None
+        self._map = None
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_file"] = None
         state["_pid"] = None
+        state["_map"] = None
         return state
 
     @property
     def features(self) -> h5py.Dataset:
+        self._open()
+        return self._file["features"]
+
+    def close(self) -> None:
+        """Close this process's handle and memory map (a later read opens them again)."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file, self._pid, self._map = None, None, None
+
+    def _open(self) -> None:
+        """Open the file in this process (again after a fork) and map a contiguous ``features`` into memory."""
         if self._file is None or self._pid != os.getpid():
             self._file = h5py.File(self.path, "r")
             self._pid = os.getpid()
-        return self._file["features"]
+            ds = self._file["features"]
+            offset = ds.id.get_offset()
+            # a contiguous, uncompressed dataset is one block of the file: numpy reads it through the page
+            # cache (random rows at memory speed); chunked stores (older writers) go through HDF5
+            contiguous = ds.chunks is None and ds.compression is None and offset is not None and ds.size
+            self._map = (
+                np.memmap(self.path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape) if contiguous else None
+            )
 
     def rows_for(self, photo_id: np.ndarray, source: str = "dataset") -> np.ndarray:
         """Row in this store of each photo id; -1 where the id is absent or has no valid features."""
@@ -498,9 +518,12 @@ class FeatureStore(_Identity):
         rows = np.asarray(rows)
         if len(rows) == 0:
             return np.zeros((0, self.dim), np.float32)
-        uniq, inverse = np.unique(rows, return_inverse=True)
+        uniq, inverse = np.unique(rows, return_inverse=True)  # ascending: the file is read front to back
+        self._open()
         lo, hi = int(uniq[0]), int(uniq[-1]) + 1
-        if hi - lo <= 4 * len(uniq):  # dense enough: one contiguous slab is faster than fancy indexing
+        if self._map is not None:
+            out = self._map[uniq]
+        elif hi - lo <= 4 * len(uniq):  # dense enough: one contiguous slab is faster than fancy indexing
             block = self.features[lo:hi]
             out = block[uniq - lo]
         else:
@@ -619,11 +642,10 @@ def write_feature_store(
     valid=None,
     made_from: dict | None = None,
     overwrite: bool = False,
-    chunk_rows: int = 4096,
 ) -> Path:
     """Write a complete ``locsens.features`` store in one go (``features`` may be an array or an
-    iterable of row blocks in photo_id order). Resumable extraction writes its own partial file
-    and calls :func:`finalise_feature_store`."""
+    iterable of row blocks in photo_id order), ``features`` contiguous in the file. Resumable extraction
+    writes its own partial file and calls :func:`finalise_feature_store`."""
     photo_id = np.asarray(photo_id, dtype=np.int64)
     n = len(photo_id)
     if n == 0:
@@ -657,9 +679,8 @@ def write_feature_store(
                 check_free_space(
                     path, int(n * dim * block.dtype.itemsize * 1.02) + (1 << 20)
                 )  # before HDF5 meets a full disk
-                ds = f.create_dataset(
-                    "features", shape=(n, dim), dtype=block.dtype, chunks=(min(chunk_rows, max(n, 1)), dim)
-                )
+                # contiguous (no chunks): readers map it into memory (FeatureStore.read), as extraction's stores
+                ds = f.create_dataset("features", shape=(n, dim), dtype=block.dtype)
                 hasher.add("features", np.zeros((0, dim), block.dtype))  # dtype and width; rows follow
             ds[row : row + len(block)] = block
             hasher.add_block(block)

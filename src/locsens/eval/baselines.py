@@ -50,6 +50,15 @@ class _PlaceRanking:
         self.counts = counts[order]
         self.ptr = np.searchsorted(p[order], np.arange(num_places + 1))
 
+    def without(self, exclude: np.ndarray) -> _PlaceRanking:
+        """The same ranking with the tags of the bool mask ``exclude`` [V] removed."""
+        keep = ~exclude[self.tags]
+        out = object.__new__(_PlaceRanking)
+        out.tags, out.counts = self.tags[keep], self.counts[keep]
+        kept_before = np.concatenate([[0], np.cumsum(keep)])
+        out.ptr = kept_before[self.ptr]
+        return out
+
     def segments(self, place: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Start and length of each place's ranked segment (length 0 for unknown or unseen places)."""
         known = (place >= 0) & (place < len(self.ptr) - 1)
@@ -116,19 +125,25 @@ class FrequencyTagger:
         combos, inverse = np.unique(ids, axis=0, return_inverse=True)
         return combos, inverse.reshape(-1)
 
-    def topk(self, rows, k: int = 50) -> Tensor:
-        """Ranked tag ids LongTensor ``[len(rows), min(k, V)]`` for dataset ``rows``, best first."""
+    def topk(self, rows, k: int = 50, exclude: Tensor | None = None) -> Tensor:
+        """Ranked tag ids LongTensor ``[len(rows), min(k, V')]`` for dataset ``rows``, best first, among
+        the V' tags not in the bool mask ``exclude [V]`` (places omitted; padded with -1 if V' < k)."""
+        combos, inverse = self._combos(rows)  # checks fit() ran
+        rankings, global_ranking = self.rankings, self.global_ranking
+        if exclude is not None:
+            rankings, global_ranking = self._without(exclude)
         k = min(int(k), self.num_tags)
-        combos, inverse = self._combos(rows)
         u = len(combos)
         parts = []
         for j, lvl in enumerate(self.chain):  # finest first: its tags lead the list
-            start, length = self.rankings[lvl].segments(combos[:, j])
+            start, length = rankings[lvl].segments(combos[:, j])
             pos = np.arange(k)
             inside = pos[None, :] < length[:, None]
             idx = np.where(inside, start[:, None] + pos[None, :], 0)
-            parts.append(np.where(inside, self.rankings[lvl].tags[idx] if len(self.rankings[lvl].tags) else -1, -1))
-        parts.append(np.broadcast_to(self.global_ranking[:k], (u, k)))  # k distinct tags: the list always fills
+            parts.append(np.where(inside, rankings[lvl].tags[idx] if len(rankings[lvl].tags) else -1, -1))
+        fill = np.full(k, -1, dtype=np.int64)
+        fill[: min(k, len(global_ranking))] = global_ranking[:k]
+        parts.append(np.broadcast_to(fill, (u, k)))  # k distinct tags (or all V'): the list fills
         cand = np.concatenate(parts, 1)
         keys = np.where(cand >= 0, np.arange(u)[:, None] * self.num_tags + cand, -1).reshape(-1)
         first = np.zeros(keys.shape, bool)
@@ -137,8 +152,18 @@ class FrequencyTagger:
         first &= keys >= 0
         first = first.reshape(cand.shape)
         order = np.argsort(~first, axis=1, kind="stable")[:, :k]
-        ranked = np.take_along_axis(cand, order, 1)
+        ranked = np.where(np.take_along_axis(first, order, 1), np.take_along_axis(cand, order, 1), -1)
         return torch.from_numpy(np.ascontiguousarray(ranked[inverse])).long()
+
+    def _without(self, exclude: Tensor) -> tuple[dict, np.ndarray]:
+        """The rankings without the tags of ``exclude`` (cached for the last mask: places omitted)."""
+        mask = np.asarray(torch.as_tensor(exclude), dtype=bool)
+        key = hash(mask.tobytes())
+        cached = getattr(self, "_excluded", None)
+        if cached is None or cached[0] != key:
+            rankings = {lvl: r.without(mask) for lvl, r in self.rankings.items()}
+            cached = self._excluded = (key, rankings, self.global_ranking[~mask[self.global_ranking]])
+        return cached[1], cached[2]
 
     def prior(self, rows) -> Tensor:
         """Smoothed tag distribution given the place, FloatTensor ``[len(rows), V]`` (rows sum to 1).

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from locsens.artifacts import file_ref, require_made_from
 from locsens.data.store import DatasetStore, EmbeddingStore
-from locsens.metrics.tagging import drop_excluded, ranked_topk
+from locsens.metrics.tagging import ranked_topk
 
 
 class ScoreRanking:
@@ -90,10 +90,7 @@ class FrequencyMethod:
         self.tagger.fit()
 
     def rank_tags(self, rows: np.ndarray, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
-        if exclude is None:
-            return self.tagger.topk(rows, k)
-        ranked = self.tagger.topk(rows, k + int(exclude.sum()))  # exact: enough to survive the exclusion
-        return drop_excluded(ranked, exclude)[:, :k]
+        return self.tagger.topk(rows, k, exclude=exclude)
 
 
 class ProductOfExperts(ScoreRanking):

@@ -26,7 +26,6 @@ from scipy.spatial import cKDTree
 
 from locsens.data.store import DatasetStore
 from locsens.geo import unit_vectors
-from locsens.metrics.tagging import drop_excluded
 
 PRIOR_LEVELS = ("town", "region", "country", "continent")  # finest first; then the global ranking
 
@@ -99,11 +98,7 @@ class TagShortlist:
             vals, ids = torch.topk(scores, min(self.agnostic, self.num_tags), dim=1)
             parts.append(ids.masked_fill(torch.isneginf(vals), -1))
         if self.prior:
-            extra = 0 if exclude is None else int(exclude.sum())  # enough to survive the exclusion, exactly
-            ranked = self.frequency.topk(np.asarray(rows), self.prior + extra)
-            if exclude is not None:
-                ranked = drop_excluded(ranked, exclude)
-            parts.append(ranked[:, : self.prior])
+            parts.append(self.frequency.topk(np.asarray(rows), self.prior, exclude=exclude))
         return union(*parts)
 
 

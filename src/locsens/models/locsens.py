@@ -72,6 +72,14 @@ PAPER_SCORER = {
 }
 
 
+def _distinct(index: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(each distinct row of ``rows [..., E]`` once, by its id in ``index [...]``; every position's row in it)."""
+    ids, inverse = torch.unique(index.reshape(-1), return_inverse=True)
+    first = torch.empty(len(ids), dtype=torch.long, device=index.device)
+    first.scatter_(0, inverse, torch.arange(inverse.numel(), device=index.device))  # any occurrence: rows agree
+    return torch.index_select(rows.reshape(-1, rows.shape[-1]), 0, first), inverse.view(index.shape)
+
+
 def plain(spec: Any) -> Any:
     """A config node as plain Python (checkpoints load with weights_only=True)."""
     return OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else spec
@@ -216,14 +224,31 @@ class LocSens(L.LightningModule):
         return torch.relu(self.hparams.margin - (scores[:, :1] - scores[:, 1:])).mean()
 
     def _group_scores(self, batch: dict, lat: torch.Tensor, lon: torch.Tensor, drop_p: float = 0.0) -> torch.Tensor:
+        """Scores ``[B, M]`` of a batch's triplet groups. With the batch's ``image_index`` / ``tag_index``
+        (the triplet datasets give them) every distinct image, tag and place is encoded once and its
+        first-layer term computed once (``Scorer.forward_indexed``); without, triplet by triplet."""
         b, m, e = batch["image"].shape
-        loc_e = self.encode_location(lat.reshape(-1), lon.reshape(-1)).view(b, m, -1)
-        if drop_p > 0:
-            keep = (torch.rand(b, 1, 1, device=loc_e.device) >= drop_p).to(loc_e.dtype)  # one draw per positive group
-            loc_e = loc_e * keep
-        return self.scorer(
-            loc_e, self.encode_image(batch["image"]), self.encode_tag(batch["tag"]), batch["image"], batch["tag"]
+        if "image_index" not in batch or "tag_index" not in batch:
+            loc_e = self.encode_location(lat.reshape(-1), lon.reshape(-1)).view(b, m, -1)
+            if drop_p > 0:
+                keep = (torch.rand(b, 1, 1, device=loc_e.device) >= drop_p).to(loc_e.dtype)  # one draw per group
+                loc_e = loc_e * keep
+            return self.scorer(
+                loc_e, self.encode_image(batch["image"]), self.encode_tag(batch["tag"]), batch["image"], batch["tag"]
+            )
+        image, image_of = _distinct(batch["image_index"], batch["image"])
+        tag, tag_of = _distinct(batch["tag_index"], batch["tag"])
+        places, place_of = torch.unique(
+            torch.stack([lat.reshape(-1), lon.reshape(-1)], dim=1), dim=0, return_inverse=True
         )
+        loc_e = self.encode_location(places[:, 0], places[:, 1])
+        if drop_p > 0:  # a dropped group reads a zero location row, as zeroing its location block does
+            keep = torch.rand(b, 1, 1, device=loc_e.device) >= drop_p  # the same draw as triplet by triplet
+            loc_e = torch.cat([loc_e, loc_e.new_zeros(1, loc_e.shape[1])])
+            place_of = torch.where(keep.view(b, 1).expand(b, m).reshape(-1), place_of, len(places))
+        parts = {"loc": loc_e, "img": self.encode_image(image), "tag": self.encode_tag(tag)}
+        index = {"loc": place_of.view(b, m), "img": image_of, "tag": tag_of}
+        return self.scorer.forward_indexed(parts, index, image, tag)
 
     @staticmethod
     def triplet_locations(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:

@@ -140,6 +140,46 @@ class Scorer(nn.Module):
             scores = scores + self.skip * (F.normalize(img_raw, dim=-1) * F.normalize(tag_raw, dim=-1)).sum(-1)
         return scores
 
+    def forward_indexed(
+        self,
+        parts: dict[str, torch.Tensor],
+        index: dict[str, torch.Tensor],
+        img_raw: torch.Tensor | None = None,
+        tag_raw: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``forward`` of the triplets ``(loc[index["loc"]], img[index["img"]], tag[index["tag"]])`` where
+        ``parts`` holds each distinct input once (``{"loc": [n_loc, L], "img": [n_img, D], "tag": [n_tag,
+        D]}``, the raw embeddings likewise) and ``index`` the triplets' rows into them (one shape each).
+
+        The same function as ``forward`` on the gathered inputs, cheaper when triplets share inputs (a
+        training group's negatives share the positive's image, tag or place): the first layer's
+        ``[loc | img | tag]`` terms are computed once per distinct input and gathered; only the products
+        (and the skip's cosine) are per triplet. Gradients reach ``parts`` summed over their uses."""
+        shape = index["img"].shape
+        flat = {name: index[name].reshape(-1) for name in ("loc", "img", "tag")}
+
+        def gather(x: torch.Tensor, name: str) -> torch.Tensor:
+            # index_select: its backward (index_add_) is deterministic on CPU; x[idx]'s accumulate is not
+            return torch.index_select(x, 0, flat[name])
+
+        first = self.layers[0]
+        h, start = first.bias, 0
+        for name, width in self.blocks().items():
+            if isinstance(name, str):
+                h = h + gather(F.linear(parts[name], first.weight[:, start : start + width]), name)
+            start += width
+        if self.interactions:  # the product blocks are the first layer's last columns, in order
+            width = len(self.interactions) * self.branch_dim
+            products = torch.cat([gather(parts[a], a) * gather(parts[b], b) for a, b in self.interactions], dim=-1)
+            h = h + F.linear(products, first.weight[:, -width:])
+        scores = self.layers[1:](h).view(shape)
+        if self.skip is not None:
+            if img_raw is None or tag_raw is None:
+                raise ValueError("this scorer has a similarity skip: pass the raw image and tag embeddings")
+            cosine = (gather(F.normalize(img_raw, dim=-1), "img") * gather(F.normalize(tag_raw, dim=-1), "tag")).sum(-1)
+            scores = scores + self.skip * cosine.view(shape)
+        return scores
+
     def fast(self, dtype: str = "fp32", device: torch.device | str | None = None) -> FastScorer:
         """The exact fast inference of this scorer in ``dtype`` on ``device``; cached until any parameter
         changes (an optimiser step or ``load_state_dict`` bumps a parameter's version counter)."""
