@@ -80,6 +80,18 @@ def _distinct(index: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, to
     return torch.index_select(rows.reshape(-1, rows.shape[-1]), 0, first), inverse.view(index.shape)
 
 
+def _distinct_places(lat: torch.Tensor, lon: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(each distinct (lat, lon) pair once [n, 2], each position's row in it [N]), by exact bit equality:
+    a float32 pair is one int64 key (``torch.unique`` over 2-d rows is many times slower)."""
+    pairs = torch.stack([lat, lon], dim=1).contiguous()
+    if pairs.dtype == torch.float32:
+        ids, inverse = torch.unique(pairs.view(torch.int64).squeeze(1), return_inverse=True)
+        first = torch.empty(len(ids), dtype=torch.long, device=pairs.device)
+        first.scatter_(0, inverse, torch.arange(inverse.numel(), device=pairs.device))
+        return torch.index_select(pairs, 0, first), inverse
+    return torch.unique(pairs, dim=0, return_inverse=True)
+
+
 def plain(spec: Any) -> Any:
     """A config node as plain Python (checkpoints load with weights_only=True)."""
     return OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else spec
@@ -238,9 +250,7 @@ class LocSens(L.LightningModule):
             )
         image, image_of = _distinct(batch["image_index"], batch["image"])
         tag, tag_of = _distinct(batch["tag_index"], batch["tag"])
-        places, place_of = torch.unique(
-            torch.stack([lat.reshape(-1), lon.reshape(-1)], dim=1), dim=0, return_inverse=True
-        )
+        places, place_of = _distinct_places(lat.reshape(-1), lon.reshape(-1))
         loc_e = self.encode_location(places[:, 0], places[:, 1])
         if drop_p > 0:  # a dropped group reads a zero location row, as zeroing its location block does
             keep = torch.rand(b, 1, 1, device=loc_e.device) >= drop_p  # the same draw as triplet by triplet
