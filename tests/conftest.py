@@ -281,6 +281,18 @@ def embeddings_lineage(stores: dict, checkpoint: str = "test") -> dict:
     }
 
 
+def reseal(path) -> None:
+    """Give a store edited in place the content id of its new data, as if a writer had written it that way
+    (tests of checks that come after the content-id check: a store above VERIFY_MAX_BYTES is not re-hashed)."""
+    import h5py
+
+    from locsens.data.store import recompute_content_id
+
+    content_id = recompute_content_id(path)
+    with h5py.File(path, "a") as f:
+        f.attrs["content_id"] = content_id
+
+
 @pytest.fixture(scope="session")
 def tiny_stores(tmp_path_factory) -> dict:
     return build_synthetic_stores(tmp_path_factory.mktemp("tiny_stores"))

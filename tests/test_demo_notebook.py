@@ -53,7 +53,7 @@ def test_analysis_notebook_executes(demo_tiny, monkeypatch):
 
 
 @pytest.mark.slow
-def test_cascade_reproduces_exhaustive_top10_on_the_tiny_world(demo_tiny, tmp_path):
+def test_cascade_reproduces_exhaustive_top10_on_the_tiny_world(demo_tiny, tmp_path, monkeypatch):
     """The demo's LocSens runs evaluated exhaustively and through the cascade at generous sizes: the same
     top-10 tags (with and without place names) and the same top-10 retrieved images, and the same tables."""
     import h5py
@@ -62,11 +62,13 @@ def test_cascade_reproduces_exhaustive_top10_on_the_tiny_world(demo_tiny, tmp_pa
 
     from locsens.eval.pipeline import evaluate
 
+    monkeypatch.setenv("LOCSENS_DATA_DIR", str(demo_tiny.parents[2] / "data"))  # the demo's world, as it ran
     demo = json.loads((demo_tiny / "results.json").read_text())
     assert demo["locsens_scoring"]["tagging"] != "exhaustive"  # the demo itself runs the cascade
     runs = [f"{demo_tiny.parent / name}" for name in ("locsens_raw", "locsens_zeroed", "locsens_sigma")]
     methods = [f"methods.{m}=null" for m in ("global_frequency", "country_frequency", "mlc", "her", "mcc_x_town_prior")]
     common = [
+        "world=tiny",
         f"dataset_path={demo['config']['dataset_path']}",
         f"runs=[{','.join(runs)}]",
         "locsens_dtype=fp32",

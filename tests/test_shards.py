@@ -32,7 +32,7 @@ def overrides(stores, out, *extra):
     return evaluate_overrides(
         stores,
         out,
-        f"methods.mcc={{kind:embeddings,embeddings_path:{stores['embeddings']}}}",
+        f"methods.mcc={{kind:embeddings,embeddings_path:{stores['embeddings']},model:test-projection}}",
         "methods.mcc_x_town_prior={kind:product_of_experts,visual:mcc,level:town}",
         f"runs=[{stores['run']}]",
         "locsens_dtype=fp32",

@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import reseal
 
 from locsens.data.store import SCHEMA_VERSION, DatasetStore, StoreError, atomic_h5, write_dataset_store
 
@@ -196,5 +197,8 @@ def test_feature_reads_through_the_memory_map_equal_hdf5_reads(tmp_path):
     mapped.close()
     with h5py.File(path, "r+") as f:
         f["features"][5, 2] = np.nan
+    with pytest.raises(StoreError, match=r"modified after it was written"):
+        FeatureStore(path)
+    reseal(path)  # as a store too large to re-hash: each read still refuses non-finite rows
     with pytest.raises(StoreError, match=r"NaN or inf.*photo ids \[5\]"):
         FeatureStore(path).read(np.array([4, 5]))

@@ -35,6 +35,11 @@ def test_train_writes_the_run_directory(tiny_stores, tmp_path):
     assert Path(metrics["best_checkpoint"]).parent == tmp_path / "checkpoints"
     assert Path(metrics["best_checkpoint"]).exists()
     saved = json.loads((tmp_path / "metrics.json").read_text())
+    # metrics.json names the checkpoints relative to the run directory (a moved run stays whole)
+    assert saved["best_checkpoint"] == f"checkpoints/{Path(metrics['best_checkpoint']).name}"
+    assert saved["last_checkpoint"] == "checkpoints/last.ckpt"
+    for key in ("best_checkpoint", "last_checkpoint"):
+        saved[key] = str(tmp_path / saved[key])
     assert saved == metrics and 0 <= saved["val/A@10"] <= 100
     commit = (tmp_path / "git_commit.txt").read_text().strip()
     assert len(commit.split("-")[0]) == 40 or commit.startswith("unknown")

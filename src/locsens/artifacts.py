@@ -164,6 +164,32 @@ class RunLayout:
     def config(self) -> DictConfig:
         return OmegaConf.load(self.config_path)
 
+    def write_record(self, cfg: DictConfig) -> None:
+        """``.hydra/config.yaml`` (resolved) and ``overrides.yaml`` (the command line, under Hydra), each
+        atomically. train() writes them once the command is accepted (Hydra's own ``output_subdir`` is
+        off: a refused command must not rewrite the record of the run it was refused for)."""
+        from locsens.files import write_text_atomic
+
+        write_text_atomic(self.config_path, OmegaConf.to_yaml(cfg, resolve=True))
+        overrides: list[str] = []
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            if HydraConfig.initialized():
+                overrides = [str(o) for o in HydraConfig.get().overrides.task]
+        except ImportError:  # pragma: no cover - hydra is a dependency
+            pass
+        write_text_atomic(self.overrides_path, OmegaConf.to_yaml(OmegaConf.create(overrides)))
+
+    def relative(self, path: str | Path | None) -> str | None:
+        """``path`` relative to the run directory when inside it (metrics.json survives moving the run)."""
+        if not path:
+            return None
+        try:
+            return str(Path(path).resolve().relative_to(self.path.resolve()))
+        except ValueError:
+            return str(path)
+
     def overrides(self) -> list[str]:
         return [str(o) for o in OmegaConf.load(self.overrides_path)] if self.overrides_path.exists() else []
 
@@ -197,9 +223,8 @@ class RunLayout:
         best = metrics.get("best_checkpoint")
         if not best:
             raise FileNotFoundError(f"run {self.path}: metrics.json names no best checkpoint")
-        best = Path(best)
-        if not best.is_absolute() and not best.exists():
-            best = self.path / best
+        # always this run's own file: a copied or moved run must not follow a path into another run
+        best = self.checkpoints_dir / Path(best).name
         if not best.is_file():
             raise FileNotFoundError(f"run {self.path}: its best checkpoint {best} (metrics.json) is missing")
         return best

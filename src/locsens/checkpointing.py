@@ -33,6 +33,7 @@ import logging
 import math
 import pickle
 import random
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,10 @@ MODEL_CLASSES = {
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, unsafe or of the wrong kind; the message names the file."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: the run is not finished and saves nothing more."""
 
 
 def class_path(obj_or_cls) -> str:
@@ -206,6 +211,9 @@ class RunCheckpoint(L.Callback):
         self.best_path: str | None = None
         self.history: list[dict[str, float]] = []  # one row per completed epoch
         self.resumed_from: dict | None = None
+        self.run_id = uuid.uuid4().hex  # one training run across its resumes (kept in every checkpoint)
+        self.settings: dict | None = None  # train(): what a resume must share with this run (seed, data, ...)
+        self.resume_checkpoint: Path | None = None  # train(): the checkpoint this run resumes from
         self._validated: tuple[int, float] | None = None  # (epoch, monitored value) of this epoch's validation
         self._pending: dict | None = None  # state restored from a checkpoint, applied when training starts
 
@@ -218,6 +226,8 @@ class RunCheckpoint(L.Callback):
             "best_score": self.best_score,
             "best_epoch": self.best_epoch,
             "best_path": self.best_path,
+            "best_name": Path(self.best_path).name if self.best_path else None,
+            "run_id": self.run_id,
             "history": self.history,
             "csv": csv,
         }
@@ -231,6 +241,8 @@ class RunCheckpoint(L.Callback):
         ]
         checkpoint.setdefault(RECORD_KEY, {}).update(
             run_dir=str(self.dirpath.parent),
+            run_id=self.run_id,
+            settings=self.settings,
             wandb_run_id=wandb_ids[0] if wandb_ids else None,
             epoch=int(trainer.current_epoch),
         )
@@ -243,11 +255,26 @@ class RunCheckpoint(L.Callback):
         if batch_idx == 0:
             seed_epoch(self.seed, trainer.current_epoch, trainer.global_rank)
 
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(torch.as_tensor(loss).detach()).all():
+            done = (
+                f"{self.dirpath / LAST} holds the end of epoch {int(self.history[-1]['epoch'])}"
+                if self.history
+                else "no epoch finished"
+            )
+            raise TrainingDiverged(
+                f"training diverged: the loss is {float(torch.as_tensor(loss).detach().float().mean())} at epoch "
+                f"{trainer.current_epoch}, batch {batch_idx} (step {trainer.global_step}); {done}. Lower "
+                "model.optimizer.lr (or clip gradients: trainer.gradient_clip_val) and train again"
+            )
+
     # ---- resume ------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._trainer = trainer
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # on_fit_start, not on_train_start: a resumed run that has nothing left to train still reports its best
         state, self._pending = self._pending, None
         if state is None:
             return
@@ -258,9 +285,9 @@ class RunCheckpoint(L.Callback):
             )
         self.history = [dict(row) for row in state["history"]]
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
-        self.best_path = state["best_path"]
-        if self.best_path and Path(self.best_path).parent != self.dirpath:
-            self.best_path = self._adopt_best(Path(self.best_path))
+        self.run_id = state.get("run_id") or self.run_id
+        best_name = state.get("best_name") or (Path(state["best_path"]).name if state.get("best_path") else None)
+        self.best_path = self._resumed_best(best_name) if best_name else None
         epoch = int(self.history[-1]["epoch"]) if self.history else -1
         for logger, saved in zip(self._csv_loggers(), state.get("csv", [])):
             logger.restore(saved["path"], saved["rows"], last_epoch=epoch)
@@ -277,16 +304,24 @@ class RunCheckpoint(L.Callback):
             self.best_epoch,
         )
 
-    def _adopt_best(self, old: Path) -> str:
-        """Copy the resumed run's best checkpoint into this run's folder (resuming into a new directory)."""
-        if not old.is_file():
-            raise FileNotFoundError(
-                f"the resumed run's best checkpoint {old} (epoch {self.best_epoch}, {self.monitor}="
-                f"{self.best_score}) is missing: restore it, or resume into that run's own directory"
+    def _resumed_best(self, name: str) -> str:
+        """This run's best checkpoint after a resume. It lives beside the checkpoint resumed from (paths are
+        never followed: a moved or copied run keeps its own files); resuming into another directory copies
+        it here. The file must be this training run's best epoch (its record's run id and epoch)."""
+        source = (Path(self.resume_checkpoint).parent if self.resume_checkpoint else self.dirpath) / name
+        what = f"the resumed run's best checkpoint {source} (epoch {self.best_epoch}, {self.monitor}={self.best_score})"
+        if not source.is_file():
+            raise FileNotFoundError(f"{what} is missing: restore it, or start a new run")
+        record = load_checkpoint(source)[RECORD_KEY]
+        if record.get("run_id", self.run_id) != self.run_id or record.get("epoch", self.best_epoch) != self.best_epoch:
+            raise CheckpointError(
+                f"{what} is not that run's best: it holds epoch {record.get('epoch')} of run {record.get('run_id')} "
+                f"(expected epoch {self.best_epoch} of run {self.run_id}); restore the run's own file"
             )
-        if trainer_is_global_zero(self._trainer):
-            copy_atomic(old, self.dirpath / old.name)
-        return str(self.dirpath / old.name)
+        target = self.dirpath / name
+        if source.resolve() != target.resolve() and trainer_is_global_zero(self._trainer):
+            copy_atomic(source, target)
+        return str(target)
 
     # ---- saving ------------------------------------------------------------------------------
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -362,6 +397,7 @@ def trainer_is_global_zero(trainer: L.Trainer | None) -> bool:
 
 __all__ = [
     "CheckpointError",
+    "TrainingDiverged",
     "LAST",
     "MODEL_CLASSES",
     "RECORD_KEY",

@@ -46,6 +46,8 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from locsens.files import require_file
+
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the repository's config tree
 HYDRA_SPECIAL_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
 # Everything train() reads at the top level (config groups + train.yaml's own keys); `hydra` is Hydra's.
@@ -542,7 +544,8 @@ def check_stores_exist(cfg: DictConfig, keys: tuple[str, ...]) -> None:
     for key in keys:
         present, path = _select(cfg, key)
         if present and path is not None and not Path(str(path)).is_file():
-            raise FileNotFoundError(f"{key}: {path} does not exist; {_store_hint(cfg, key)}")
+            what = "is a directory, expected a store file" if Path(str(path)).is_dir() else "does not exist"
+            raise FileNotFoundError(f"{key}: {path} {what}; {_store_hint(cfg, key)}")
 
 
 # ---- entry points --------------------------------------------------------------------------------
@@ -683,10 +686,11 @@ def _check_shortlists(typed: DictConfig) -> None:
 def validate_export_config(cfg: DictConfig) -> DictConfig:
     typed = typed_config(cfg, ExportConfig)
     check_stores_exist(typed, ("dataset_path", "features_path"))
-    if not Path(str(typed.checkpoint)).is_file():
-        raise FileNotFoundError(
-            f"checkpoint: {typed.checkpoint} does not exist (a run's checkpoints/<best>.ckpt, see its metrics.json)"
-        )
+    from locsens.artifacts import RunLayout
+
+    if Path(str(typed.checkpoint)).is_dir():  # a run directory, as train's ckpt_path takes: its best checkpoint
+        typed.checkpoint = str(RunLayout(Path(str(typed.checkpoint))).best_checkpoint())
+    require_file(typed.checkpoint, "checkpoint", "a checkpoint file or a finished run's directory")
     return typed
 
 

@@ -32,14 +32,14 @@ SIZES = {
         "her": ["trainer.max_epochs=3"],
         "mlc": ["trainer.max_epochs=3"],
         "locsens": ["trainer.max_epochs=2"],
-        "eval": ["retrieval.max_queries=300", "retrieval.min_query_images=3"],
+        "eval": ["shortlist=cascade", "retrieval.max_queries=300", "retrieval.min_query_images=3"],
     },
     "demo": {
         "mcc": [],
         "her": [],
         "mlc": ["trainer.max_epochs=3"],
         "locsens": [],
-        "eval": ["limit_test_images=750", "retrieval.limit_candidates=3000", "retrieval.max_queries=1000"],
+        "eval": ["shortlist=cascade"],  # the paper's full protocol: every test image, every query
     },
 }
 AGNOSTIC = ("mcc", "her", "mlc")

@@ -28,7 +28,7 @@ import torch
 
 from locsens.artifacts import file_ref, require_made_from
 from locsens.checkpointing import load_model
-from locsens.data.store import DatasetStore, FeatureStore, StoreError, write_embedding_store
+from locsens.data.store import DatasetStore, FeatureStore, StoreError, require_paired, write_embedding_store
 from locsens.models.agnostic import AgnosticTagger, vocab_sha256
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ def export_embeddings(
     """
     model = load_tagger(checkpoint_path)
     dataset, features = DatasetStore(dataset_path), FeatureStore(features_path)
+    require_paired(dataset, features)
     name = type(model).__name__.lower()
     fix = f"export it against the stores it was trained on, or train {name.upper()} on these (`python train.py experiment={name} ...`)"
     require_made_from(

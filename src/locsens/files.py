@@ -66,6 +66,17 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def require_file(path: str | os.PathLike, key: str, expected: str = "a file") -> Path:
+    """``path`` as a Path if it is an existing regular file; otherwise an error naming ``key``, the path
+    and what it is instead (missing, or a directory)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{key}: {path} is a directory, expected {expected}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: {path} does not exist (expected {expected})")
+    return path
+
+
 def describe_os_error(err: BaseException) -> str:
     """A short reason for a failed write: 'no space left on device', 'read-only file system', ..."""
     code = getattr(err, "errno", None)

@@ -34,8 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from locsens.artifacts import WorldLayout
 from locsens.config import validate_prepare_config
-from locsens.data.store import DatasetStore, FeatureStore, StoreError, read_identity
-from locsens.files import exclusive, remove_stale_temps, temp_dir
+from locsens.data.store import VERIFY_MAX_BYTES, DatasetStore, FeatureStore, StoreError, read_identity
+from locsens.files import exclusive, file_sha256, remove_stale_temps, require_file, temp_dir
 
 OVERLAP_SAMPLE = 20_000  # kept photos of the first metadata file whose ids must meet the feature store's
 
@@ -103,8 +103,7 @@ def check_yfcc_inputs(cfg: DictConfig) -> None:
     from locsens.data.yfcc import YfccReader
 
     for p in cfg.source.tsv:
-        if not Path(p).is_file():
-            raise FileNotFoundError(f"source.tsv: {p} does not exist")
+        require_file(p, "source.tsv", "a YFCC100M metadata file (.tsv, .bz2 or .gz)")
         if Path(p).stat().st_size == 0:
             raise PrepareError(f"source.tsv: {p} is empty (0 bytes)")
     features = FeatureStore(cfg.source.features)  # validates: kind, version, complete, unique ids
@@ -158,6 +157,8 @@ def verify_pair(dataset_path: Path, features_path: Path, source: dict, ingest: d
             problems.append(f"its input {p} no longer exists")
         elif p.stat().st_size != entry["size"] or p.stat().st_mtime_ns != entry.get("mtime_ns", p.stat().st_mtime_ns):
             problems.append(f"its input {p} changed since (size or modification time)")
+        elif p.stat().st_size <= VERIFY_MAX_BYTES and file_sha256(p) != entry.get("sha256"):
+            problems.append(f"its input {p} changed since (its sha256 is not the one recorded)")
     if source["kind"] == "yfcc" and features_path.resolve() != Path(source["features"]):
         problems.append(
             f"{features_path} links to {features_path.resolve()}, not to source.features={source['features']}"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from hydra.utils import get_class, instantiate
@@ -30,7 +31,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from locsens.artifacts import LineageError, RunLayout, short
-from locsens.checkpointing import RunCheckpoint, class_path, load_checkpoint
+from locsens.checkpointing import RECORD_KEY, RunCheckpoint, class_path, load_checkpoint
 from locsens.config import ConfigError, validate_train_config
 from locsens.files import exclusive, git_commit, write_json_atomic, write_text_atomic
 from locsens.tracking import finish_loggers
@@ -93,7 +94,66 @@ def resolve_resume(ckpt_path, run: RunLayout) -> Path | None:
         raise FileNotFoundError(
             f"ckpt_path: {ckpt_path} is neither a checkpoint file nor a run directory with checkpoints/last.ckpt"
         )
+    if run.holds_training() and path.resolve().parent != run.checkpoints_dir.resolve():
+        # resuming run A into the directory of run B would overwrite B's checkpoints and metrics
+        raise FileExistsError(
+            f"{run.path} already holds another training run; resume {ckpt_path} into its own directory "
+            f"(hydra.run.dir={path.parent.parent}) or into a new one"
+        )
     return path
+
+
+# trainer keys a resume may change (how long and where it runs); every other setting must stay
+RESUME_MAY_CHANGE = frozenset(
+    {"max_epochs", "max_steps", "max_time", "min_epochs", "min_steps", "accelerator", "devices", "num_nodes"}
+    | {"strategy", "enable_progress_bar", "enable_model_summary", "log_every_n_steps", "default_root_dir"}
+)
+NOT_SETTINGS = frozenset({"dirpath", "num_workers", "pin_memory", "persistent_workers", "save_dir"})
+
+
+def run_settings(cfg: DictConfig) -> dict[str, Any]:
+    """What a resumed run must share with the run it continues beyond the model (hyperparameters) and the
+    stores (content ids): the seed and the data, trainer and callback settings, as dotted keys."""
+    flat: dict[str, Any] = {"seed": cfg.get("seed")}
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if (
+                    key in NOT_SETTINGS
+                    or str(key).endswith("_path")
+                    or (prefix == "trainer" and key in RESUME_MAY_CHANGE)
+                ):
+                    continue
+                walk(f"{prefix}.{key}", value)
+        else:
+            flat[prefix] = node
+
+    for group in ("data", "trainer", "callbacks"):
+        node = cfg.get(group)
+        if node is not None:
+            walk(group, OmegaConf.to_container(node, resolve=True))
+    return flat
+
+
+def _callback_name(key: str) -> str | None:
+    return key.split(".")[1] if key.startswith("callbacks.") else None
+
+
+def check_same_settings(path: Path, ckpt: dict, settings: dict) -> None:
+    saved = ckpt.get(RECORD_KEY, {}).get("settings")
+    if saved is None:  # a checkpoint of an older locsens: nothing recorded to compare
+        return
+    # a callback added or left out (a progress monitor, a test's killer) is allowed; one kept must be unchanged
+    both = {_callback_name(k) for k in saved} & {_callback_name(k) for k in settings}
+    keys = {k for k in set(saved) | set(settings) if _callback_name(k) is None or _callback_name(k) in both}
+    differ = sorted(k for k in keys if saved.get(k) != settings.get(k))
+    if differ:
+        raise ConfigError(
+            f"ckpt_path: {path} was trained with other settings, and a resumed run must continue the same run: "
+            + "; ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {settings.get(k)!r} now" for k in differ)
+            + " (set them back, or start a new run)"
+        )
 
 
 def check_resume(path: Path, model_cfg: DictConfig, lineage: dict) -> dict:
@@ -138,10 +198,6 @@ def train(cfg: DictConfig) -> dict[str, float | str]:
 
 def _train(cfg: DictConfig, run: RunLayout, resume: Path | None) -> dict[str, float | str]:
     run.path.mkdir(parents=True, exist_ok=True)
-    if not run.config_path.exists():
-        write_text_atomic(run.config_path, OmegaConf.to_yaml(cfg, resolve=True))
-    write_text_atomic(run.git_commit_path, git_commit() + "\n")
-
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
@@ -150,8 +206,10 @@ def _train(cfg: DictConfig, run: RunLayout, resume: Path | None) -> dict[str, fl
     record = resumed.get("locsens", {})
     model_cfg = fill_data_dims(cfg.model, datamodule.model_kwargs(), datamodule.describe())
     model = instantiate(model_cfg)
+    settings = run_settings(cfg)
     if resume is not None:
         check_same_model(resume, resumed, model)
+        check_same_settings(resume, resumed, settings)
         del resumed  # Lightning reads the file again (with weights_only=True) to restore the state
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     checkpoints = [c for c in callbacks if isinstance(c, RunCheckpoint)]
@@ -160,6 +218,9 @@ def _train(cfg: DictConfig, run: RunLayout, resume: Path | None) -> dict[str, fl
             f"callbacks: exactly one locsens.checkpointing.RunCheckpoint is needed (found {len(checkpoints)})"
         )
     checkpoint = checkpoints[0]
+    checkpoint.settings, checkpoint.resume_checkpoint = settings, resume
+    run.write_record(cfg)  # every check passed: this command now owns the run directory's record
+    write_text_atomic(run.git_commit_path, git_commit() + "\n")
     wandb_resume = (
         {"locsens.tracking.wandb_logger": {"id": record["wandb_run_id"]}} if record.get("wandb_run_id") else {}
     )
@@ -200,7 +261,10 @@ def _train(cfg: DictConfig, run: RunLayout, resume: Path | None) -> dict[str, fl
         )
     metrics["status"] = "finished"
     metrics["made_from"] = lineage
-    if trainer.is_global_zero:
-        write_json_atomic(run.metrics_path, metrics)
+    if trainer.is_global_zero:  # checkpoint paths relative to the run: a moved or copied run stays whole
+        write_json_atomic(
+            run.metrics_path,
+            {**metrics, **{k: run.relative(metrics[k]) for k in ("best_checkpoint", "last_checkpoint")}},
+        )
     log.info("final metrics: %s", metrics)
     return metrics

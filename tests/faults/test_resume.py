@@ -13,6 +13,8 @@ import pytest
 import torch
 from conftest import run_cli, train_overrides, write_tiny_embeddings
 
+from locsens.artifacts import RunLayout
+
 EPOCHS = 4
 KILL = ["+callbacks.kill._target_=killers.KillAt", "+callbacks.kill.epoch=2", "+callbacks.kill.batch=4"]
 
@@ -70,11 +72,10 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_run(runs, resumed):
     kind, root = runs
     full, res = root / "full", root / resumed
     assert final(res) == final(full)  # every final metric, the best score and epoch, the epoch count
-    best_full, best_res = (
-        Path(json.loads((full / "metrics.json").read_text())["best_checkpoint"]),
-        Path(json.loads((res / "metrics.json").read_text())["best_checkpoint"]),
-    )
-    assert best_res.parent == res / "checkpoints" and best_res.name == best_full.name  # a file of THIS run
+    best_full, best_res = RunLayout(full).best_checkpoint(), RunLayout(res).best_checkpoint()
+    # metrics.json names a file of THIS run, relative to it (the run may be moved or copied)
+    assert json.loads((res / "metrics.json").read_text())["best_checkpoint"] == f"checkpoints/{best_res.name}"
+    assert best_res.parent == res / "checkpoints" and best_res.name == best_full.name
     a, b = weights(best_full), weights(best_res)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     a, b = weights(full / "checkpoints" / "last.ckpt"), weights(res / "checkpoints" / "last.ckpt")
@@ -89,7 +90,8 @@ def test_last_checkpoint_is_the_last_epoch_and_the_best_is_kept(runs):
     metrics = json.loads((root / "full" / "metrics.json").read_text())
     last = torch.load(root / "full" / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == EPOCHS - 1  # rewritten every epoch, not only when the monitor improves
-    assert torch.load(metrics["best_checkpoint"], weights_only=True)["epoch"] == metrics["best_epoch"]
+    best = RunLayout(root / "full").best_checkpoint()
+    assert torch.load(best, weights_only=True)["epoch"] == metrics["best_epoch"]
     assert sorted(p.name for p in (root / "full" / "checkpoints").iterdir()) == sorted(
         {"last.ckpt", Path(metrics["best_checkpoint"]).name}
     )

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from locsens.data.sampling import EpochBatch, EpochBatchSampler, sample_draws
-from locsens.data.store import SPLIT_NAMES, DatasetStore, FeatureStore
+from locsens.data.store import SPLIT_NAMES, DatasetStore, FeatureStore, require_paired
 from locsens.data.tagsets import padded
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class AgnosticDataModule(L.LightningDataModule):
             return
         self.dataset = DatasetStore(self.dataset_path)
         self.features = FeatureStore(self.features_path)
+        require_paired(self.dataset, self.features)
         feature_rows = self.features.rows_for(self.dataset.photo_id)
         has_features = feature_rows >= 0
         self.n_without_features = int((~has_features).sum())

@@ -41,7 +41,7 @@ import numpy as np
 from locsens.data.geography import FAR_FROM_TOWN_KM, reverse_geocode
 from locsens.data.store import SPLIT_IDS, write_dataset_store
 from locsens.data.yfcc import DROP_REASONS, KEPT, MALFORMED_REASONS, ParseStats, YfccReader
-from locsens.files import file_sha256
+from locsens.files import file_sha256, require_file
 
 INGEST_REASONS = ("too_few_vocab_tags", "too_many_vocab_tags", "duplicate_photo_id")
 PAPER_SPLIT = {"test": 500_000, "val": 250_000}
@@ -335,8 +335,7 @@ def ingest(
     if not paths:
         raise ValueError("ingest: no input files given")
     for p in paths:
-        if not p.is_file():
-            raise FileNotFoundError(f"ingest: input {p} does not exist")
+        require_file(p, "ingest: input", "a YFCC100M metadata file")
         if p.stat().st_size == 0:
             raise IngestError(f"ingest: input {p} is empty (0 bytes)")
     if vocab_size < 1 or drop_top < 0:

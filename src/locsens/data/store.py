@@ -102,6 +102,70 @@ class ContentHasher:
         return self._h.hexdigest()
 
 
+# the datasets each kind of store hashes into its content id, in order (writers and recompute_content_id)
+DATASET_COLUMNS = (
+    "photo_id", "user_index", "users", "lat", "lon", "tags_indptr", "tags_indices",
+    *(f"places/{lvl}" for lvl in PLACE_LEVELS), *PLACE_LEVELS, "place_names", "split", "vocab", "vocab_count",
+)  # fmt: skip
+VERIFY_MAX_BYTES = 8 << 30  # stores up to this size are re-hashed when a consumer verifies them
+
+
+def recompute_content_id(path, block_rows: int = 65536) -> str:
+    """The content id of the store at ``path`` computed from its datasets, as its writer did: an edit in
+    place (which leaves the ``content_id`` attribute as it was) gives another id."""
+    with h5py.File(path, "r") as f:
+        kind, hasher = _attr(f.attrs.get("schema")), ContentHasher()
+
+        def add(name):
+            ds = f[name]
+            if h5py.check_string_dtype(ds.dtype) is not None:
+                hasher.add(name, ds.asstr()[()].tolist())
+            else:
+                hasher.add(name, ds[()])
+
+        if kind == "locsens.dataset":
+            for name in DATASET_COLUMNS:
+                add(name)
+        elif kind == "locsens.features":
+            add("photo_id")
+            add("valid")
+            feats = f["features"]
+            hasher.add("features", np.zeros((0, feats.shape[1]), feats.dtype))
+            for start in range(0, feats.shape[0], block_rows):
+                hasher.add_block(feats[start : start + block_rows])
+        elif kind == "locsens.embeddings":
+            for name in ("photo_id", "image", "tag", "vocab"):
+                add(name)
+            hasher.add("similarity", [str(_attr(f.attrs.get("similarity")))])
+        else:
+            raise StoreError(f"{path}: attribute 'schema' is {kind!r}, not a locsens store")
+        return hasher.hexdigest()
+
+
+_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> content id recomputed in this process
+
+
+def verify_content_id(path, max_bytes: int = VERIFY_MAX_BYTES) -> str:
+    """The store's content id, re-hashed from its data (stores above ``max_bytes`` are trusted by their
+    attribute; each file version is hashed once per process). Refuses a store whose data no longer
+    gives the id it records (edited in place after it was written)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    recorded = read_identity(path)[0]
+    if st.st_size > max_bytes or _VERIFIED.get(key) == recorded:
+        return recorded
+    actual = recompute_content_id(path)
+    if actual != recorded:
+        raise StoreError(
+            f"{path}: its data gives content id {actual[:12]}, but the store records {recorded[:12]}: it was "
+            "modified after it was written (stores are never edited in place); rebuild it with the command "
+            "that made it"
+        )
+    _VERIFIED[key] = actual
+    return actual
+
+
 def _attr(value):
     return value.decode() if isinstance(value, bytes) else value
 
@@ -246,6 +310,7 @@ def write_dataset_store(
         "vocab": list(vocab),
         "vocab_count": np.asarray(vocab_count, dtype=np.int64),
     }
+    assert tuple(columns) == DATASET_COLUMNS  # the order recompute_content_id hashes them in
     hasher = ContentHasher()
     for name, values in columns.items():
         hasher.add(name, values)
@@ -394,6 +459,7 @@ class DatasetStore(_Identity):
     def __init__(self, path):
         self.path = Path(path)
         validate_dataset_store(self.path)
+        verify_content_id(self.path)  # an in-place edit keeps the recorded id: refuse it
         with h5py.File(self.path, "r") as f:
             self.photo_id = f["photo_id"][:]
             self.user_index = f["user_index"][:]
@@ -450,6 +516,18 @@ def validate_feature_store(path) -> None:
         _check_unique_ids(path, f["photo_id"][:])
 
 
+def require_paired(dataset: DatasetStore, features: FeatureStore) -> None:
+    """A dataset store records the feature store it was prepared with; refuse any other (a world whose
+    rebuild was interrupted between its two files, or stores from two worlds)."""
+    paired = (dataset.made_from.get("features") or {}).get("id")
+    if paired and paired != features.content_id:
+        raise StoreError(
+            f"{dataset.path} was prepared with feature store {paired[:12]}, but {features.path} is "
+            f"{features.content_id[:12]}: they are not one world (a rebuild interrupted between the two files?); "
+            f"rebuild it: python prepare.py world={dataset.path.parent.name} overwrite=true"
+        )
+
+
 class FeatureStore(_Identity):
     """A ``locsens.features`` store. The HDF5 handle opens lazily per process (DataLoader-worker safe).
 
@@ -460,6 +538,7 @@ class FeatureStore(_Identity):
     def __init__(self, path):
         self.path = Path(path)
         validate_feature_store(self.path)
+        verify_content_id(self.path)  # an in-place edit keeps the recorded id: refuse it
         with h5py.File(self.path, "r") as f:
             self.photo_id = f["photo_id"][:]
             self.valid = f["valid"][:]
@@ -615,6 +694,7 @@ class EmbeddingStore(_Identity):
     def __init__(self, path, dataset: DatasetStore | None = None):
         self.path = Path(path)
         validate_embedding_store(self.path, dataset)
+        verify_content_id(self.path)  # an in-place edit keeps the recorded id: refuse it
         with h5py.File(self.path, "r") as f:
             self.photo_id = f["photo_id"][:]
             self.image = f["image"][:]

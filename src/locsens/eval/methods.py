@@ -13,6 +13,7 @@ Every method is built from plain config values by :func:`build_method`.
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -267,11 +268,11 @@ def build_method(name: str, spec: dict, dataset: DatasetStore, built: dict, shor
     """One method from its config entry. ``built`` holds the methods made so far (for products);
     ``shortlists`` = ``{"tagging": sizes | None, "retrieval": sizes | None}`` for LocSens' cascade."""
     kind = spec.get("kind")
-    unknown = set(spec) - {"kind", "level", "embeddings_path", "checkpoint", "visual", "weight", "dtype"}
+    unknown = set(spec) - {"kind", "level", "embeddings_path", "model", "checkpoint", "visual", "weight", "dtype"}
     if unknown:
         raise KeyError(
             f"methods.{name}: unknown keys {sorted(unknown)} (a method takes kind and, by kind, level, "
-            "embeddings_path, checkpoint, visual, weight, dtype)"
+            "embeddings_path, model, checkpoint, visual, weight, dtype)"
         )
     path_keys = [k for k in ("embeddings_path", "checkpoint") if spec.get(k)]
     for k in path_keys:
@@ -280,12 +281,27 @@ def build_method(name: str, spec: dict, dataset: DatasetStore, built: dict, shor
     if kind == "frequency":
         return FrequencyMethod(name, dataset, spec["level"])
     if kind == "embeddings":
-        return EmbeddingMethod(name, dataset, spec["embeddings_path"])
+        method = EmbeddingMethod(name, dataset, spec["embeddings_path"])
+        # the store says which model it was exported from: an mcc.h5 that holds HER is refused, not labelled MCC
+        want = spec.get("model") or (name if name in ("mlc", "mcc", "her") else None)
+        got = str(method.store.attrs.get("model", ""))
+        if want is not None and got.lower() != want.lower():
+            raise ValueError(
+                f"methods.{name}.embeddings_path: {spec['embeddings_path']} holds embeddings of model {got!r}, "
+                f"expected {want!r}; export that model there (python export.py ...) or set methods.{name}.model"
+            )
+        return method
     if kind == "product_of_experts":
         visual = built.get(spec["visual"])
         if not isinstance(visual, EmbeddingMethod):
             raise KeyError(f"methods.{name}.visual: {spec['visual']!r} must name an earlier 'embeddings' method")
-        return ProductOfExperts(name, dataset, visual, spec["level"], float(spec.get("weight", 1.0)))
+        try:
+            weight = float(spec.get("weight", 1.0))
+        except (TypeError, ValueError):
+            raise ValueError(f"methods.{name}.weight: {spec.get('weight')!r} is not a number") from None
+        if not math.isfinite(weight):
+            raise ValueError(f"methods.{name}.weight: {weight} must be a finite number")
+        return ProductOfExperts(name, dataset, visual, spec["level"], weight)
     if kind == "locsens":
         shortlists = shortlists or {}
         return LocSensMethod(
