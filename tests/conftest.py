@@ -156,7 +156,7 @@ def run_cli(
     return proc
 
 
-def build_synthetic_stores(out_dir, n_photos: int = 1200, n_concepts: int = 40, dim: int = 32, seed: int = 0) -> dict:
+def build_synthetic_stores(out_dir, n_photos: int = 1200, n_concepts: int = 42, dim: int = 32, seed: int = 0) -> dict:
     """A small dataset + feature store pair with real signal: tags depend on visual concepts and on place.
 
     Six towns in three countries on two continents; each photo has 1-2 visual concepts (whose

@@ -130,7 +130,7 @@ def test_checkpoint_reload_gives_identical_outputs(tiny_stores, tmp_path, model,
     assert reloaded.similarity == module.similarity
 
 
-@pytest.mark.parametrize("key,value,found", [("input_dim", 31, 32), ("num_tags", 7, 49)])
+@pytest.mark.parametrize("key,value,found", [("input_dim", 31, 32), ("num_tags", 7, 51)])
 def test_dimension_mismatch_names_both_numbers(tiny_stores, tmp_path, key, value, found, glove_cache):
     cfg = compose_cfg(tiny_stores, tmp_path, "mcc", glove_cache, [f"model.{key}={value}"])
     with pytest.raises(ValueError, match=rf"model\.{key}: the config says {value} but .*dataset\.h5.* has {found}"):

@@ -240,6 +240,81 @@ class RunLayout:
         return str(self.config().get("task_name", self.path.name)) + (f"[{tail}]" if tail else f"#{self.path.name}")
 
 
+# --------------------------------------------------------------------------------------------
+# evaluation directory
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvaluationLayout:
+    """One ``evaluate.py`` output: ``predictions.h5``, ``tables.md`` and ``results.json`` (the numbers,
+    one set: each records the same ``evaluation_id``; results.json is renamed into place last), then
+    ``figures/``."""
+
+    path: Path
+    NUMBERS = ("predictions.h5", "tables.md", "results.json")  # the order they are renamed into place
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / "results.json"
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.path / "predictions.h5"
+
+    @property
+    def tables_path(self) -> Path:
+        return self.path / "tables.md"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.path / "figures"
+
+    def holds_evaluation(self) -> bool:
+        return any((self.path / name).exists() for name in self.NUMBERS)
+
+    def results(self) -> dict:
+        """``results.json``, after checking that predictions.h5 and tables.md are of the same evaluation
+        (a run killed while replacing the set leaves a mix: refused, naming the files)."""
+        import h5py
+
+        if not self.results_path.is_file():
+            raise FileNotFoundError(f"{self.path}: no results.json (run evaluate.py, or make demo, first)")
+        results = json.loads(self.results_path.read_text())
+        want = results.get("evaluation_id")
+        if want is None:  # written before evaluation ids: nothing to compare
+            return results
+        found = {}
+        if self.predictions_path.exists():
+            with h5py.File(self.predictions_path, "r") as f:
+                found["predictions.h5"] = f.attrs.get("evaluation_id")
+        if self.tables_path.exists():
+            found["tables.md"] = want if f"evaluation {want}" in self.tables_path.read_text() else "another"
+        mixed = {name: got for name, got in found.items() if got != want}
+        if mixed:
+            raise LineageError(
+                f"{self.path}: results.json is evaluation {want}, but {', '.join(mixed)} "
+                f"{'is' if len(mixed) == 1 else 'are'} of another (an evaluation was interrupted while replacing "
+                "its files); rerun it: python evaluate.py ... overwrite=true"
+            )
+        return results
+
+
+def unique_run_names(runs: list[RunLayout], taken=()) -> list[str]:
+    """Each run's table name (:meth:`RunLayout.name`), made unique: runs sharing a name (or taking a
+    configured method's) get ``@`` and the shortest tail of their path that tells them apart."""
+    names = [r.name() for r in runs]
+    clash = {n for n in names if names.count(n) > 1 or n in set(taken)}
+    out = list(names)
+    for name in clash:
+        group = [i for i, n in enumerate(names) if n == name]
+        for depth in range(1, max(len(runs[i].path.resolve().parts) for i in group) + 1):
+            tails = ["/".join(runs[i].path.resolve().parts[-depth:]) for i in group]
+            if len(set(tails)) == len(tails) and not set(f"{name}@{t}" for t in tails) & set(taken):
+                break
+        for i, tail in zip(group, tails):
+            out[i] = f"{name}@{tail}"
+    return out
+
+
 def expand_runs(paths) -> list[RunLayout]:
     """Run directories from paths that are runs or multirun directories (their numbered jobs)."""
     runs = []
@@ -260,10 +335,12 @@ def expand_runs(paths) -> list[RunLayout]:
 
 
 __all__ = [
+    "EvaluationLayout",
     "LineageError",
     "RunLayout",
     "WorldLayout",
     "expand_runs",
+    "unique_run_names",
     "file_ref",
     "is_export_of",
     "require_made_from",

@@ -150,8 +150,21 @@ def load_model(path: str | Path, expect: str | None = None) -> tuple[L.Lightning
     cls = model_class(ckpt[RECORD_KEY]["model_class"])
     hparams = dict(ckpt.get("hyper_parameters") or {})
     try:
+        # first on the meta device (no memory): hyperparameters edited to num_tags=1e9 must not exhaust the
+        # machine before the weights can say they do not fit
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in cls(**hparams).state_dict().items()}
+        saved = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if isinstance(v, torch.Tensor)}
+        differ = sorted(k for k in set(shapes) & set(saved) if shapes[k] != saved[k])
+        if differ:
+            raise CheckpointError(
+                f"{path}: its weights do not fit {cls.__name__} built from its own hyperparameters: "
+                + "; ".join(f"{k} is {saved[k]} in the file, {shapes[k]} from the hyperparameters" for k in differ[:3])
+            )
         model = cls(**hparams)
     except (TypeError, ValueError) as e:
+        if isinstance(e, CheckpointError):
+            raise
         raise CheckpointError(f"{path}: its hyperparameters do not build {cls.__name__}: {e}") from None
     model.on_load_checkpoint(ckpt)
     try:

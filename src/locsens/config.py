@@ -429,6 +429,7 @@ class EvaluateConfig:
     chunk_images: int = 512
     runs: list[str] = field(default_factory=list)
     locsens_dtype: str = "auto"
+    overwrite: bool = False
     methods: dict[str, Any] = field(default_factory=dict)
     tagging: TaggingConfig = field(default_factory=TaggingConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
@@ -559,7 +560,18 @@ def validate_train_config(cfg: DictConfig) -> None:
     coerce_target_values(cfg)
     _check_rules(cfg, _train_rules())
     _check_sigmas(cfg)
+    _check_bounded(cfg)
     check_stores_exist(cfg, ("data.dataset_path", "data.features_path", "data.embeddings_path"))
+
+
+def _check_bounded(cfg: DictConfig) -> None:
+    """max_epochs=-1 (unlimited) must come with another bound: a run that never ends never finishes."""
+    trainer = cfg.get("trainer") or {}
+    if trainer.get("max_epochs") == -1 and trainer.get("max_steps") in (None, -1) and not trainer.get("max_time"):
+        raise ConfigError(
+            "trainer.max_epochs=-1 (unlimited) needs a bound: set trainer.max_steps or trainer.max_time, "
+            "or a positive trainer.max_epochs"
+        )
 
 
 def _split_ok(v: Any) -> bool:

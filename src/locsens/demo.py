@@ -12,14 +12,13 @@ that are not the export of their run's best checkpoint.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from locsens.artifacts import RunLayout, WorldLayout, is_export_of
+from locsens.artifacts import EvaluationLayout, RunLayout, WorldLayout, is_export_of
 from locsens.checkpointing import checkpoint_record
 from locsens.data.store import read_identity
 
@@ -122,10 +121,17 @@ def main(argv: list[str]) -> None:
         runs.append(str(run_dir))
     eval_dir = out / "evaluation"
     run(
-        ["evaluate.py", f"world={world}", f"runs=[{','.join(runs)}]", f"hydra.run.dir={eval_dir}", *knobs["eval"]],
+        [
+            "evaluate.py",
+            f"world={world}",
+            f"runs=[{','.join(runs)}]",
+            f"hydra.run.dir={eval_dir}",
+            "overwrite=true",  # the demo's own evaluation: a rerun replaces it (as one set)
+            *knobs["eval"],
+        ],
         "evaluate every method",
     )
-    results = json.loads((eval_dir / "results.json").read_text())
+    results = EvaluationLayout(eval_dir).results()
     print(f"\nDemo done in {(time.time() - t0) / 60:.1f} min. Tables: {eval_dir / 'tables.md'}")
     print("Figures:\n  " + "\n  ".join(results["figures"]))
     print(f"Notebook: LOCSENS_EVAL_DIRS={eval_dir} jupyter lab notebooks/analysis.ipynb")

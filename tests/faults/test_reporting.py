@@ -135,5 +135,5 @@ def test_an_evaluation_on_a_full_disk_keeps_the_earlier_numbers(small_disk, tiny
     before = (out / "results.json").read_text()
     fill(small_disk, 8 << 10)
     with pytest.raises(ArtefactWriteError, match=r"predictions.h5: .*no space left on device"):
-        evaluate(evaluation_cfg(tiny_stores, out))
+        evaluate(evaluation_cfg(tiny_stores, out, "overwrite=true"))
     assert (out / "results.json").read_text() == before

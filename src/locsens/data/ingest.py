@@ -160,9 +160,24 @@ def select_vocabulary(counts: np.ndarray, names: Sequence[str], drop_top: int, v
 
 
 def read_wordlist(path: str | os.PathLike) -> frozenset[str]:
-    """Words, one per line (blank lines ignored, lowercased)."""
-    with open(path, encoding="utf-8") as fh:
-        return frozenset(w.strip().lower() for w in fh if w.strip())
+    """Words, one per line (blank lines ignored, lowercased); a file that is not UTF-8 text is refused,
+    naming its line."""
+    path = require_file(path, "ingest.wordlist", "a UTF-8 text file of words, one a line")
+    words = set()
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                word = raw.decode("utf-8").strip().lower()
+            except UnicodeDecodeError as e:
+                raise IngestError(
+                    f"ingest.wordlist: {path} line {lineno} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                    "expected a text file of words, one a line"
+                ) from None
+            if "\0" in word:
+                raise IngestError(f"ingest.wordlist: {path} line {lineno} holds a NUL byte: not a text file of words")
+            if word:
+                words.add(word)
+    return frozenset(words)
 
 
 @dataclass

@@ -9,11 +9,16 @@ from __future__ import annotations
 from collections.abc import Container
 from urllib.parse import unquote_plus
 
-__all__ = ["normalise_tag", "normalise_tags", "split_user_tags"]
+__all__ = ["BadTagEncoding", "normalise_tag", "normalise_tags", "split_user_tags"]
+
+
+class BadTagEncoding(ValueError):
+    """A raw tag that does not decode to text (invalid UTF-8 or control characters once URL-decoded)."""
 
 
 def normalise_tag(raw: str, wordlist: Container[str] | None = None) -> str | None:
-    """Return the normalised tag, or ``None`` when the paper's rules drop it.
+    """Return the normalised tag, or ``None`` when the paper's rules drop it; :class:`BadTagEncoding`
+    when it does not decode to text.
 
     >>> normalise_tag("key+west+florida")
     'keywestflorida'
@@ -22,7 +27,12 @@ def normalise_tag(raw: str, wordlist: Container[str] | None = None) -> str | Non
     >>> normalise_tag("route66") is None
     True
     """
-    tag = unquote_plus(raw).lower()
+    try:  # YFCC percent-encodes UTF-8: anything else (latin-1 '%E9', a NUL '%00') is a broken line
+        tag = unquote_plus(raw, errors="strict").lower()
+    except UnicodeDecodeError:
+        raise BadTagEncoding(f"{raw[:40]!r} is not percent-encoded UTF-8") from None
+    if not tag.isprintable():
+        raise BadTagEncoding(f"{raw[:40]!r} decodes to control characters ({tag[:20]!r})")
     tag = tag.replace("+", "").replace(" ", "").strip()
     if not tag or any(c.isdigit() for c in tag):
         return None

@@ -8,7 +8,9 @@ Malformed lines (counted and skipped; ``strict=True`` raises :class:`YfccFormatE
 first one, naming file, 1-based line number and field):
 
     wrong_column_count   not 25 tab-separated columns
-    bad_encoding         not valid UTF-8 (the file is read in binary and decoded line by line)
+    bad_encoding         not valid UTF-8 (the file is read in binary and decoded line by line), or a
+                         kept photo's user or tag with control characters (a NUL) or a tag whose
+                         percent-encoding is not UTF-8 (``caf%E9``)
     bad_photo_id         column 1 is not a non-negative int64
     bad_marker           column 24 is neither 0 (photo) nor 1 (video)
     bad_longitude        column 12 not a finite number (or empty while column 13 is set)
@@ -52,7 +54,7 @@ from typing import NamedTuple
 from tqdm import tqdm
 
 from locsens.data.compressed import BZIP2, GZIP, compressed_position, detect_compression, open_input
-from locsens.data.tags import normalise_tag
+from locsens.data.tags import BadTagEncoding, normalise_tag
 
 NUM_COLUMNS = 25
 COLUMN_NAMES = (
@@ -298,8 +300,20 @@ class YfccReader:
                 if lat == 0.0 and lon == 0.0:
                     null_island += 1
                     continue
+                try:
+                    tags, user = self._tags(raw_tags), cols[COL_USER].decode("utf-8")
+                except BadTagEncoding as e:
+                    self._malformed("bad_encoding", lineno, f"field {_field(COL_TAGS)}: a tag {e}")
+                    continue
+                if not user.isprintable():  # a NUL or control byte cannot be stored (nor shown) as a name
+                    self._malformed(
+                        "bad_encoding",
+                        lineno,
+                        f"field {_field(COL_USER)}: {_show(cols[COL_USER])} has control characters",
+                    )
+                    continue
                 kept += 1
-                yield YfccPhoto(int(pid), cols[COL_USER].decode("utf-8"), lon, lat, self._tags(raw_tags))
+                yield YfccPhoto(int(pid), user, lon, lat, tags)
         finally:
             counts.update(
                 lines=lineno,
@@ -324,7 +338,12 @@ class YfccReader:
             except KeyError:
                 if len(cache) >= TAG_CACHE_MAX:
                     cache.clear()
-                tag = cache[raw] = normalise_tag(raw.decode("utf-8"), self.wordlist) if raw else None
+                try:
+                    tag = cache[raw] = normalise_tag(raw.decode("utf-8"), self.wordlist) if raw else None
+                except BadTagEncoding as e:
+                    tag = cache[raw] = e  # cached too: a broken spelling repeats like any other
+            if isinstance(tag, BadTagEncoding):
+                raise BadTagEncoding(str(tag))
             if tag is not None:
                 tags.append(tag)
         return tags

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +31,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from locsens.artifacts import expand_runs, file_ref, require_made_from
+from locsens.artifacts import EvaluationLayout, expand_runs, file_ref, require_made_from, unique_run_names
 from locsens.checkpointing import MODEL_CLASSES, checkpoint_record
 from locsens.config import validate_evaluate_config
 from locsens.data.store import STR, DatasetStore, StoreError, atomic_h5, read_identity
 from locsens.eval.methods import build_method
 from locsens.eval.shards import Part, fingerprint, read_shards, shard_path, share, write_shard
-from locsens.files import exclusive, git_commit, write_json_atomic
+from locsens.files import exclusive, fsync_dir, git_commit, temp_dir, write_json_atomic
 from locsens.metrics.retrieval import (
     LocationQueries,
     LocationSensitivePrecision,
@@ -87,8 +90,19 @@ def build_protocol(ds: DatasetStore, cfg: DictConfig) -> Protocol:
     # candidates: the tagging images, or a larger seeded sample of the test split (retrieval costs N pairs
     # a query, tagging V pairs an image: retrieval.limit_candidates lets the two be sized separately)
     cand = rows if rcfg.get("limit_candidates") is None else _sample(ds.split_rows("test"), rcfg.limit_candidates, seed)
-    candidates, agnostic_tags, queries = retrieval_queries(ds, cand, rcfg, seed)
     ks = tuple(int(k) for k in cfg.tagging.ks)
+    if max(ks) > ds.num_tags:
+        raise EvaluationError(
+            f"tagging.ks: k={max(ks)} is more than the {ds.num_tags} tags of {cfg.dataset_path}'s vocabulary "
+            "(A@k would be 100 for every method); use k <= the vocabulary size"
+        )
+    need = int(rcfg.k) + int(bool(rcfg.exclude_query_image))
+    if need > len(cand):
+        raise EvaluationError(
+            f"retrieval.k: {int(rcfg.k)} images per query need {need} retrieval candidates, but there are "
+            f"{len(cand)} (the test images evaluated / retrieval.limit_candidates); lower retrieval.k"
+        )
+    candidates, agnostic_tags, queries = retrieval_queries(ds, cand, rcfg, seed)
     return Protocol(
         rows=rows,
         cand=cand,
@@ -211,7 +225,7 @@ def evaluate_tagging(methods: dict, ds: DatasetStore, rows: np.ndarray, ks, chun
     return results, part.tag_preds
 
 
-def methods_from_runs(runs, dataset_path, locsens_dtype: str = "auto") -> dict:
+def methods_from_runs(runs, dataset_path, locsens_dtype: str = "auto", taken=()) -> dict:
     """Method specs from training run directories (:func:`locsens.artifacts.expand_runs`).
 
     Each run must have finished (``metrics.json`` names its best checkpoint); what it is comes from
@@ -224,12 +238,13 @@ def methods_from_runs(runs, dataset_path, locsens_dtype: str = "auto") -> dict:
 
     dataset_id = read_identity(dataset_path)[0]
     specs = {}
-    for run in expand_runs(runs):
+    layouts = expand_runs(runs)
+    for run, name in zip(layouts, unique_run_names(layouts, taken)):
         ckpt = run.best_checkpoint()
         record = checkpoint_record(ckpt)
         made_from = record.get("made_from") or {}
         if MODEL_CLASSES[record["model_class"]] == "locsens":
-            specs[run.name()] = {
+            specs[name] = {
                 "kind": "locsens",
                 "checkpoint": str(ckpt),
                 "embeddings_path": made_from["embeddings"]["path"],
@@ -265,13 +280,13 @@ def methods_from_runs(runs, dataset_path, locsens_dtype: str = "auto") -> dict:
                 )
         if not cache.exists() or have != want:
             export_embeddings(ckpt, dataset_path, made_from["features"]["path"], cache, overwrite=True)
-        specs[run.name()] = {"kind": "embeddings", "embeddings_path": str(cache)}
+        specs[name] = {"kind": "embeddings", "embeddings_path": str(cache)}
     return specs
 
 
 def build_methods(cfg: DictConfig, ds: DatasetStore) -> dict:
     specs = {name: OmegaConf.to_container(spec, resolve=True) for name, spec in cfg.methods.items() if spec is not None}
-    specs.update(methods_from_runs(cfg.runs, cfg.dataset_path, cfg.locsens_dtype))
+    specs.update(methods_from_runs(cfg.runs, cfg.dataset_path, cfg.locsens_dtype, taken=set(specs)))
     if not specs:
         raise EvaluationError("no method to evaluate: every entry of methods is null and runs is empty")
     shortlists = {"tagging": _plain(cfg.tagging.get("shortlist")), "retrieval": _plain(cfg.retrieval.get("shortlist"))}
@@ -346,6 +361,11 @@ def evaluate(cfg: DictConfig) -> dict:
     cfg = validate_evaluate_config(cfg)  # typed values, unknown keys, a missing dataset store: fail before any work
     out_dir = Path(cfg.output_dir)
     with exclusive(out_dir, "an evaluation"):
+        if int(cfg.shard.count) == 1 and EvaluationLayout(out_dir).holds_evaluation() and not cfg.overwrite:
+            raise EvaluationError(
+                f"{out_dir} already holds an evaluation (results.json, tables.md, predictions.h5); evaluate into "
+                "another directory (hydra.run.dir=...), or pass overwrite=true to replace it as a whole"
+            )
         return _evaluate(cfg, out_dir)
 
 
@@ -436,6 +456,7 @@ def finish(
         "thresholds_km": [t if math.isfinite(t) else "inf" for t in thresholds],
         "threshold_keys": [threshold_key(t) for t in thresholds],
         "figures": [],
+        "evaluation_id": uuid.uuid4().hex,  # in each of the numbers' files: a consumer refuses a mixed set
     }
     if evaluation is not None:
         results["shards"] = {"count": int(cfg.shard.count), "evaluation": evaluation}
@@ -446,22 +467,34 @@ def finish(
 
 
 def save_numbers(out_dir: Path, results: dict, ds: DatasetStore, test_rows, tag_preds, ret: dict, cand) -> str:
-    """predictions.h5, results.json and tables.md, each atomically: everything a figure could cost."""
+    """predictions.h5, tables.md and results.json: built together in a folder beside them, then renamed
+    into place (results.json last); a failure before leaves any earlier evaluation whole, and the files
+    share ``evaluation_id`` (:class:`locsens.artifacts.EvaluationLayout` refuses a mixed set)."""
     from locsens.eval.report import write_tables
 
-    _write_predictions(
-        out_dir / "predictions.h5",
-        ds,
-        test_rows,
-        tag_preds,
-        ret["queries"],
-        cand,
-        ret["location_sensitive_predictions"],
-        ret["agnostic_tags"],
-        ret["agnostic_predictions"],
-    )
-    write_json_atomic(out_dir / "results.json", results)
-    return write_tables(out_dir / "tables.md", results)
+    layout = EvaluationLayout(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with temp_dir(out_dir / "numbers") as staging:
+        _write_predictions(
+            staging / "predictions.h5",
+            ds,
+            test_rows,
+            tag_preds,
+            ret["queries"],
+            cand,
+            ret["location_sensitive_predictions"],
+            ret["agnostic_tags"],
+            ret["agnostic_predictions"],
+            results["evaluation_id"],
+        )
+        tables = write_tables(staging / "tables.md", results)
+        write_json_atomic(staging / "results.json", results)
+        if layout.figures_dir.is_dir():  # the earlier evaluation's figures would sit beside these numbers
+            shutil.rmtree(layout.figures_dir)
+        for name in layout.NUMBERS:
+            os.replace(staging / name, out_dir / name)
+        fsync_dir(out_dir)
+    return tables
 
 
 def save_reports(cfg: DictConfig, out_dir: Path, results: dict, methods: dict, ds: DatasetStore, ret: dict) -> None:
@@ -504,10 +537,11 @@ def resolved_config(cfg: DictConfig, out_dir: Path) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def _write_predictions(path, ds, test_rows, tag_preds, q, cand, ret_preds, agn_tags, agn_preds) -> None:
+def _write_predictions(path, ds, test_rows, tag_preds, q, cand, ret_preds, agn_tags, agn_preds, evaluation_id) -> None:
     """Raw predictions in HDF5 (ids are vocabulary ids and dataset rows; photo ids included)."""
     with atomic_h5(path, "locsens.predictions", overwrite=True) as f:
         f.attrs["dataset_id"] = ds.content_id
+        f.attrs["evaluation_id"] = evaluation_id
         f.create_dataset("vocab", data=np.array(ds.vocab, dtype=object), dtype=STR)
         t = f.create_group("tagging")
         t.create_dataset("rows", data=test_rows)

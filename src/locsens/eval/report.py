@@ -32,8 +32,10 @@ def write_tables(path: Path, results: dict) -> str:
     cand_note = "" if cands == results["n_test_images"] else f" over {cands} candidate images"
     out = [
         f"# Evaluation ({results['n_test_images']} test images, {results['n_location_queries']} location queries{cand_note}, "
-        f"{results['n_agnostic_queries']} tag queries; commit {results['git_commit'][:10]})\n"
+        f"{results['n_agnostic_queries']} tag queries; commit {results['git_commit'][:10]})\n",
+        *([f"<!-- evaluation {results['evaluation_id']} -->\n"] if results.get("evaluation_id") else []),
     ]
+    ks = (results.get("config") or {}).get("tagging", {}).get("ks") or [1, 10, 50]  # the columns asked for
     mode = results.get("locsens_scoring")
     if mode and mode.get("pairs_scored"):
         out.append(f"LocSens scoring: tagging {_mode(mode['tagging'])}; retrieval {_mode(mode['retrieval'])}.\n")
@@ -41,11 +43,9 @@ def write_tables(path: Path, results: dict) -> str:
         ("with_places", "Image tagging"),
         ("places_omitted", "Image tagging, place names omitted (supp. Table 2)"),
     ):
-        rows = []
-        for name, r in results["tagging"].items():
-            m = r[key]
-            rows.append([name] + [_fmt(m.get(c)) for c in ("A@1", "A@10", "A@50", "%pred", "%cpred")])
-        out += [f"## {title}\n", markdown_table(["method", "A@1", "A@10", "A@50", "%pred", "%cpred"], rows), ""]
+        columns = [f"A@{k}" for k in ks] + ["%pred", "%cpred"]
+        rows = [[name] + [_fmt(r[key].get(c)) for c in columns] for name, r in results["tagging"].items()]
+        out += [f"## {title}\n", markdown_table(["method", *columns], rows), ""]
     keys = results["threshold_keys"]
     cols = ["agnostic" if key == "inf" else key.replace("km", " km") for key in keys]
     rows = [[name] + [_fmt(v.get(key)) for key in keys] for name, v in results["location_sensitive_retrieval"].items()]
