@@ -17,10 +17,12 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,25 +79,33 @@ def require_file(path: str | os.PathLike, key: str, expected: str = "a file") ->
     return path
 
 
+# what HDF5 (which wraps the OS error in a RuntimeError) says for the write errors we name
+_ERRNO_TEXT = {
+    "No space left on device": errno.ENOSPC,
+    "Read-only file system": errno.EROFS,
+    "Permission denied": errno.EACCES,
+    "Disk quota exceeded": errno.EDQUOT,
+}
+
+
+def os_errno(err: BaseException) -> int | None:
+    """The errno of a failed write, also when HDF5 only says it in words; None if neither says."""
+    code = getattr(err, "errno", None)
+    if code is None:
+        code = next((c for text, c in _ERRNO_TEXT.items() if text in str(err)), None)
+    return code
+
+
 def describe_os_error(err: BaseException) -> str:
     """A short reason for a failed write: 'no space left on device', 'read-only file system', ..."""
-    code = getattr(err, "errno", None)
-    if code is None and "No space left on device" in str(err):  # HDF5 wraps ENOSPC in RuntimeError
-        code = errno.ENOSPC
+    code = os_errno(err)
     if code is not None:
         return os.strerror(code).lower()
     return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def is_disk_error(err: BaseException) -> bool:
-    code = getattr(err, "errno", None)
-    return code in (
-        errno.ENOSPC,
-        errno.EDQUOT,
-        errno.EROFS,
-        errno.EACCES,
-        errno.EIO,
-    ) or "No space left on device" in str(err)
+    return os_errno(err) in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
 
 
 def check_free_space(path: str | os.PathLike, needed_bytes: int) -> None:
@@ -162,6 +172,30 @@ def temp_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class JobLogHandler(logging.FileHandler):
+    """Hydra's job log file (``hydra.job_logging.handlers.file``), or none when it cannot be opened (a
+    read-only world that prepare only reuses): one line on stderr instead of Hydra's bare "Unable to
+    configure handler 'file'"; whatever the command then writes fails with its own named error."""
+
+    def __init__(self, filename, mode: str = "a", encoding=None, delay: bool = False, errors=None):
+        super().__init__(filename, mode, encoding, delay=True, errors=errors)
+        if delay:
+            return
+        try:
+            self.stream = self._open()
+        except OSError as e:
+            self.stream = None
+            self.unwritable = describe_os_error(e)
+            print(
+                f"locsens: the job log {filename} cannot be written ({self.unwritable}); logging to the console only",
+                file=sys.stderr,
+            )
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not getattr(self, "unwritable", None):
+            super().emit(record)
+
+
 class InUseError(RuntimeError):
     """Another process works on the same directory (a concurrent prepare, training or evaluation)."""
 
@@ -178,7 +212,16 @@ def exclusive(directory: str | os.PathLike, what: str, wait: bool = False) -> It
         return
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    fh = open(directory / ".locsens.lock", "a+")
+    try:
+        fh = open(directory / ".locsens.lock", "a+")
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES):
+            raise
+        # nobody can write there, so nobody can change it under us: read-only work goes on unlocked, and
+        # anything this command tries to write fails with its own named error
+        logging.getLogger(__name__).warning("%s: %s, not locked for %s", directory, describe_os_error(e), what)
+        yield
+        return
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

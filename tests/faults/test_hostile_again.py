@@ -246,3 +246,20 @@ def test_a_store_edited_in_place_is_refused(tiny_stores, tmp_path):
         store.StoreError, match=r"features.h5: its data gives content id .* modified after it was written"
     ):
         store.FeatureStore(edited)
+
+
+def test_write_errors_are_named_by_their_cause(tmp_path, capsys):
+    import errno
+    import logging
+
+    from locsens.files import JobLogHandler, describe_os_error, os_errno
+
+    # HDF5 says the OS error only in words: a read-only folder is not "no space left on device"
+    assert os_errno(RuntimeError("Unable to create file (Read-only file system)")) == errno.EROFS
+    assert describe_os_error(RuntimeError("... No space left on device ...")) == "no space left on device"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    handler = JobLogHandler(blocker / "job.log")  # its folder cannot exist: console only, with one note
+    handler.emit(logging.makeLogRecord({"msg": "hello"}))
+    handler.close()
+    assert "cannot be written" in capsys.readouterr().err

@@ -55,7 +55,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from locsens.files import ArtefactWriteError, atomic_path, check_free_space, describe_os_error, is_disk_error
+from locsens.files import ArtefactWriteError, atomic_path, check_free_space, describe_os_error, is_disk_error, os_errno
 
 SCHEMA_VERSION = 2
 SPLIT_NAMES = ("train", "val", "test")
@@ -224,7 +224,8 @@ def atomic_h5(
                 f.close()
             if is_disk_error(e):
                 raise ArtefactWriteError(
-                    28, f"{path}: could not be written ({describe_os_error(e)}); any previous {path.name} is intact"
+                    os_errno(e),
+                    f"{path}: could not be written ({describe_os_error(e)}); any previous {path.name} is intact",
                 ) from e
             raise
         except BaseException:
