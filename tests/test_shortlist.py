@@ -96,6 +96,13 @@ def test_reranking_a_full_shortlist_is_exhaustive_scoring(stores):
         if mask is not None:
             scores[:, mask] = -torch.inf
         assert torch.equal(a, torch.topk(scores, 10, dim=1).indices)  # the engine's top-k is the scores' top-k
+    # both rankings of one scored shortlist (the pipeline's path) are the two separate rankings, in fp32
+    # and in the engine's reduced precision (whose top-k is rescored in fp32)
+    for dtype in ("fp32", "auto"):
+        one = LocSensMethod("x", ds, ckpt, stores["embeddings"], dtype=dtype, tag_shortlist=full)
+        both = one.rank_tags_both(rows, 10, exclude)
+        assert torch.equal(both[0], exhaustive.rank_tags(rows, 10)), dtype
+        assert torch.equal(both[1], exhaustive.rank_tags(rows, 10, exclude)), dtype
     cand = ds.split_rows("test")
     near = LocSensMethod(
         "x", ds, ckpt, stores["embeddings"], dtype="fp32", image_shortlist={"agnostic": 0, "nearest": len(cand)}

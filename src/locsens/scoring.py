@@ -375,13 +375,7 @@ class ScoringEngine:
             raise ValueError(
                 f"images must be [B, E] with B = len(lat), got {tuple(images.shape)} and {torch.as_tensor(lat).shape[0]} locations"
             )
-        vocab, vocab_e, vocab_raw = self._vocabulary_block()
-        fast = self.fast
-        query, factors = fast.query(
-            {"loc": self._encode_location(lat, lon), "img": self._encode_chunked(self.model.encode_image, images)},
-            "tag",
-        )
-        skip = None if fast.skip_weight is None else (fast.skip_weight, self._normalised(images), vocab_raw)
+        query, vocab, factors, vocab_e, skip = self._tag_queries(images, lat, lon)
         if candidates is not None:
             ids = torch.as_tensor(candidates, device=self.device).long()
             if exclude is not None:
@@ -389,6 +383,44 @@ class ScoringEngine:
             return self._lists(query, vocab, ids, k, factors, vocab_e, skip)
         mask = None if exclude is None else torch.as_tensor(exclude, device=self.device).bool()
         return self._grid(query, vocab, k, progress, factors, vocab_e, skip, exclude=mask)
+
+    def _tag_queries(self, images, lat, lon):
+        """(per-image query block, the vocabulary block, pair factors, tag embeddings, skip): the parts of
+        the split first layer that tagging computes once per image and once per tag."""
+        vocab, vocab_e, vocab_raw = self._vocabulary_block()
+        fast = self.fast
+        query, factors = fast.query(
+            {"loc": self._encode_location(lat, lon), "img": self._encode_chunked(self.model.encode_image, images)},
+            "tag",
+        )
+        skip = None if fast.skip_weight is None else (fast.skip_weight, self._normalised(images), vocab_raw)
+        return query, vocab, factors, vocab_e, skip
+
+    def rank_tag_lists(self, images, lat, lon, candidates: torch.Tensor, k: int, excludes: list) -> list:
+        """Several rankings of one candidate list per image, scored once: for each bool mask of
+        ``excludes`` (or None) the exact top-k ``(scores [B, k'], tag ids [B, k'])`` among the candidates it
+        leaves (with places and places omitted from one shortlist; reduced precision rescored in fp32)."""
+        query, vocab, factors, vocab_e, skip = self._tag_queries(images, lat, lon)
+        ids = torch.as_tensor(candidates, device=self.device).long()
+        scores = self._lists(query, vocab, ids, None, factors, vocab_e, skip)
+        rescore = self.dtype_used != "fp32"
+        out = []
+        for exclude in excludes:
+            masked = scores
+            if exclude is not None:
+                drop = exclude.to(self.device)[ids.clamp_min(0)] & (ids >= 0)
+                masked = scores.masked_fill(drop, -math.inf)
+            kk = min(k + self.rescore_extra if rescore else k, ids.shape[1])
+            top_v, pick = torch.topk(masked, kk, dim=1)
+            top_i = ids.gather(1, pick).masked_fill(~torch.isfinite(top_v), -1)
+            if rescore:
+                top_v, top_i = self._lists(
+                    query, vocab, top_i, min(k, ids.shape[1]), factors, vocab_e, skip, exact=True
+                )
+            else:
+                top_v, top_i = top_v[:, :k], top_i[:, :k]
+            out.append((top_v, top_i))
+        return out
 
     def score_images(
         self,

@@ -223,6 +223,22 @@ class LocSensMethod:
             )
         return _padded(ids, k)
 
+    def rank_tags_both(self, rows: np.ndarray, k: int, exclude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(top-k with place names, top-k without), as two :meth:`rank_tags` calls give them; through the
+        cascade both rank one shortlist (the union of the two), scored once."""
+        if self.tag_shortlist is None:
+            return self.rank_tags(rows, k), self.rank_tags(rows, k, exclude=exclude)
+        from locsens.eval.shortlist import union
+
+        r = torch.as_tensor(rows)
+        shortlist = union(self.tag_shortlist(rows, None), self.tag_shortlist(rows, exclude))
+        self.pairs_scored["tagging"] += int((shortlist >= 0).sum())
+        with torch.no_grad():
+            (_, a), (_, b) = self.engine.rank_tag_lists(
+                self.image[r], self.lat[r], self.lon[r], shortlist, k, [None, exclude]
+            )
+        return _padded(a, k), _padded(b, k)
+
     def retrieve(self, tag_ids, lat, lon, candidate_rows, k: int) -> torch.Tensor:
         key = hashlib.sha1(np.asarray(candidate_rows).tobytes()).hexdigest()
         if self._candidates is None or self._candidates[0] != key:

@@ -165,8 +165,11 @@ def score_part(
         for start in tqdm(range(0, len(rows), chunk), desc=f"tagging {name}", leave=False):
             r = rows[start : start + chunk]
             target = ground_truth_from_csr(ds.tags_indptr, ds.tags_indices, r)
-            a = method.rank_tags(r, protocol.k_keep)
-            b = method.rank_tags(r, protocol.k_keep, exclude=protocol.exclude)
+            if hasattr(method, "rank_tags_both"):  # LocSens' cascade scores one shortlist for both rankings
+                a, b = method.rank_tags_both(r, protocol.k_keep, protocol.exclude)
+            else:
+                a = method.rank_tags(r, protocol.k_keep)
+                b = method.rank_tags(r, protocol.k_keep, exclude=protocol.exclude)
             metrics["with_places"].update(a, target)
             metrics["places_omitted"].update(b, target)
             top_all.append(a.int().numpy())
