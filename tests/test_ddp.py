@@ -45,7 +45,7 @@ def run_train(tmp_path: Path, name: str, stores: dict, *overrides: str) -> dict:
 def one_and_two_processes(tmp_path_factory) -> tuple[dict, dict, int]:
     """The same MCC run with one process (batch 64) and with two gloo processes (batch 32 each)."""
     tmp_path = tmp_path_factory.mktemp("ddp")
-    stores = build_synthetic_stores(tmp_path, n_photos=1201)  # an odd validation split: 169 images
+    stores = build_synthetic_stores(tmp_path, n_photos=1199)  # an odd validation split: 169 images
     n_val = int((DatasetStore(stores["dataset"]).split == 1).sum())
     assert n_val % 2 == 1
     one = run_train(tmp_path, "single", stores, "trainer=cpu", "trainer.devices=1", "data.batch_size=64")

@@ -113,7 +113,7 @@ def test_evaluate_logs_tables_figures_and_scalars(tiny_stores, tmp_path, no_cred
             "methods.mlc=null",
             "methods.her=null",
             f"methods.mcc.embeddings_path={emb}",
-            "+methods.mcc.model=test-projection",  # a stand-in for MCC
+            "methods.mcc.model=test-projection",  # a stand-in for MCC
             "retrieval.min_query_images=3",
             "retrieval.max_queries=50",
             "wandb.enabled=true",
