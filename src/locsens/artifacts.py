@@ -252,6 +252,9 @@ class EvaluationLayout:
     path: Path
     NUMBERS = ("predictions.h5", "tables.md", "results.json")  # the order they are renamed into place
 
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))  # a str from a notebook or the environment
+
     @property
     def results_path(self) -> Path:
         return self.path / "results.json"

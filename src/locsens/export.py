@@ -61,20 +61,12 @@ def export_embeddings(
     require_paired(dataset, features)
     name = type(model).__name__.lower()
     fix = f"export it against the stores it was trained on, or train {name.upper()} on these (`python train.py experiment={name} ...`)"
-    require_made_from(
-        f"checkpoint {checkpoint_path}",
-        model.made_from.get("dataset"),
-        "dataset store",
-        {"id": dataset.content_id, "path": str(dataset_path)},
-        fix,
-    )
-    require_made_from(
-        f"checkpoint {checkpoint_path}",
-        model.made_from.get("features"),
-        "feature store",
-        {"id": features.content_id, "path": str(features_path)},
-        fix,
-    )
+    for role, what, store, path in (
+        ("dataset", "dataset store", dataset, dataset_path),
+        ("features", "feature store", features, features_path),
+    ):
+        actual = {"id": store.content_id, "path": str(path)}
+        require_made_from(f"checkpoint {checkpoint_path}", model.made_from.get(role), what, actual, fix)
     if dataset.num_tags != model.hparams.num_tags:
         raise StoreError(
             f"{dataset_path}: vocabulary has {dataset.num_tags} tags but checkpoint {checkpoint_path} was trained with num_tags={model.hparams.num_tags}"

@@ -343,6 +343,12 @@ class ScoringEngine:
         scores = scores.masked_fill(~valid, -math.inf)
         if k is None:
             return scores
+        return self._top_of_lists(scores, query, cand, ids, k, factors, cand_e, skip, exact)
+
+    def _top_of_lists(self, scores, query, cand, ids, k: int, factors=None, cand_e=None, skip=None, exact=False):
+        """The top-k ``(values [B, k'], candidate ids [B, k'])`` of list scores ``[B, C]`` (-inf: none); in
+        reduced precision its top k + ``rescore_extra`` are rescored exactly in fp32 and re-ranked."""
+        c_total = ids.shape[1]
         rescore = not exact and self.dtype_used != "fp32"
         kk = min(k + self.rescore_extra if rescore else k, c_total)
         top_v, pick = torch.topk(scores, kk, dim=1)
@@ -403,23 +409,13 @@ class ScoringEngine:
         query, vocab, factors, vocab_e, skip = self._tag_queries(images, lat, lon)
         ids = torch.as_tensor(candidates, device=self.device).long()
         scores = self._lists(query, vocab, ids, None, factors, vocab_e, skip)
-        rescore = self.dtype_used != "fp32"
         out = []
         for exclude in excludes:
             masked = scores
             if exclude is not None:
                 drop = exclude.to(self.device)[ids.clamp_min(0)] & (ids >= 0)
                 masked = scores.masked_fill(drop, -math.inf)
-            kk = min(k + self.rescore_extra if rescore else k, ids.shape[1])
-            top_v, pick = torch.topk(masked, kk, dim=1)
-            top_i = ids.gather(1, pick).masked_fill(~torch.isfinite(top_v), -1)
-            if rescore:
-                top_v, top_i = self._lists(
-                    query, vocab, top_i, min(k, ids.shape[1]), factors, vocab_e, skip, exact=True
-                )
-            else:
-                top_v, top_i = top_v[:, :k], top_i[:, :k]
-            out.append((top_v, top_i))
+            out.append(self._top_of_lists(masked, query, vocab, ids, k, factors, vocab_e, skip))
         return out
 
     def score_images(

@@ -142,7 +142,18 @@ def recompute_content_id(path, block_rows: int = 65536) -> str:
         return hasher.hexdigest()
 
 
-_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> content id recomputed in this process
+_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> content id known to match this file version
+
+
+def _version_key(path: Path) -> tuple:
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def remember_written(path) -> None:
+    """A writer computed this store's content id from the data it wrote: no need to re-hash it here."""
+    path = Path(path)
+    _VERIFIED[_version_key(path)] = read_identity(path)[0]
 
 
 def verify_content_id(path, max_bytes: int = VERIFY_MAX_BYTES) -> str:
@@ -151,7 +162,7 @@ def verify_content_id(path, max_bytes: int = VERIFY_MAX_BYTES) -> str:
     gives the id it records (edited in place after it was written)."""
     path = Path(path)
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    key = _version_key(path)
     recorded = read_identity(path)[0]
     if st.st_size > max_bytes or _VERIFIED.get(key) == recorded:
         return recorded
@@ -333,6 +344,7 @@ def write_dataset_store(
             else:
                 f.create_dataset(name, data=values)
     validate_dataset_store(path)
+    remember_written(path)
     return Path(path)
 
 
@@ -686,6 +698,7 @@ def write_embedding_store(
         f.create_dataset("tag", data=tag)
         write_strings(f, "vocab", vocab)
     validate_embedding_store(path)
+    remember_written(path)
     return Path(path)
 
 
@@ -772,6 +785,7 @@ def write_feature_store(
         f.attrs["content_id"] = hasher.hexdigest()
         f.create_dataset("valid", data=valid)
     validate_feature_store(path)
+    remember_written(path)
     return Path(path)
 
 
@@ -873,4 +887,5 @@ def finalise_feature_store(path, overwrite: bool = False, block_rows: int = 6553
         os.fsync(fh.fileno())
     os.replace(partial, path)
     validate_feature_store(path)
+    remember_written(path)
     return path
