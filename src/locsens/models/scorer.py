@@ -153,8 +153,9 @@ class Scorer(nn.Module):
 
         The same function as ``forward`` on the gathered inputs, cheaper when triplets share inputs (a
         training group's negatives share the positive's image, tag or place): the first layer's
-        ``[loc | img | tag]`` terms are computed once per distinct input and gathered; only the products
-        (and the skip's cosine) are per triplet. Gradients reach ``parts`` summed over their uses."""
+        ``[loc | img | tag]`` terms are computed once per distinct input, each product block's once per
+        distinct pair, and gathered; only the skip's cosine is per triplet. Gradients reach ``parts``
+        summed over their uses."""
         shape = index["img"].shape
         flat = {name: index[name].reshape(-1) for name in ("loc", "img", "tag")}
 
@@ -167,11 +168,16 @@ class Scorer(nn.Module):
         for name, width in self.blocks().items():
             if isinstance(name, str):
                 h = h + gather(F.linear(parts[name], first.weight[:, start : start + width]), name)
+                start += width
+        for (a, b), width in ((p, w) for p, w in self.blocks().items() if isinstance(p, tuple)):
+            # a group's negatives repeat most of the positive's pairs (a swapped tag keeps loc*img, a swapped
+            # place keeps img*tag): each distinct pair's product and first-layer term is computed once
+            n_b = len(parts[b])
+            pairs, inverse = torch.unique(flat[a] * n_b + flat[b], return_inverse=True)
+            product = parts[a].index_select(0, pairs // n_b) * parts[b].index_select(0, pairs % n_b)
+            term = F.linear(product, first.weight[:, start : start + width])
+            h = h + term.index_select(0, inverse)
             start += width
-        if self.interactions:  # the product blocks are the first layer's last columns, in order
-            width = len(self.interactions) * self.branch_dim
-            products = torch.cat([gather(parts[a], a) * gather(parts[b], b) for a, b in self.interactions], dim=-1)
-            h = h + F.linear(products, first.weight[:, -width:])
         scores = self.layers[1:](h).view(shape)
         if self.skip is not None:
             if img_raw is None or tag_raw is None:
