@@ -39,6 +39,15 @@ def rows(world):
 
 
 @pytest.fixture(scope="module")
+def larger(tmp_path_factory):
+    """A 10,000-photo world: content tags are spread over many concepts (as on YFCC), so statistics per
+    concept need more photos than the tiny world's 2,000."""
+    world = generate_world(tmp_path_factory.mktemp("world") / "larger", "tiny", seed=0, n_photos=10_000)
+    with open(world.tsv_path, encoding="utf-8") as fh:
+        return world, [line.rstrip("\n").split("\t") for line in fh]
+
+
+@pytest.fixture(scope="module")
 def truth(world):
     return json.loads(world.ground_truth_path.read_text(encoding="utf-8"))
 
@@ -121,13 +130,14 @@ def test_feature_store_keyed_by_photo_id_one_row_per_line(world, rows):
     feats = fs.read_all()
     with __import__("h5py").File(world.features_path, "r") as f:
         ids = f["photo_id"][:]
-        assert f.attrs["extractor"] == "simulated-world-v2" and int(f.attrs["dim"]) == 512
+        assert f.attrs["extractor"] == "simulated-world-v3" and int(f.attrs["dim"]) == 512
     assert feats.shape == (len(rows), 512) and feats.dtype == np.float32
     assert sorted(ids.tolist()) == sorted(int(r[1]) for r in rows)
     assert feats.min() >= 0.0 and 0.05 < (feats == 0).mean() < 0.8, "non-negative, ReLU-like sparsity"
 
 
-def test_no_single_feature_dimension_reveals_a_tag_but_features_carry_signal(world, rows):
+def test_no_single_feature_dimension_reveals_a_tag_but_features_carry_signal(larger):
+    world, rows = larger
     fs = FeatureStore(world.features_path)
     with __import__("h5py").File(world.features_path, "r") as f:
         row_of = {int(p): i for i, p in enumerate(f["photo_id"][:])}
@@ -233,7 +243,8 @@ def test_look_alikes_live_in_different_places():
     assert floored[spain, index["bullring"]].mean() > 0.9 and floored[~spain, index["bullring"]].mean() < 0.1
 
 
-def test_location_invariant_concepts_follow_the_photos_and_located_ones_do_not(rows):
+def test_location_invariant_concepts_follow_the_photos_and_located_ones_do_not(larger):
+    rows = larger[1]
     geo_rows = [r for r in rows if r[24] == "0" and r[12] not in ("", "0") and r[10]]
     continent = _continent_of(geo_rows, None)
     tags = [set(filter(None, map(normalise_tag, split_user_tags(r[10])))) for r in geo_rows]
@@ -290,3 +301,166 @@ def test_concept_and_local_words_have_glove_vectors():
     assert not [n for n in CONCEPT_NAMES if n not in words]
     assert not [w for _, pairs in wc.LOCAL_WORDS for _, w in pairs if w not in words]
     assert not [w for w in wc.PERSONAL + wc.PET_NAMES + wc.RANDOM_WORDS if w not in words]
+
+
+# --------------------------------------------------------------------------------------------
+# the calibration mechanisms (issue 16): each switched on and off through WorldParams
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def drawn():
+    """Users, photos and tags of a 6,000-photo world drawn with the generator's own stages."""
+    from locsens.data import world as W
+
+    params = WorldParams()
+    cities = load_cities(params)
+    rng = W._rng(0, 0)
+    users = W._draw_users(rng, cities, params, 1_200)
+    photos = W._draw_photos(rng, cities, params, users, 6_000)
+    _, _, place_of, place_label = W._places(cities, photos.city)
+    named = W._village_names(photos, place_of, place_label)
+    tok = W._Tokens()
+    tokens = W._draw_tags(rng, cities, params, users, photos, named, place_label, tok)
+    strings = np.array([normalise_tag(t) for t in tok.strings])
+    return dict(
+        params=params,
+        cities=cities,
+        users=users,
+        photos=photos,
+        named=named,
+        labels=place_label,
+        tokens=tokens,
+        strings=strings,
+    )
+
+
+def _tag_sets(drawn) -> list[set[str]]:
+    return [{drawn["strings"][k] for k in row if k >= 0} - {""} for row in drawn["tokens"]]
+
+
+def test_albums_share_their_city_and_place_tags(drawn):
+    p, params = drawn["photos"], drawn["params"]
+    starts = np.r_[True, p.album[1:] != p.album[:-1]]
+    assert np.all(np.diff(p.album) >= 0) and np.all(p.user[starts][1:] >= p.user[starts][:-1])
+    size = np.bincount(p.album)
+    assert 0.8 * params.album_size_mean < size.mean() < 1.2 * params.album_size_mean
+    same = p.album[1:] == p.album[:-1]
+    towns = drawn["named"]["town"]
+    assert np.all(p.travel[1:][same] == p.travel[:-1][same])
+    city_photos = same & ~p.rural[1:] & ~p.rural[:-1]
+    assert np.all(towns[1:][city_photos] == towns[:-1][city_photos]), "an album is taken (and named) at one city"
+
+
+def test_private_taggers_use_only_their_private_words(drawn):
+    from locsens.data.world import LOCAL_WORD_RANKS, private_word_pool
+
+    users, p, tags = drawn["users"], drawn["photos"], _tag_sets(drawn)
+    private = set(private_word_pool())
+    assert not private & set(private_word_pool(LOCAL_WORD_RANKS)), "local and private words are disjoint"
+    places = {normalise_tag(quote) for labels in drawn["labels"].values() for quote in labels if quote}
+    assert not private & places and not private & set(CONCEPT_NAMES)
+    only = users.private_only[p.user]
+    assert 0.1 < only.mean() < 0.4
+    for t, u in zip(np.array(tags, dtype=object)[only], p.user[only]):
+        own = {private_word_pool()[w] for w in users.private_words[users.private_ptr[u] : users.private_ptr[u + 1]]}
+        assert t <= own, t - own
+    others = [t for t, o in zip(tags, only) if not o]
+    assert np.mean([bool(t & places) for t in others]) > 0.8, "tagging users mostly name places"
+
+
+def test_tagging_habits_are_one_trait():
+    """habit_correlation couples a user's place-naming and content-tagging habits (a Gaussian copula)."""
+    import dataclasses
+
+    from scipy.stats import spearmanr
+
+    from locsens.data import world as W
+
+    cities = load_cities(WorldParams())
+    corr = {}
+    for rho in (0.0, 0.9):
+        params = dataclasses.replace(WorldParams(), habit_correlation=rho, p_private_tagger=0.0)
+        users = W._draw_users(W._rng(0, 0), cities, params, 4_000)
+        corr[rho] = spearmanr(users.place_habit, users.p_concept)[0]  # the copula's rank correlation
+    assert abs(corr[0.0]) < 0.06 and corr[0.9] > 0.8, corr
+
+
+def test_countryside_photos_are_out_of_town_and_named_after_their_village(drawn):
+    from locsens.data.geography import default_geography
+    from locsens.geo import geodesic_km
+
+    p, cities, named, labels = drawn["photos"], drawn["cities"], drawn["named"], drawn["labels"]["town"]
+    rural = np.flatnonzero(p.rural)
+    assert 0.3 < len(rural) / len(p.rural) < 0.5
+    km = geodesic_km(p.lat[rural], p.lon[rural], cities.lat[p.city[rural]], cities.lon[p.city[rural]])
+    assert np.all((km > 5) & (km < 70)), (km.min(), km.max())
+    geo = default_geography()
+    rows, _ = geo.nearest_town(p.lat[rural], p.lon[rural])
+    assert [labels[i] for i in named["town"][rural]] == [geo.town_name[r] for r in rows]
+    city_rows = np.flatnonzero(~p.rural)
+    assert np.all(named["country"][rural] == cities.country[p.city[rural]])
+    assert np.all(named["town"][city_rows] < len(set(cities.town))), "city photos keep their city's name"
+
+
+def test_split_place_words_and_local_words(drawn):
+    """Users who type a multi-word town unquoted get one tag per word (san, francisco); cities have local
+    words that photos there carry far more often than photos elsewhere."""
+    users, p, tags = drawn["users"], drawn["photos"], _tag_sets(drawn)
+    labels, named = drawn["labels"]["town"], drawn["named"]["town"]
+    splitting = users.splits_place_words[p.user] & ~users.private_only[p.user]
+    multi = np.array([len(labels[t].split()) > 1 for t in named])
+    words = [set(normalise_tag(w) for w in labels[t].split()) for t in named]
+    rows = np.flatnonzero(splitting & multi)
+    assert len(rows) > 5
+    assert np.mean([words[i] <= tags[i] for i in rows]) > 0.2
+    joined = {normalise_tag(labels[t]) for t in named}
+    assert not any(normalise_tag(labels[named[i]]) in tags[i] for i in rows if words[i] <= tags[i]), (
+        "a split name is not also written joined"
+    )
+    assert joined  # sanity
+
+    from locsens.data.world import LOCAL_WORD_RANKS, private_word_pool
+
+    local = set(private_word_pool(LOCAL_WORD_RANKS))
+    city = p.city
+    top_city = np.bincount(city).argmax()
+    here = [t & local for t, c in zip(tags, city) if c == top_city]
+    elsewhere = [t & local for t, c in zip(tags, city) if c != top_city]
+    words_here = set().union(*here)
+    share_here = np.mean([bool(t) for t in here])
+    share_elsewhere = np.mean([bool(t & words_here) for t in elsewhere])
+    assert share_here > 0.3 and share_elsewhere < 0.05, (share_here, share_elsewhere)
+
+
+def test_world_report_matches_the_store(world, tmp_path):
+    """The calibration report's data statistics against a direct count, its baselines against the
+    evaluation's (the report IS the project's evaluation), and the command line end to end."""
+    import subprocess
+    import sys
+
+    from locsens.data.ingest import ingest
+    from locsens.data.store import DatasetStore
+    from locsens.data.world_report import PAPER, format_report, report
+
+    path = tmp_path / "dataset.h5"
+    ingest(world.tsv_path, path, drop_top=10, split={"test": 0.2, "val": 0.1}, print_report=False, progress=False)
+    stats = report(path)
+    ds = DatasetStore(path)
+    places = set(ds.place_names)
+    tags = [[ds.vocab[t] for t in ds.tags_of(r)] for r in range(len(ds))]
+    assert stats["tags per image"] == pytest.approx(np.mean([len(t) for t in tags]))
+    assert stats["images with a place name (%)"] == pytest.approx(100 * np.mean([bool(places & set(t)) for t in tags]))
+    test = np.flatnonzero(ds.split == 2)
+    counts = np.zeros(ds.num_tags, np.int64)
+    for r in np.flatnonzero(ds.split == 0):
+        counts[np.unique(ds.tags_of(r))] += 1
+    train_top = int(np.argmax(counts))  # ties to the lower id, as the baseline
+    hit = np.mean([train_top in ds.tags_of(r) for r in test])
+    assert stats["global_frequency A@1"] == pytest.approx(100 * hit)
+    table = format_report(stats)
+    assert all(key in table for key in PAPER)
+    out = subprocess.run(
+        [sys.executable, "-m", "locsens.data.world_report", "world=missing", f"paths.data_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0 and "prepare the world first" in out.stderr

@@ -360,6 +360,7 @@ class SourceConfig:
     feature_dim: int = 512  # world
     tsv: list[str] = field(default_factory=list)  # yfcc
     features: str | None = None  # yfcc
+    vocab_size: int = 100_000  # the source's default for ingest.vocab_size (the paper: 100,000; world: 10,000)
 
 
 @dataclass

@@ -48,12 +48,15 @@ def requested_source(cfg: DictConfig) -> dict:
     """What the stores must be made from, as recorded in (and compared with) the dataset store."""
     src = cfg.source
     if src.kind == "world":
+        from locsens.data.world import generator_identity
+
         return {
             "kind": "world",
             "size": str(src.size),
             "seed": int(cfg.seed),
             "n_photos": src.n_photos,
             "feature_dim": int(src.feature_dim),
+            "generator": generator_identity(),  # a world made by another version of world.py is not this one
         }
     return {
         "kind": "yfcc",

@@ -72,7 +72,7 @@ def test_a_pair_broken_between_its_renames_is_refused_then_rebuilt(worlds, tmp_p
 @pytest.mark.parametrize(
     "change,named",
     [
-        ("ingest.vocab_size=50", r"ingest config differs in vocab_size \(100000 -> 50\)"),
+        ("ingest.vocab_size=50", r"ingest config differs in vocab_size \(10000 -> 50\)"),
         ("seed=7", r"made from source .*'seed': 0.*'seed': 7"),
         ("ingest.split.test=0.2", r"ingest config differs in split"),
     ],
@@ -80,6 +80,16 @@ def test_a_pair_broken_between_its_renames_is_refused_then_rebuilt(worlds, tmp_p
 def test_reuse_checks_the_request(worlds, change, named):
     with pytest.raises(PrepareError, match=named):
         prepare(prepare_cfg(worlds, "w", change))
+
+
+def test_a_world_made_by_another_generator_is_refused(worlds, monkeypatch):
+    """The world's parameters and version are part of its source: a world.py with other defaults (or a
+    newer version) does not silently reuse a world the old one wrote."""
+    import locsens.data.world as world
+
+    monkeypatch.setattr(world, "generator_identity", lambda params=None: "simulated-world-v0:000000000000")
+    with pytest.raises(PrepareError, match=r"made from source .*'generator': 'simulated-world-v3:.*v0:000000000000"):
+        prepare(prepare_cfg(worlds, "w"))
 
 
 def test_a_changed_input_file_is_refused(worlds, tmp_path):

