@@ -35,9 +35,15 @@ SIZES = {
     },
     "demo": {
         "mcc": [],
-        "her": [],
+        # no run has an lr schedule, so a shorter run ends at the same checkpoint as the longer one picked:
+        # HER's best validation of 5 epochs is after epoch 2, raw and zeroed LocSens' of 4 after epoch 2
+        # (sigma's schedule spans its run: it keeps 4 epochs, validated once, at the end, where its best is)
+        "her": ["trainer.max_epochs=2"],
         "mlc": ["trainer.max_epochs=3"],
         "locsens": [],
+        "locsens_raw": ["trainer.max_epochs=2"],
+        "locsens_zeroed": ["trainer.max_epochs=2"],
+        "locsens_sigma": ["trainer.check_val_every_n_epoch=4"],
         "eval": ["shortlist=cascade"],  # the paper's full protocol: every test image, every query
     },
 }
@@ -114,7 +120,7 @@ def main(argv: list[str]) -> None:
                     f"world={world}",
                     f"hydra.run.dir={run_dir}",
                     "ckpt_path=last",
-                    *knobs["locsens"],
+                    *knobs.get(name, knobs["locsens"]),
                 ],
                 f"train {name}",
             )
