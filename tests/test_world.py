@@ -449,6 +449,12 @@ def test_world_report_matches_the_store(world, tmp_path):
     tags = [[ds.vocab[t] for t in ds.tags_of(r)] for r in range(len(ds))]
     assert stats["tags per image"] == pytest.approx(np.mean([len(t) for t in tags]))
     assert stats["images with a place name (%)"] == pytest.approx(100 * np.mean([bool(places & set(t)) for t in tags]))
+    kept = set(ds.photo_id.tolist())
+    raw = [set(map(normalise_tag, split_user_tags(r[10]))) for r in (line.split("\t") for line in open(world.tsv_path))]
+    ids = [int(line.split("\t")[1]) for line in open(world.tsv_path)]
+    raw_share = np.mean([bool(t & places) for t, i in zip(raw, ids) if i in kept])
+    assert stats["images with a place name in their raw tags (%)"] == pytest.approx(100 * raw_share)
+    assert raw_share >= stats["images with a place name (%)"] / 100  # the vocabulary only removes tags
     test = np.flatnonzero(ds.split == 2)
     counts = np.zeros(ds.num_tags, np.int64)
     for r in np.flatnonzero(ds.split == 0):
