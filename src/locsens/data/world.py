@@ -786,7 +786,9 @@ def _draw_tags(
     # private words: an album's event words on (nearly) all its photos, plus a photo's own; a user's
     # earlier words are the favourites (picked ~ size * u^private_favourites), so prolific users repeat them
     pool = private_word_pool()[: params.private_pool_words]
-    entry_tok = np.array([tok(pool[w]) for w in users.private_words.tolist()] or [-1], dtype=np.int64)
+    used, entry = np.unique(users.private_words, return_inverse=True)  # intern each distinct word once
+    entry_tok = np.array([tok(pool[w]) for w in used.tolist()], dtype=np.int64)[entry]
+    entry_tok = entry_tok if len(entry_tok) else np.full(1, -1)
     start, size = users.private_ptr[user], np.diff(users.private_ptr)[user]
     has_words = size > 0
 
