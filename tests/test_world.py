@@ -470,3 +470,16 @@ def test_world_report_matches_the_store(world, tmp_path):
         text=True,
     )
     assert out.returncode != 0 and "prepare the world first" in out.stderr
+    (tmp_path / "w").mkdir()
+    path.rename(tmp_path / "w" / "dataset.h5")
+    kept = tmp_path / "kept.json"
+    kept.write_text("an earlier report\n")
+    base = [sys.executable, "-m", "locsens.data.world_report", "world=w", f"paths.data_dir={tmp_path}"]
+    for extra, named in ((f"out={kept}", "already exists"), ("ingest.vocab_size=0", "ingest.vocab_size=0")):
+        out = subprocess.run([*base, extra], capture_output=True, text=True)
+        assert out.returncode != 0 and named in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert kept.read_text() == "an earlier report\n"
+    written = tmp_path / "new" / "report.json"
+    out = subprocess.run([*base, f"out={written}"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(written.read_text())["world"]["tags per image"] == pytest.approx(stats["tags per image"])

@@ -154,21 +154,33 @@ def format_report(stats: dict[str, float], title: str = "") -> str:
 
 
 def main(argv: list[str]) -> None:
-    from locsens.config import compose
+    """``world=... [paths.*=...] [out=report.json]``: print the report (and write it as JSON). Bad input
+    exits non-zero with one line naming it; an existing ``out`` file is never replaced."""
+    from hydra.errors import HydraException
+
+    from locsens.config import ConfigError, compose, validate_prepare_config
+    from locsens.data.store import StoreError
+    from locsens.files import write_text_atomic
 
     out = [a.split("=", 1)[1] for a in argv if a.startswith("out=")]
     overrides = [a for a in argv if not a.startswith("out=")]
-    cfg = compose("prepare", overrides)
-    path = Path(cfg.dataset_path)
-    if not path.exists():
-        raise SystemExit(f"{path} does not exist: prepare the world first (python prepare.py world={cfg.world})")
-    stats = report(path)
+    try:
+        cfg = validate_prepare_config(compose("prepare", overrides))
+        path = Path(cfg.dataset_path)
+        if not path.exists():
+            raise SystemExit(f"{path} does not exist: prepare the world first (python prepare.py world={cfg.world})")
+        if out and Path(out[0]).exists():
+            raise SystemExit(f"out={out[0]} already exists: remove it or choose another path")
+        if out:  # refuse an unwritable destination before the work, not after
+            Path(out[0]).parent.mkdir(parents=True, exist_ok=True)
+        stats = report(path)
+        if out:  # the numbers first, then the table
+            payload = {"dataset": str(path), "world": stats, "paper": PAPER}
+            write_text_atomic(out[0], json.dumps(payload, indent=1) + "\n")
+    except (HydraException, ConfigError, StoreError, OSError) as e:
+        raise SystemExit(f"world_report: {e}") from None
     print(format_report(stats, f"world {cfg.world} ({path}) beside YFCC100M"))
     if out:
-        from locsens.files import write_text_atomic
-
-        payload = {"dataset": str(path), "world": stats, "paper": PAPER}
-        write_text_atomic(out[0], json.dumps(payload, indent=1) + "\n")
         print(f"wrote {out[0]}")
 
 
