@@ -17,7 +17,7 @@ encoder, skip; 1800 -> 256 -> 128 -> 1) and the paper's size (900 -> 2048 x3 -> 
 its experiment's own location sampling (sigma 0: raw locations) and negatives. The losses of the two
 paths are printed side by side (they agree to float rounding).
 
-Run: .venv/bin/python benchmarks/locsens_train_step.py [--batch 256] [--repeat 5]
+Run: .venv/bin/python benchmarks/locsens_train_step.py [--batch 256] [--repeat 7]
 """
 
 from __future__ import annotations
@@ -62,10 +62,22 @@ def triplet_batch(b: int, k: int, data_cfg, seed: int = 0) -> dict:
     }
 
 
+def interleaved_rates(steps: dict, n: int, device: str, repeat: int) -> dict:
+    """Triplets/s of each step, timed in alternation (one step of each per round, median over rounds):
+    on a shared machine the load drifts within seconds, and back-to-back blocks would give it to one side."""
+    for step in steps.values():
+        step()  # warm-up
+    times: dict = {label: [] for label in steps}
+    for _ in range(repeat):
+        for label, step in steps.items():
+            times[label].append(timed(step, device, 1))
+    return {label: n / float(np.median(t)) for label, t in times.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=None, help="positives per step (default: the experiment's)")
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args()
     dev = a.device
@@ -81,7 +93,7 @@ def main() -> None:
         batch = {key: t.to(dev) for key, t in triplet_batch(b, k, cfg.data).items()}
         plain = {key: t for key, t in batch.items() if not key.endswith("_index")}
         n = b * (1 + k)
-        rates, losses = {}, {}
+        steps, losses = {}, {}
         for label, data in (("per triplet", plain), ("distinct once", batch)):
             torch.manual_seed(0)
             model = build_model([f"experiment={experiment}"], embed_dim=E).to(dev).train()
@@ -96,7 +108,8 @@ def main() -> None:
 
             with torch.no_grad():
                 losses[label] = float(model.training_step(data, 0))
-            rates[label] = n / timed(step, dev, a.repeat)
+            steps[label] = step
+        rates = interleaved_rates(steps, n, dev, a.repeat)
         widths = [layer.in_features for layer in model.scorer.layers if isinstance(layer, torch.nn.Linear)] + [1]
         bare, _ = layer_gemms(n, list(zip(widths[:-1], widths[1:])), dev)
         bare_rate = n / timed(bare, dev, a.repeat)
@@ -110,7 +123,9 @@ def main() -> None:
             f"{rates['distinct once'] / rates['per triplet']:8.2f}x {bare_rate:11.0f} "
             f"{losses['per triplet']:>16.7f} / {losses['distinct once']:.7f}"
         )
-    print("\n(triplets/s, mean of --repeat steps after a warm-up; distinct = share of the B x M triplets)")
+    print(
+        "\n(triplets/s: the two paths timed in alternation, median of --repeat steps each after a warm-up; bare GEMMs: mean of --repeat; distinct = share of the B x M triplets)"
+    )
 
 
 if __name__ == "__main__":

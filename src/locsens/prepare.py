@@ -36,6 +36,7 @@ from locsens.artifacts import WorldLayout
 from locsens.config import validate_prepare_config
 from locsens.data.store import VERIFY_MAX_BYTES, DatasetStore, FeatureStore, StoreError, read_identity
 from locsens.files import exclusive, file_sha256, remove_stale_temps, require_file, temp_dir
+from locsens.metrics.tagging import place_name_mask
 
 OVERLAP_SAMPLE = 20_000  # kept photos of the first metadata file whose ids must meet the feature store's
 
@@ -226,11 +227,7 @@ def summarise(dataset_path, features_path) -> dict:
             "the two stores do not belong together"
         )
     n_tags = int(ds.tags_indptr[-1])
-    index = {t: i for i, t in enumerate(ds.vocab)}
-    is_place = np.zeros(ds.num_tags, bool)
-    is_place[[index[p] for p in ds.place_names if p in index]] = True
-    with_place = np.zeros(len(ds), bool)
-    np.logical_or.at(with_place, np.repeat(np.arange(len(ds)), np.diff(ds.tags_indptr)), is_place[ds.tags_indices])
+    with_place = ds.rows_with_any(place_name_mask(ds.vocab, ds.place_names).numpy())
     summary = {
         "dataset": str(dataset_path),
         "features": str(features_path),

@@ -505,6 +505,12 @@ class DatasetStore(_Identity):
             raise KeyError(f"unknown split {split!r}; expected one of {SPLIT_NAMES}")
         return np.flatnonzero(self.split == SPLIT_IDS[split])
 
+    def rows_with_any(self, tag_mask: np.ndarray) -> np.ndarray:
+        """Bool per row: does the image carry a tag of the bool mask ``tag_mask`` [V]?"""
+        hit = np.zeros(len(self), dtype=bool)
+        np.logical_or.at(hit, np.repeat(np.arange(len(self)), np.diff(self.tags_indptr)), tag_mask[self.tags_indices])
+        return hit
+
     def multi_hot(self, rows: np.ndarray) -> np.ndarray:
         """Dense bool [len(rows), V] ground-truth matrix (for small row sets: tests, evaluation chunks)."""
         out = np.zeros((len(rows), self.num_tags), dtype=bool)

@@ -634,16 +634,15 @@ def _draw_photos(rng: np.random.Generator, cities: Cities, params: WorldParams, 
     city_a[travel_a] = trip[travel_a]
     # local excursions: another city of the home country, by population
     exc = ~travel_a & (rng.random(n_albums) < params.home_country_excursion)
-    city, travel = city_a, travel_a  # drawn per album below, then given to each of its photos
     order = np.argsort(cities.country, kind="stable")
     cum = np.cumsum(cities.population[order])
     starts = np.searchsorted(cities.country[order], np.arange(len(cities.countries)), side="left")
     ends = np.searchsorted(cities.country[order], np.arange(len(cities.countries)), side="right")
-    ctry = cities.country[city[exc]]
+    ctry = cities.country[city_a[exc]]
     lo_cum = np.where(starts[ctry] > 0, cum[np.maximum(starts[ctry] - 1, 0)], 0.0)
     u = lo_cum + rng.random(exc.sum()) * (cum[ends[ctry] - 1] - lo_cum)
-    city[exc] = order[np.minimum(np.searchsorted(cum, u, side="right"), len(order) - 1)]
-    city, travel = city_a[album], travel_a[album]
+    city_a[exc] = order[np.minimum(np.searchsorted(cum, u, side="right"), len(order) - 1)]
+    city, travel = city_a[album], travel_a[album]  # each photo where its album is
     jitter = rng.normal(0.0, km_to_degrees(params.jitter_km), (n_lines, 2))
     centre_lat, centre_lon = cities.lat[city].astype(np.float64), cities.lon[city].astype(np.float64)
     # the countryside: a share of photos taken 10-60 km out (log-uniform), in villages and parks whose
@@ -688,24 +687,25 @@ def _places(cities: Cities, city: np.ndarray) -> tuple[list[str], np.ndarray, di
     return town_names, town_of_city, place_of, place_label
 
 
-def _village_names(photos: _Photos, place_of: dict, place_label: dict) -> dict:
-    """The place ids photos are tagged with: a countryside photo's town is the offline geocoder's town at
-    its location (a village; its label appended to ``place_label["town"]``), the coarser levels its city's."""
+def _village_names(photos: _Photos, place_of: dict, town_names: list[str]) -> tuple[dict, list[str]]:
+    """The place ids photos are tagged with, and the town labels they index: a countryside photo's town is
+    the offline geocoder's town at its location (a village, appended after ``town_names``), the coarser
+    levels its city's."""
     named = {level: ids.copy() for level, ids in place_of.items()}
+    labels = list(town_names)
     rural = np.flatnonzero(photos.rural)
     if len(rural):
         from locsens.data.geography import default_geography
 
         geo = default_geography()
         rows, _ = geo.nearest_town(photos.lat[rural], photos.lon[rural])
-        labels = place_label["town"]
         index = {name: i for i, name in enumerate(labels)}
         for i, name in zip(rural.tolist(), (geo.town_name[r] for r in rows)):
             if name not in index:
                 index[name] = len(labels)
                 labels.append(name)
             named["town"][i] = index[name]
-    return named
+    return named, labels
 
 
 def _draw_tags(
@@ -880,7 +880,7 @@ def generate_world(
     users = _draw_users(rng, cities, params, n_users)
     photos = _draw_photos(rng, cities, params, users, n_lines)
     town_names, town_of_city, place_of, place_label = _places(cities, photos.city)
-    named = _village_names(photos, place_of, place_label)
+    named, place_label["town"] = _village_names(photos, place_of, town_names)
     tok = _Tokens()
     token_matrix = _draw_tags(rng, cities, params, users, photos, named, place_label, tok)
     untagged = users.never_tags[photos.user] | (rng.random(n_lines) < params.p_untagged_photo)
@@ -952,7 +952,7 @@ def generate_world(
         n_users,
         feature_dim,
         cities,
-        town_names,
+        place_label["town"],
         named,  # the places photos are named after (a countryside photo: its village), as ingestion geocodes them
         photos.city,
         kept_geo,

@@ -52,11 +52,8 @@ def data_statistics(ds: DatasetStore) -> dict[str, float]:
     """Tags per image, place-name share, vocabulary and how many photos the test images' towns have."""
     per_image = np.diff(ds.tags_indptr)
     is_place = place_name_mask(ds.vocab, ds.place_names).numpy()
-    image_of = np.repeat(np.arange(len(ds)), per_image)
-    with_place = np.zeros(len(ds), bool)
-    np.logical_or.at(with_place, image_of, is_place[ds.tags_indices])
-    only_place = np.ones(len(ds), bool)
-    np.logical_and.at(only_place, image_of, is_place[ds.tags_indices])
+    with_place = ds.rows_with_any(is_place)
+    only_place = ~ds.rows_with_any(~is_place)
     train, test = ds.split == 0, ds.split == 2
     town = ds.place_index["town"]
     train_per_town = np.bincount(town[train & (town >= 0)], minlength=len(ds.places["town"]))
