@@ -134,3 +134,59 @@ def frequency_topk(train_rows, tags_of, place_of: dict, chain, row, k, num_tags)
             if t not in listed:
                 listed.append(t)
     return listed[:k]
+
+
+def place_consistency(ranked, truth, photo_places, photo_latlon, places, place_names, vocab, town_latlon, town_km, k):
+    """The place-consistency percentages (locsens.metrics.places' definitions) by loops over images and tags.
+
+    ``photo_places[i]``: {level: id}; ``places``: {level: [names]}; ``town_latlon[t]``: (lat, lon) or None."""
+
+    def norm(name):
+        return "".join(c for c in name.lower() if c.isalnum())
+
+    names_of = {}
+    for level, names in places.items():
+        for p, name in enumerate(names):
+            if norm(name) in place_names:
+                names_of.setdefault(norm(name), []).append((level, p))
+    n = n_wrong = n_coarse = n_names = n_wrong_names = 0
+    gt_p = gt_p_wrong = gt_np = gt_np_wrong = 0
+    for ranking, tags, own, (lat, lon) in zip(ranked, truth, photo_places, photo_latlon):
+        n += 1
+        wrong_here = coarse_here = False
+        for t in ranking[:k]:
+            if t < 0 or vocab[t] not in names_of:
+                continue
+            n_names += 1
+            meanings = names_of[vocab[t]]
+            right = False
+            for level, p in meanings:
+                if own[level] == p:
+                    right = True
+                elif level == "town" and town_latlon[p] is not None:
+                    right |= haversine_km(lat, lon, *town_latlon[p]) <= town_km
+            if not right:
+                n_wrong_names += 1
+                wrong_here = True
+                coarse_here |= any(level in ("country", "continent") for level, _ in meanings)
+        n_wrong += wrong_here
+        n_coarse += coarse_here
+        if any(t >= 0 and vocab[t] in names_of for t in tags):
+            gt_p += 1
+            gt_p_wrong += wrong_here
+        else:
+            gt_np += 1
+            gt_np_wrong += wrong_here
+
+    def pct(a, b):
+        return None if b == 0 else 100.0 * a / b
+
+    return {
+        f"wrong_place@{k}": pct(n_wrong, n),
+        f"wrong_country@{k}": pct(n_coarse, n),
+        "wrong_share": pct(n_wrong_names, n_names),
+        f"wrong_place@{k}|gt_places": pct(gt_p_wrong, gt_p),
+        f"wrong_place@{k}|gt_no_places": pct(gt_np_wrong, gt_np),
+        f"place_names@{k}": n_names / n,
+        "n": n,
+    }

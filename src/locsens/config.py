@@ -391,6 +391,8 @@ class ImageShortlistConfig:
 class TaggingConfig:
     ks: list[int] = field(default_factory=lambda: [1, 10, 50])
     shortlist: TagShortlistConfig | None = None
+    place_consistency_k: int = 10  # the top-k whose place names are checked (locsens.metrics.places)
+    place_consistency_town_km: float = 100.0  # a predicted town within this distance of the photo is not wrong
 
 
 @dataclass
@@ -641,6 +643,8 @@ def validate_evaluate_config(cfg: DictConfig) -> DictConfig:
         {
             "seed": (_is_int, "an integer"),
             "tagging.ks": ks_ok,
+            "tagging.place_consistency_k": (positive_int, "a positive integer (k >= 1)"),
+            "tagging.place_consistency_town_km": (positive_number, "a positive distance in km"),
             "retrieval.k": (positive_int, "a positive integer (k >= 1)"),
             "retrieval.thresholds_km": (
                 lambda v: isinstance(v, (list, ListConfig)) and len(v) > 0 and all(positive_number(x) for x in v),

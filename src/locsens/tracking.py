@@ -207,7 +207,15 @@ def results_tables(results: dict) -> dict[str, tuple[list[str], list[list]]]:
         (f"{method}", setting, flatten_scalars(values))
         for method, settings in results.get("tagging", {}).items()
         for setting, values in settings.items()
+        if setting != "place_consistency"
     ]
+    places = {m: s["place_consistency"] for m, s in results.get("tagging", {}).items() if "place_consistency" in s}
+    if places:
+        metrics = list(dict.fromkeys(k for v in places.values() for k in v))
+        tables["place_consistency"] = (
+            ["method", *metrics],
+            [[m, *(v.get(k) for k in metrics)] for m, v in places.items()],
+        )
     if tagging_rows:
         metrics = sorted({k for _, _, v in tagging_rows for k in v})
         tables["tagging"] = (

@@ -48,6 +48,7 @@ from locsens.metrics.retrieval import (
     precision_table,
     threshold_key,
 )
+from locsens.metrics.places import DEFAULT_TOWN_KM, PlaceConsistency, PlaceGazetteer, Photos
 from locsens.metrics.tagging import TaggingAccuracy, ground_truth_from_csr, place_name_mask
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,9 @@ class Protocol:
     ks: tuple[int, ...]
     k_keep: int  # tagging predictions kept per image (top 50, or the largest k)
     thresholds: list[float]
+    gazetteer: PlaceGazetteer | None = None  # which tags name which places (the place-consistency measure)
+    place_k: int = 10
+    place_km: float = DEFAULT_TOWN_KM
 
 
 def build_protocol(ds: DatasetStore, cfg: DictConfig) -> Protocol:
@@ -111,8 +115,11 @@ def build_protocol(ds: DatasetStore, cfg: DictConfig) -> Protocol:
         queries=queries,
         exclude=place_name_mask(ds.vocab, ds.place_names),
         ks=ks,
-        k_keep=max(50, max(ks)),
+        k_keep=max(50, max(ks), int(cfg.tagging.place_consistency_k)),
         thresholds=[float(t) for t in rcfg.thresholds_km],
+        gazetteer=PlaceGazetteer.from_dataset(ds),
+        place_k=int(cfg.tagging.place_consistency_k),
+        place_km=float(cfg.tagging.place_consistency_town_km),
     )
 
 
@@ -143,6 +150,10 @@ def empty_part(methods: dict, ds: DatasetStore, protocol: Protocol, rcfg: DictCo
             "with_places": TaggingAccuracy(ds.num_tags, ks=protocol.ks),
             "places_omitted": TaggingAccuracy(ds.num_tags, ks=protocol.ks, exclude=protocol.exclude),
         }
+        if protocol.gazetteer is not None:
+            part.tagging[name]["place_consistency"] = PlaceConsistency(
+                protocol.gazetteer, k=protocol.place_k, town_km=protocol.place_km
+            )
         if hasattr(m, "retrieve") and not m.location_aware and len(protocol.agnostic_tags):
             part.agnostic[name] = RetrievalPrecision(protocol.candidates, k=k)
         if hasattr(m, "retrieve") and len(protocol.queries):
@@ -172,6 +183,8 @@ def score_part(
                 b = method.rank_tags(r, protocol.k_keep, exclude=protocol.exclude)
             metrics["with_places"].update(a, target)
             metrics["places_omitted"].update(b, target)
+            if "place_consistency" in metrics:
+                metrics["place_consistency"].update(a, target, Photos.of_rows(ds, r))
             top_all.append(a.int().numpy())
             top_omit.append(b.int().numpy())
         part.tag_preds[name] = (_stack(top_all, protocol.k_keep), _stack(top_omit, protocol.k_keep))
@@ -219,6 +232,7 @@ def evaluate_tagging(methods: dict, ds: DatasetStore, rows: np.ndarray, ks, chun
         ks=ks,
         k_keep=max(k_keep, max(ks)),
         thresholds=[],
+        gazetteer=PlaceGazetteer.from_dataset(ds),
     )
     cfg = OmegaConf.create(
         {"chunk_images": chunk, "retrieval": {"k": 10, "exclude_query_image": False, "chunk_queries": 1}}

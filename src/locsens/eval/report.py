@@ -46,6 +46,32 @@ def write_tables(path: Path, results: dict) -> str:
         columns = [f"A@{k}" for k in ks] + ["%pred", "%cpred"]
         rows = [[name] + [_fmt(r[key].get(c)) for c in columns] for name, r in results["tagging"].items()]
         out += [f"## {title}\n", markdown_table(["method", *columns], rows), ""]
+    places = {n: r["place_consistency"] for n, r in results["tagging"].items() if "place_consistency" in r}
+    if places:
+        first = next(iter(places.values()))
+        k = next(c.split("@")[1] for c in first if c.startswith("wrong_place@") and "|" not in c)
+        columns = [
+            f"wrong_place@{k}",
+            f"wrong_country@{k}",
+            "wrong_share",
+            f"wrong_place@{k}|gt_no_places",
+            f"place_names@{k}",
+        ]
+        header = [
+            "method",
+            f"% images: wrong place in top-{k}",
+            "% images: wrong country/continent",
+            "% of predicted place names wrong",
+            "% images w/o place in truth: wrong place",
+            f"place names per top-{k}",
+        ]
+        rows = [[name] + [_fmt(v.get(c)) for c in columns] for name, v in places.items()]
+        km = (results.get("config") or {}).get("tagging", {}).get("place_consistency_town_km", 100)
+        out += [
+            f"## Place consistency of the top-{k} (a town within {km:g} km of the photo is not wrong)\n",
+            markdown_table(header, rows),
+            "",
+        ]
     keys = results["threshold_keys"]
     cols = ["agnostic" if key == "inf" else key.replace("km", " km") for key in keys]
     rows = [[name] + [_fmt(v.get(key)) for key in keys] for name, v in results["location_sensitive_retrieval"].items()]
