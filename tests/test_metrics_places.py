@@ -4,11 +4,11 @@ import math
 
 import numpy as np
 import pytest
+import reference_metrics as ref
 import torch
 
-import reference_metrics as ref
 from locsens.data.store import DatasetStore
-from locsens.metrics.places import PlaceConsistency, PlaceGazetteer, Photos
+from locsens.metrics.places import Photos, PlaceConsistency, PlaceGazetteer
 from locsens.metrics.tagging import ground_truth_from_csr
 
 

@@ -38,6 +38,7 @@ from locsens.data.store import STR, DatasetStore, StoreError, atomic_h5, read_id
 from locsens.eval.methods import build_method
 from locsens.eval.shards import Part, fingerprint, read_shards, shard_path, share, write_shard
 from locsens.files import exclusive, fsync_dir, git_commit, temp_dir, write_json_atomic
+from locsens.metrics.places import DEFAULT_TOWN_KM, Photos, PlaceConsistency, PlaceGazetteer
 from locsens.metrics.retrieval import (
     LocationQueries,
     LocationSensitivePrecision,
@@ -48,7 +49,6 @@ from locsens.metrics.retrieval import (
     precision_table,
     threshold_key,
 )
-from locsens.metrics.places import DEFAULT_TOWN_KM, PlaceConsistency, PlaceGazetteer, Photos
 from locsens.metrics.tagging import TaggingAccuracy, ground_truth_from_csr, place_name_mask
 
 log = logging.getLogger(__name__)
