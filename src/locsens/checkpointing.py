@@ -54,6 +54,7 @@ MODEL_CLASSES = {
     "locsens.models.mlc.MLC": "agnostic",
     "locsens.models.her.HER": "agnostic",
     "locsens.models.locsens.LocSens": "locsens",
+    "locsens.models.geo_prior.GeoPrior": "prior",
 }
 
 

@@ -259,11 +259,12 @@ class ScoringEngine:
         cand_e: torch.Tensor | None = None,
         skip: tuple | None = None,
         exclude: torch.Tensor | None = None,
+        offset: torch.Tensor | None = None,
     ):
         """Scores of rest(query[b] + cand[n] (+ the pair terms of ``factors`` x ``cand_e``)) (+ ``w *
-        q_raw[b] . c_raw[n]`` with ``skip = (w, q_raw, c_raw)``) for every pair: [B, N], or with ``k``
-        the running top-k (values [B, k'], candidate ids [B, k'], best first; k' = min(k, N)). Candidates
-        in the bool mask ``exclude`` [N] score -inf."""
+        q_raw[b] . c_raw[n]`` with ``skip = (w, q_raw, c_raw)``) (+ ``offset[b, n]``, [B, N] or [B, 1]: the
+        prior skip) for every pair: [B, N], or with ``k`` the running top-k (values [B, k'], candidate ids
+        [B, k'], best first; k' = min(k, N)). Candidates in the bool mask ``exclude`` [N] score -inf."""
         fast = self.fast
         b_total, n_total = query.shape[0], cand.shape[0]
         if k is not None and k < 1:
@@ -289,6 +290,9 @@ class ScoringEngine:
                 s = fast.rest(h.reshape(-1, q.shape[1])).view(q.shape[0], c.shape[0])
                 if skip is not None:
                     s = s + skip[0] * (skip[1][b0 : b0 + q.shape[0]] @ skip[2][n0 : n0 + n_chunk].T)
+                if offset is not None:
+                    rows = offset[b0 : b0 + q.shape[0]]
+                    s = s + (rows if rows.shape[1] == 1 else rows[:, n0 : n0 + n_chunk])
                 if exclude is not None:
                     s = s.masked_fill(exclude[n0 : n0 + n_chunk][None, :], -math.inf)
                 if k is None:
@@ -306,7 +310,7 @@ class ScoringEngine:
             return out_scores
         if rescore:  # exact fp32 scores of the reduced-precision shortlist, re-ranked
             top_i = top_i.masked_fill(~torch.isfinite(top_v), -1)
-            return self._lists(query, cand, top_i, min(k, n_total), factors, cand_e, skip, exact=True)
+            return self._lists(query, cand, top_i, min(k, n_total), factors, cand_e, skip, exact=True, offset=offset)
         return top_v, top_i.masked_fill(~torch.isfinite(top_v), -1)
 
     def _lists(
@@ -319,8 +323,9 @@ class ScoringEngine:
         cand_e: torch.Tensor | None = None,
         skip: tuple | None = None,
         exact: bool = False,
+        offset: torch.Tensor | None = None,
     ):
-        """Scores of each query b against its own candidates ``ids[b]`` ([B, C] candidate ids, -1 = none,
+        """Scores (+ ``offset``, as in ``_grid``) of each query b against its own candidates ``ids[b]`` ([B, C] candidate ids, -1 = none,
         scored -inf), gathered in chunks of about ``chunk_pairs`` pairs: [B, C], or with ``k`` the top-k
         (values [B, k'], candidate ids [B, k'], k' = min(k, C)); reduced precision with ``k`` rescores its
         top k + ``rescore_extra`` in fp32. ``exact``: every layer in fp32."""
@@ -339,13 +344,17 @@ class ScoringEngine:
             s = fast.rest(h.reshape(-1, query.shape[1]), exact=exact).view(b1 - b0, c_total)
             if skip is not None:
                 s = s + skip[0] * (skip[1][b0:b1, None, :] * skip[2][idx]).sum(-1)
+            if offset is not None:
+                s = s + (offset[b0:b1] if offset.shape[1] == 1 else offset[b0:b1].gather(1, idx))
             scores[b0:b1] = s
         scores = scores.masked_fill(~valid, -math.inf)
         if k is None:
             return scores
-        return self._top_of_lists(scores, query, cand, ids, k, factors, cand_e, skip, exact)
+        return self._top_of_lists(scores, query, cand, ids, k, factors, cand_e, skip, exact, offset)
 
-    def _top_of_lists(self, scores, query, cand, ids, k: int, factors=None, cand_e=None, skip=None, exact=False):
+    def _top_of_lists(
+        self, scores, query, cand, ids, k: int, factors=None, cand_e=None, skip=None, exact=False, offset=None
+    ):
         """The top-k ``(values [B, k'], candidate ids [B, k'])`` of list scores ``[B, C]`` (-inf: none); in
         reduced precision its top k + ``rescore_extra`` are rescored exactly in fp32 and re-ranked."""
         c_total = ids.shape[1]
@@ -354,7 +363,7 @@ class ScoringEngine:
         top_v, pick = torch.topk(scores, kk, dim=1)
         top_i = ids.gather(1, pick).masked_fill(~torch.isfinite(top_v), -1)
         if rescore:
-            return self._lists(query, cand, top_i, min(k, c_total), factors, cand_e, skip, exact=True)
+            return self._lists(query, cand, top_i, min(k, c_total), factors, cand_e, skip, exact=True, offset=offset)
         return top_v, top_i
 
     # ------------------------------------------------------------------------------------------
@@ -382,13 +391,27 @@ class ScoringEngine:
                 f"images must be [B, E] with B = len(lat), got {tuple(images.shape)} and {torch.as_tensor(lat).shape[0]} locations"
             )
         query, vocab, factors, vocab_e, skip = self._tag_queries(images, lat, lon)
+        offset = self._tag_prior(lat, lon, vocab.shape[0])
         if candidates is not None:
             ids = torch.as_tensor(candidates, device=self.device).long()
             if exclude is not None:
                 ids = ids.masked_fill(exclude.to(self.device)[ids.clamp_min(0)] & (ids >= 0), -1)
-            return self._lists(query, vocab, ids, k, factors, vocab_e, skip)
+            return self._lists(query, vocab, ids, k, factors, vocab_e, skip, offset=offset)
         mask = None if exclude is None else torch.as_tensor(exclude, device=self.device).bool()
-        return self._grid(query, vocab, k, progress, factors, vocab_e, skip, exclude=mask)
+        return self._grid(query, vocab, k, progress, factors, vocab_e, skip, exclude=mask, offset=offset)
+
+    def _tag_prior(self, lat, lon, num_tags: int) -> torch.Tensor | None:
+        """The prior skip's ``w * log p(tag | location)`` of every (location, vocabulary tag): [B, V] fp32."""
+        net = getattr(self.model, "prior_net", None)
+        if net is None:
+            return None
+        if net.head.out_features != num_tags:
+            raise ValueError(
+                f"the model's prior skip has {net.head.out_features} tags, the engine's vocabulary {num_tags}"
+            )
+        lat, lon = torch.as_tensor(lat).to(self.device), torch.as_tensor(lon).to(self.device)
+        with self._inference():
+            return float(self.model.prior_weight) * net.log_prior(lat, lon).float()
 
     def _tag_queries(self, images, lat, lon):
         """(per-image query block, the vocabulary block, pair factors, tag embeddings, skip): the parts of
@@ -408,14 +431,15 @@ class ScoringEngine:
         leaves (with places and places omitted from one shortlist; reduced precision rescored in fp32)."""
         query, vocab, factors, vocab_e, skip = self._tag_queries(images, lat, lon)
         ids = torch.as_tensor(candidates, device=self.device).long()
-        scores = self._lists(query, vocab, ids, None, factors, vocab_e, skip)
+        offset = self._tag_prior(lat, lon, vocab.shape[0])
+        scores = self._lists(query, vocab, ids, None, factors, vocab_e, skip, offset=offset)
         out = []
         for exclude in excludes:
             masked = scores
             if exclude is not None:
                 drop = exclude.to(self.device)[ids.clamp_min(0)] & (ids >= 0)
                 masked = scores.masked_fill(drop, -math.inf)
-            out.append(self._top_of_lists(masked, query, vocab, ids, k, factors, vocab_e, skip))
+            out.append(self._top_of_lists(masked, query, vocab, ids, k, factors, vocab_e, skip, offset=offset))
         return out
 
     def score_images(
@@ -434,6 +458,9 @@ class ScoringEngine:
 
         ``shortlist [B, C]``: score only these candidate positions per query (-1 = none; the cascade)."""
         tags = torch.as_tensor(tags)
+        tag_ids = None if tags.is_floating_point() else tags
+        if getattr(self.model, "prior_net", None) is not None and tag_ids is None:
+            raise ValueError("this model has a prior skip: score_images needs the query tags as vocabulary ids")
         if not tags.is_floating_point():
             if self._tag_embeddings is None:
                 raise ValueError(
@@ -458,7 +485,13 @@ class ScoringEngine:
             )
         skip = None if fast.skip_weight is None else (fast.skip_weight, self._normalised(tags), prepared.normalised)
         query = query + fast.bias
+        offset = None
+        if tag_ids is not None and getattr(self.model, "prior_net", None) is not None:  # one value per query
+            with self._inference():
+                lat_d, lon_d = torch.as_tensor(lat).to(self.device), torch.as_tensor(lon).to(self.device)
+                offset = float(self.model.prior_weight) * self.model.prior_term(lat_d, lon_d, tag_ids.to(self.device))
+            offset = offset.float()[:, None]
         if shortlist is not None:
             ids = torch.as_tensor(shortlist, device=self.device).long()
-            return self._lists(query, prepared.first_layer, ids, k, factors, prepared.embedding, skip)
-        return self._grid(query, prepared.first_layer, k, progress, factors, prepared.embedding, skip)
+            return self._lists(query, prepared.first_layer, ids, k, factors, prepared.embedding, skip, offset=offset)
+        return self._grid(query, prepared.first_layer, k, progress, factors, prepared.embedding, skip, offset=offset)

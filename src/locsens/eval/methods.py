@@ -94,11 +94,67 @@ class FrequencyMethod:
         return self.tagger.topk(rows, k, exclude=exclude)
 
 
+class PriorMethod(ScoreRanking):
+    """Tagging by a location prior alone: rank the vocabulary by ``log p(tag | location)``.
+
+    ``prior``: ``knn`` / ``kde`` (``locsens.priors.NeighbourPrior`` over the training photos, with its
+    ``k`` / ``bandwidth_km``), ``learned`` (a ``GeoPrior`` checkpoint: ``log sigmoid`` of its logits) or
+    ``frequency`` (the smoothed place-frequency prior of ``level``)."""
+
+    location_aware = True
+
+    def __init__(self, name: str, dataset: DatasetStore, prior: str, checkpoint: str | None = None, **options):
+        self.name, self.kind = name, prior
+        self.lat, self.lon = dataset.lat, dataset.lon
+        if prior in ("knn", "kde"):
+            from locsens.priors import NeighbourPrior
+
+            self.prior = NeighbourPrior(dataset, prior, **options)
+            self.lineage = {"dataset": dataset.content_id, "prior": {"kind": prior, **options}}
+        elif prior == "learned":
+            from locsens.checkpointing import load_model
+
+            if not checkpoint:
+                raise KeyError(f"methods.{name}: prior=learned needs checkpoint (a GeoPrior run's checkpoint)")
+            model, ckpt = load_model(checkpoint, expect="prior")
+            require_made_from(
+                f"GeoPrior checkpoint {checkpoint}",
+                (ckpt["locsens"].get("made_from") or {}).get("dataset"),
+                "dataset store",
+                {"id": dataset.content_id, "path": str(dataset.path)},
+                "evaluate it on the dataset store it was trained on",
+            )
+            self.net = model.net
+            self.lineage = {"checkpoint": file_ref(checkpoint)}
+        elif prior == "frequency":
+            from locsens.eval.baselines import FrequencyTagger
+
+            self.prior = FrequencyTagger(dataset, level=options.get("level", "town"))
+            self.prior.fit()
+            self.lineage = {"dataset": dataset.content_id, "prior": {"kind": prior, **options}}
+        else:
+            raise ValueError(f"methods.{name}.prior: expected knn | kde | learned | frequency, got {prior!r}")
+
+    def log_prior(self, rows: np.ndarray) -> torch.Tensor:
+        """``log p(tag | location)`` of dataset ``rows``: ``[len(rows), V]``."""
+        rows = np.asarray(rows)
+        if self.kind == "learned":
+            with torch.no_grad():
+                return self.net.log_prior(torch.from_numpy(self.lat[rows]), torch.from_numpy(self.lon[rows])).float()
+        if self.kind == "frequency":
+            return torch.log(self.prior.prior(rows))
+        return torch.log(self.prior.prior(self.lat[rows], self.lon[rows]))
+
+    def tag_scores(self, rows: np.ndarray) -> torch.Tensor:
+        return self.log_prior(rows)
+
+
 class ProductOfExperts(ScoreRanking):
     """A visual model's tag probabilities times a location tag prior: log p(t|img) + w log p(t|place).
 
     MCC scores are cosines; p(t|img) = softmax(cos / temperature) with the temperature chosen on the
     validation split (maximising A@10 of the product) from a small grid, so nothing is tuned on test.
+    The prior is the frequency prior of ``level`` or an earlier :class:`PriorMethod`.
     """
 
     location_aware = True
@@ -108,18 +164,16 @@ class ProductOfExperts(ScoreRanking):
         name: str,
         dataset: DatasetStore,
         visual: EmbeddingMethod,
-        level: str,
+        level: str | None = None,
         weight: float = 1.0,
         temperatures=(0.01, 0.02, 0.05, 0.1, 0.2),
         tune_rows: int = 2000,
         seed: int = 0,
+        prior: PriorMethod | None = None,
     ):
-        from locsens.eval.baselines import FrequencyTagger
-
         self.name, self.visual, self.weight = name, visual, weight
-        self.lineage = visual.lineage
-        self.prior = FrequencyTagger(dataset, level=level)
-        self.prior.fit()
+        self.lineage = {**visual.lineage, **({"prior": prior.lineage} if prior is not None else {})}
+        self.prior = prior if prior is not None else PriorMethod(name, dataset, "frequency", level=level)
         val = dataset.split_rows("val")
         rng = np.random.default_rng(seed)
         val = np.sort(rng.choice(val, size=min(tune_rows, len(val)), replace=False)) if len(val) else val
@@ -138,7 +192,7 @@ class ProductOfExperts(ScoreRanking):
 
     def tag_scores(self, rows: np.ndarray) -> torch.Tensor:
         log_visual = torch.log_softmax(self.visual.tag_scores(rows) / self.temperature, dim=-1)
-        return log_visual + self.weight * torch.log(self.prior.prior(rows))
+        return log_visual + self.weight * self.prior.log_prior(rows)
 
 
 class LocSensMethod:
@@ -263,7 +317,7 @@ class LocSensMethod:
         self.pairs_scored["retrieval"] += n * len(prepared) if shortlist is None else int((shortlist >= 0).sum())
         with torch.no_grad():
             _, ids = self.engine.score_images(
-                self.tag[torch.as_tensor(tag_ids)],
+                torch.as_tensor(tag_ids).long(),  # ids: the engine reads the vocabulary (and a prior skip)
                 torch.as_tensor(lat),
                 torch.as_tensor(lon),
                 prepared,
@@ -284,11 +338,22 @@ def build_method(name: str, spec: dict, dataset: DatasetStore, built: dict, shor
     """One method from its config entry. ``built`` holds the methods made so far (for products);
     ``shortlists`` = ``{"tagging": sizes | None, "retrieval": sizes | None}`` for LocSens' cascade."""
     kind = spec.get("kind")
-    unknown = set(spec) - {"kind", "level", "embeddings_path", "model", "checkpoint", "visual", "weight", "dtype"}
+    prior_options = {"k", "bandwidth_km", "max_neighbours", "alpha"}
+    allowed = {"kind", "level", "embeddings_path", "model", "checkpoint", "visual", "weight", "dtype", "prior"}
+    unknown = set(spec) - allowed - (prior_options if kind == "prior" else set())
     if unknown:
+        import difflib
+
+        hints = [
+            f"{u!r} (did you mean {close[0]!r}?)"
+            if (close := difflib.get_close_matches(u, allowed | prior_options, 1))
+            else repr(u)
+            for u in sorted(unknown)
+        ]
         raise KeyError(
-            f"methods.{name}: unknown keys {sorted(unknown)} (a method takes kind and, by kind, level, "
-            "embeddings_path, model, checkpoint, visual, weight, dtype)"
+            f"methods.{name}: unknown keys {', '.join(hints)} (a method takes kind and, by kind, level, "
+            "embeddings_path, model, checkpoint, visual, weight, dtype, prior; a prior method k, bandwidth_km, "
+            "max_neighbours, alpha)"
         )
     path_keys = [k for k in ("embeddings_path", "checkpoint") if spec.get(k)]
     for k in path_keys:
@@ -317,7 +382,19 @@ def build_method(name: str, spec: dict, dataset: DatasetStore, built: dict, shor
             raise ValueError(f"methods.{name}.weight: {spec.get('weight')!r} is not a number") from None
         if not math.isfinite(weight):
             raise ValueError(f"methods.{name}.weight: {weight} must be a finite number")
-        return ProductOfExperts(name, dataset, visual, spec["level"], weight)
+        prior = None
+        if spec.get("prior") is not None:
+            prior = built.get(spec["prior"])
+            if not isinstance(prior, PriorMethod):
+                raise KeyError(f"methods.{name}.prior: {spec['prior']!r} must name an earlier 'prior' method")
+        elif spec.get("level") is None:
+            raise KeyError(
+                f"methods.{name}: a product_of_experts takes a frequency prior's level or an earlier prior method"
+            )
+        return ProductOfExperts(name, dataset, visual, spec.get("level"), weight, prior=prior)
+    if kind == "prior":
+        options = {key: spec[key] for key in prior_options | {"level"} if spec.get(key) is not None}
+        return PriorMethod(name, dataset, spec.get("prior"), spec.get("checkpoint"), **options)
     if kind == "locsens":
         shortlists = shortlists or {}
         return LocSensMethod(
@@ -330,5 +407,5 @@ def build_method(name: str, spec: dict, dataset: DatasetStore, built: dict, shor
             image_shortlist=shortlists.get("retrieval"),
         )
     raise ValueError(
-        f"methods.{name}.kind: expected frequency | embeddings | product_of_experts | locsens, got {kind!r}"
+        f"methods.{name}.kind: expected frequency | embeddings | prior | product_of_experts | locsens, got {kind!r}"
     )

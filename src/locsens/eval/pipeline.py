@@ -260,6 +260,9 @@ def methods_from_runs(runs, dataset_path, locsens_dtype: str = "auto", taken=())
         ckpt = run.best_checkpoint()
         record = checkpoint_record(ckpt)
         made_from = record.get("made_from") or {}
+        if MODEL_CLASSES[record["model_class"]] == "prior":
+            specs[name] = {"kind": "prior", "prior": "learned", "checkpoint": str(ckpt)}
+            continue
         if MODEL_CLASSES[record["model_class"]] == "locsens":
             specs[name] = {
                 "kind": "locsens",

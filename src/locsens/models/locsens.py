@@ -92,6 +92,33 @@ def _distinct_places(lat: torch.Tensor, lon: torch.Tensor) -> tuple[torch.Tensor
     return torch.unique(pairs, dim=0, return_inverse=True)
 
 
+def _prior_skip_spec(spec: dict | None) -> dict | None:
+    """The prior skip's config (``{checkpoint, weight}``) completed with the prior net's spec read from the
+    checkpoint (and its weights, under ``_state``); a spec that has ``net`` (a saved LocSens) is kept."""
+    if spec is None:
+        return None
+    allowed = {"checkpoint", "weight", "net", "checkpoint_sha256"}
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ValueError(f"model.prior_skip: unknown keys {sorted(unknown)}; expected checkpoint and weight")
+    spec = {"weight": 1.0, **spec}
+    if spec.get("net") is None:
+        from locsens.checkpointing import load_checkpoint
+        from locsens.files import file_sha256
+
+        if not spec.get("checkpoint"):
+            raise ValueError(
+                "model.prior_skip.checkpoint: give a GeoPrior checkpoint (python train.py experiment=geo_prior)"
+            )
+        ckpt = load_checkpoint(spec["checkpoint"], expect="prior")
+        hp = ckpt.get("hyper_parameters") or {}
+        spec["net"] = {k: hp[k] for k in ("num_tags", "location_encoder", "width", "depth")}
+        spec["_state"] = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+        spec["checkpoint_sha256"] = file_sha256(spec["checkpoint"])
+        spec["checkpoint"] = str(spec["checkpoint"])
+    return spec
+
+
 def plain(spec: Any) -> Any:
     """A config node as plain Python (checkpoints load with weights_only=True)."""
     return OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else spec
@@ -151,6 +178,7 @@ class LocSens(L.LightningModule):
         val_ks: Sequence[int] = (1, 10, 50),
         val_distances_km: Sequence[float] = (25.0, 200.0),
         val_min_query_images: int = 10,
+        prior_skip: dict | None = None,
     ):
         super().__init__()
         if embed_dim is None:
@@ -164,6 +192,7 @@ class LocSens(L.LightningModule):
         # plain containers (not Hydra configs) so checkpoints load with torch.load(weights_only=True)
         location_encoder, image_branch, tag_branch = plain(location_encoder), plain(image_branch), plain(tag_branch)
         location_branch, scorer = plain(location_branch), plain(scorer)
+        prior_skip = _prior_skip_spec(plain(prior_skip))
         val_ks, val_distances_km = [int(k) for k in val_ks], [float(d) for d in val_distances_km]
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer_spec, self.scheduler_spec = optimizer, scheduler
@@ -192,6 +221,18 @@ class LocSens(L.LightningModule):
                 if isinstance(m, nn.Linear):
                     nn.init.normal_(m.weight, 0.0, init_std)
                     nn.init.zeros_(m.bias)
+        # the prior skip: + w * log p(tag | location) of a frozen learned prior (built after the paper init,
+        # which must not touch its weights; they come from its checkpoint or from this model's state)
+        self.prior_net, self.prior_weight = None, None
+        if prior_skip is not None:
+            from locsens.models.geo_prior import GeoPriorNet
+
+            self.prior_net = GeoPriorNet(**prior_skip["net"])
+            if prior_skip.get("_state") is not None:
+                self.prior_net.load_state_dict(prior_skip.pop("_state"), strict=True)
+            self.prior_net.requires_grad_(False)
+            self.prior_weight = nn.Parameter(torch.tensor(float(prior_skip["weight"])))
+            self.hparams["prior_skip"] = {k: v for k, v in prior_skip.items() if k != "_state"}
 
         self.val_loss = MeanMetric()  # sample-weighted, sum-reduced states (exact under DDP)
         self.val_tagging = TaggingAccuracy(
@@ -214,8 +255,26 @@ class LocSens(L.LightningModule):
         enc = self.location_encoder(lat_deg, lon_deg).to(self.scorer.layers[0].weight.dtype)
         return enc if self.location_branch is None else self.location_branch(enc)
 
-    def forward(self, img: torch.Tensor, tag: torch.Tensor, lat: torch.Tensor, lon: torch.Tensor) -> torch.Tensor:
-        return self.scorer(self.encode_location(lat, lon), self.encode_image(img), self.encode_tag(tag), img, tag)
+    def forward(
+        self,
+        img: torch.Tensor,
+        tag: torch.Tensor,
+        lat: torch.Tensor,
+        lon: torch.Tensor,
+        tag_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        scores = self.scorer(self.encode_location(lat, lon), self.encode_image(img), self.encode_tag(tag), img, tag)
+        if self.prior_net is not None:
+            if tag_ids is None:
+                raise ValueError("this LocSens has a prior skip: pass the tags' vocabulary ids (tag_ids)")
+            scores = scores + self.prior_weight * self.prior_term(lat, lon, tag_ids)
+        return scores
+
+    def prior_term(self, lat: torch.Tensor, lon: torch.Tensor, tag_ids: torch.Tensor) -> torch.Tensor:
+        """``log p(tag | location)`` of the prior skip for triplets (any shape, one per (lat, lon, tag))."""
+        with torch.no_grad():
+            feats = self.prior_net.features(lat.reshape(-1), lon.reshape(-1))
+            return self.prior_net.pair_log_prior(feats, tag_ids.reshape(-1)).view(tag_ids.shape)
 
     # ------------------------------------------------------------------------------------------
     # training
@@ -240,6 +299,8 @@ class LocSens(L.LightningModule):
         (the triplet datasets give them) every distinct image, tag and place is encoded once and its
         first-layer term computed once (``Scorer.forward_indexed``); without, triplet by triplet."""
         b, m, e = batch["image"].shape
+        if self.prior_net is not None and "tag_index" not in batch:
+            raise ValueError("a LocSens with a prior skip trains on batches with tag_index (locsens.data.triplets)")
         if "image_index" not in batch or "tag_index" not in batch:
             loc_e = self.encode_location(lat.reshape(-1), lon.reshape(-1)).view(b, m, -1)
             if drop_p > 0:
@@ -251,6 +312,11 @@ class LocSens(L.LightningModule):
         image, image_of = _distinct(batch["image_index"], batch["image"])
         tag, tag_of = _distinct(batch["tag_index"], batch["tag"])
         places, place_of = _distinct_places(lat.reshape(-1), lon.reshape(-1))
+        prior = None
+        if self.prior_net is not None:  # each distinct place's prior features once, then one dot per triplet
+            with torch.no_grad():
+                feats = self.prior_net.features(places[:, 0], places[:, 1])
+                prior = self.prior_net.pair_log_prior(feats.index_select(0, place_of), batch["tag_index"].reshape(-1))
         loc_e = self.encode_location(places[:, 0], places[:, 1])
         if drop_p > 0:  # a dropped group reads a zero location row, as zeroing its location block does
             keep = torch.rand(b, 1, 1, device=loc_e.device) >= drop_p  # the same draw as triplet by triplet
@@ -258,7 +324,8 @@ class LocSens(L.LightningModule):
             place_of = torch.where(keep.view(b, 1).expand(b, m).reshape(-1), place_of, len(places))
         parts = {"loc": loc_e, "img": self.encode_image(image), "tag": self.encode_tag(tag)}
         index = {"loc": place_of.view(b, m), "img": image_of, "tag": tag_of}
-        return self.scorer.forward_indexed(parts, index, image, tag)
+        scores = self.scorer.forward_indexed(parts, index, image, tag)
+        return scores if prior is None else scores + self.prior_weight * prior.view(b, m)
 
     @staticmethod
     def triplet_locations(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
