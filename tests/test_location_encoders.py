@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from conftest import CONF, compose
@@ -63,3 +66,43 @@ def test_grid_hashes_fine_levels_into_the_table_and_learns():
     assert enc.tables.grad is not None and (enc.tables.grad != 0).any()
     with pytest.raises(ValueError, match="min_cell_km"):
         MultiResolutionGridEncoder(min_cell_km=0.0)
+
+
+def test_spherical_harmonics_are_orthonormal_at_high_degree():
+    """Gauss-Legendre nodes in cos(colatitude) x uniform longitudes integrate products of degree <= 2L exactly."""
+    from locsens.models.location_encoders import real_spherical_harmonics
+
+    big_l = 44
+    x, w = np.polynomial.legendre.leggauss(big_l + 1)
+    n_lon = 2 * big_l + 2
+    lat = np.degrees(np.arcsin(x))  # cos(colatitude) = sin(latitude)
+    lon = np.arange(n_lon) * 360.0 / n_lon - 180.0
+    lat_g, lon_g = np.meshgrid(lat, lon, indexing="ij")
+    weights = np.repeat(w, n_lon) * (2 * np.pi / n_lon)
+    y = real_spherical_harmonics(torch.from_numpy(lat_g.ravel()), torch.from_numpy(lon_g.ravel()), big_l).numpy()
+    assert y.shape == (len(weights), (big_l + 1) ** 2)
+    assert np.isfinite(y).all()
+    gram = (y * weights[:, None]).T @ y
+    assert np.abs(gram - np.eye(len(gram))).max() < 1e-9
+
+
+def test_spherical_harmonics_units_and_low_degrees_by_hand():
+    """Inputs are degrees: Y_1^0 = sqrt(3 / 4 pi) cos(colatitude) = sqrt(3 / 4 pi) sin(lat); Y_1^1 ~ cos(lat) cos(lon)."""
+    from locsens.models.location_encoders import SphericalHarmonicsEncoder, real_spherical_harmonics
+
+    lat, lon = torch.tensor([30.0, -60.0, 89.0]), torch.tensor([45.0, -120.0, 179.0])
+    y = real_spherical_harmonics(lat, lon, 1)
+    c = math.sqrt(3 / (4 * math.pi))
+    phi, lam = np.radians(lat.numpy()), np.radians(lon.numpy())
+    assert np.allclose(y[:, 0].numpy(), 1 / math.sqrt(4 * math.pi))
+    assert np.allclose(y[:, 2].numpy(), c * np.sin(phi))
+    assert np.allclose(np.abs(y[:, 3].numpy()), c * np.cos(phi) * np.abs(np.cos(lam)))  # sign: Condon-Shortley
+    assert np.allclose(np.abs(y[:, 1].numpy()), c * np.cos(phi) * np.abs(np.sin(lam)))
+    enc = SphericalHarmonicsEncoder(degree=40, siren_width=32, siren_depth=2)
+    out = enc(torch.tensor([0.0, 90.0, -90.0]), torch.tensor([180.0, 0.0, -180.0]))
+    assert out.shape == (3, 32) and torch.isfinite(out).all()
+    assert SphericalHarmonicsEncoder(degree=40).out_dim == 41**2
+    # continuous across the antimeridian
+    a = enc(torch.tensor([10.0]), torch.tensor([180.0]))
+    b = enc(torch.tensor([10.0]), torch.tensor([-180.0]))
+    assert torch.allclose(a, b, atol=1e-5)
