@@ -22,13 +22,12 @@ def compose_train(stores, extra=(), config_dir=CONF, name="train"):
 def test_every_experiment_sweep_and_debug_config_of_the_repo_validates(tiny_stores):
     assert len(OVERLAYS) > len(EXPERIMENTS)
     for overlay in OVERLAYS:  # LocSens experiments read an embeddings store: any existing file stands in
-        uses_embeddings = "embeddings_path" in compose("train", overrides=[overlay]).data
-        second = (
-            f"data.embeddings_path={tiny_stores['features']}"
-            if uses_embeddings
-            else f"data.features_path={tiny_stores['features']}"
-        )
-        validate_train_config(compose_train({"dataset": tiny_stores["dataset"]}, [overlay, second]))
+        data = compose("train", overrides=[overlay]).data
+        # LocSens reads an embeddings store, the agnostic models a feature store, a location prior neither
+        second = [
+            f"data.{key}={tiny_stores['features']}" for key in ("embeddings_path", "features_path") if key in data
+        ][:1]
+        validate_train_config(compose_train({"dataset": tiny_stores["dataset"]}, [overlay, *second]))
 
 
 @pytest.mark.parametrize(

@@ -195,8 +195,7 @@ def test_split_by_user_keeps_users_whole(big_tsv, tmp_path):
         tmp_path / "u.h5",
         drop_top=0,
         vocab_size=50,
-        split={"test": 80, "val": 60},
-        split_by_user=True,
+        split={"test": 80, "val": 60, "by": "user"},
         print_report=False,
     )
     s = DatasetStore(r.out_path)
@@ -212,8 +211,31 @@ def test_split_by_user_keeps_users_whole(big_tsv, tmp_path):
     assert any(len(set(mixed[s.user_index == u].tolist())) > 1 for u in range(len(s.users)))
 
 
+def test_split_by_cell_keeps_h3_cells_whole(tmp_path):
+    """by=cell: every H3 cell's photos in one split; the sizes reached; a random split mixes cells."""
+    import h3
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    lat, lon = rng.uniform(-50, 60, n), rng.uniform(-120, 140, n)
+    users = rng.integers(0, 40, n)
+    split = {"test": 300, "val": 200, "by": "cell", "cell_resolution": 1}
+    ids = assign_splits(n, users, split, seed=3, lat=lat, lon=lon)
+    cells = [h3.latlng_to_cell(a, b, 1) for a, b in zip(lat, lon)]
+    split_of_cell = {}
+    for c, sp in zip(cells, ids.tolist()):
+        split_of_cell.setdefault(c, set()).add(sp)
+    assert all(len(v) == 1 for v in split_of_cell.values())
+    per_cell = max(cells.count(c) for c in set(cells))
+    assert 300 <= (ids == 2).sum() < 300 + per_cell and 200 <= (ids == 1).sum() < 200 + per_cell
+    mixed = assign_splits(n, users, {"test": 300, "val": 200}, seed=3)
+    assert any(len({mixed[i] for i in range(n) if cells[i] == c}) > 1 for c in set(cells))
+    with pytest.raises(ValueError, match="split.by='grid'"):
+        assign_splits(n, users, {"test": 300, "by": "grid"}, seed=3, lat=lat, lon=lon)
+
+
 def test_same_seed_same_bytes(big_tsv, tmp_path):
-    kw = dict(drop_top=1, vocab_size=6, split={"test": 0.2, "val": 0.1}, split_by_user=True, print_report=False)
+    kw = dict(drop_top=1, vocab_size=6, split={"test": 0.2, "val": 0.1, "by": "user"}, print_report=False)
     a = read_arrays(ingest(big_tsv, tmp_path / "a.h5", seed=7, **kw).out_path)
     b = read_arrays(ingest(big_tsv, tmp_path / "b.h5", seed=7, **kw).out_path)
     c = read_arrays(ingest(big_tsv, tmp_path / "c.h5", seed=8, **kw).out_path)

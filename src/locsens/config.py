@@ -346,8 +346,9 @@ class IngestConfig:
     min_tags: int = 1
     max_tags: int = 15
     wordlist: str | None = None
-    split: dict[str, Any] = field(default_factory=lambda: {"test": 0.1, "val": 0.05})
-    split_by_user: bool = False
+    split: dict[str, Any] = field(
+        default_factory=lambda: {"test": 0.1, "val": 0.05, "by": "random", "cell_resolution": 2}
+    )
     dedupe_tags: bool = False
     strict: bool = False
 
@@ -578,11 +579,17 @@ def _check_bounded(cfg: DictConfig) -> None:
 
 
 def _split_ok(v: Any) -> bool:
-    """A split size: a count >= 1 (int) or a fraction in (0, 1) (float)."""
+    """Split sizes (a count >= 1 (int) or a fraction in (0, 1) (float)), how they are drawn (``by``) and,
+    for cells, the H3 resolution."""
+    from locsens.data.ingest import SPLIT_BY
+
+    sizes = {k: x for k, x in v.items() if k in ("test", "val")} if isinstance(v, dict) else {}
     return (
         isinstance(v, dict)
-        and set(v) <= {"test", "val"}
-        and all((_is_int(x) and x >= 1) or (isinstance(x, float) and 0 < x < 1) for x in v.values())
+        and set(v) <= {"test", "val", "by", "cell_resolution"}
+        and all((_is_int(x) and x >= 1) or (isinstance(x, float) and 0 < x < 1) for x in sizes.values())
+        and v.get("by", "random") in SPLIT_BY
+        and (_is_int(v.get("cell_resolution", 2)) and 0 <= v.get("cell_resolution", 2) <= 15)
     )
 
 
@@ -590,6 +597,8 @@ def validate_prepare_config(cfg: DictConfig) -> DictConfig:
     """Type and check conf/prepare.yaml; returns the typed config."""
     typed = typed_config(cfg, PrepareConfig)
     for name, value in typed.ingest.split.items():
+        if name == "by":
+            continue
         typed.ingest.split[name] = (
             _coerce(value, float if isinstance(value, str) and "." in value else int, f"ingest.split.{name}")
             if isinstance(value, str)
@@ -614,9 +623,10 @@ def validate_prepare_config(cfg: DictConfig) -> DictConfig:
     if not _split_ok(split):
         raise ConfigError(
             f"ingest.split={split}: expected 'test' and 'val', each a count >= 1 (integer) or a fraction in (0, 1) "
-            "(float); train gets the rest, and no split may be empty"
+            "(float); train gets the rest, and no split may be empty; 'by' one of random | user | cell; for "
+            "by=cell 'cell_resolution' an H3 resolution 0..15"
         )
-    fractions = sum(v for v in split.values() if isinstance(v, float))
+    fractions = sum(v for k, v in split.items() if k in ("test", "val") and isinstance(v, float))
     if fractions >= 1:
         raise ConfigError(f"ingest.split={split}: the fractions add up to {fractions:g}, leaving no training photos")
     if typed.source.kind == "yfcc":

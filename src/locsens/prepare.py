@@ -76,7 +76,6 @@ def ingest_options(cfg: DictConfig) -> dict:
         wordlist=ing.wordlist,
         split=OmegaConf.to_container(ing.split),
         seed=int(cfg.seed),
-        split_by_user=ing.split_by_user,
         dedupe_tags=ing.dedupe_tags,
     )
 
@@ -127,6 +126,17 @@ def check_yfcc_inputs(cfg: DictConfig) -> None:
         )
 
 
+def _current_form(ingest: dict) -> dict:
+    """An ingest config as recorded by an older locsens in today's form: ``split_by_user`` became
+    ``split.by`` (random | user | cell), absent meaning random."""
+    ingest = dict(ingest)
+    by_user = ingest.pop("split_by_user", False)
+    split = dict(ingest.get("split") or {})
+    split.setdefault("by", "user" if by_user else "random")
+    split.setdefault("cell_resolution", 2)
+    return {**ingest, "split": split}
+
+
 def verify_pair(dataset_path: Path, features_path: Path, source: dict, ingest: dict) -> None:
     """Refuse to reuse a dataset / feature store pair that is not exactly what is now requested."""
     fix = "pass overwrite=true to rebuild the world directory"
@@ -148,7 +158,7 @@ def verify_pair(dataset_path: Path, features_path: Path, source: dict, ingest: d
         )
     if made_from.get("source") != source:
         problems.append(f"it was made from source {made_from.get('source')}, now {source} is requested")
-    recorded_ingest = {k: v for k, v in (made_from.get("ingest_config") or {}).items() if k != "inputs"}
+    recorded_ingest = _current_form({k: v for k, v in (made_from.get("ingest_config") or {}).items() if k != "inputs"})
     if recorded_ingest != ingest:
         diff = sorted(k for k in set(recorded_ingest) | set(ingest) if recorded_ingest.get(k) != ingest.get(k))
         problems.append(

@@ -11,8 +11,11 @@ for 320M occurrences); strings live once in the tag and user dictionaries. Then,
 2. Photos: keep those with ``min_tags``..``max_tags`` vocabulary tags (duplicates kept unless
    ``dedupe_tags``); a photo id seen again (across files) is dropped as ``duplicate_photo_id``.
 3. Splits, seeded: counts (``{"test": 500000, "val": 250000}``, the rest train) or fractions
-   (floats < 1). ``split_by_user`` assigns whole users, in a seeded order, to test then val until
-   each reaches its size (it overshoots by at most the last user's photos), so no user is in two.
+   (floats < 1), drawn ``by`` (a key of the split: ``random`` photos, the paper; ``user``: whole users,
+   so no user is in two splits; ``cell``: whole H3 cells of ``cell_resolution`` (equal-area hexagons,
+   resolution 2 ~ 87,000 km^2, 3 ~ 12,000 km^2), so test places were never seen in training). Users and
+   cells go, in a seeded order, to test then val until each reaches its size (it overshoots by at most
+   the last group's photos).
 4. Geography: town/region/country/continent of each kept photo (:mod:`locsens.data.geography`).
 
 Every line read ends in exactly one bucket of the report (kept or a reason), printed as a table
@@ -116,35 +119,62 @@ def _split_count(name: str, value: float, n: int) -> int:
     return int(value)
 
 
+SPLIT_BY = ("random", "user", "cell")
+SPLIT_KEYS = ("test", "val", "by", "cell_resolution")
+
+
+def cell_index(lat: np.ndarray, lon: np.ndarray, resolution: int) -> np.ndarray:
+    """Dense ids of the H3 cells (equal-area hexagons) of ``resolution`` holding each point (degrees)."""
+    import h3
+
+    if not 0 <= int(resolution) <= 15:
+        raise ValueError(f"split.cell_resolution={resolution}: an H3 resolution is 0..15")
+    cells = np.array([h3.str_to_int(h3.latlng_to_cell(float(a), float(b), int(resolution))) for a, b in zip(lat, lon)])
+    return np.unique(cells, return_inverse=True)[1].reshape(-1) if len(cells) else np.zeros(0, np.int64)
+
+
 def assign_splits(
-    n: int, user_index: np.ndarray, split: Mapping[str, float], seed: int, by_user: bool = False
+    n: int,
+    user_index: np.ndarray,
+    split: Mapping[str, float],
+    seed: int,
+    lat: np.ndarray | None = None,
+    lon: np.ndarray | None = None,
 ) -> np.ndarray:
     """int8 split id per row (0 train, 1 val, 2 test); see the module docstring for the rules."""
-    unknown = set(split) - {"val", "test"}
+    unknown = set(split) - set(SPLIT_KEYS)
     if unknown:
-        raise ValueError(f"split: unknown keys {sorted(unknown)}; give 'test' and/or 'val' (train is the rest)")
+        raise ValueError(
+            f"split: unknown keys {sorted(unknown)}; give 'test' and/or 'val' (train is the rest), 'by' "
+            f"({' | '.join(SPLIT_BY)}) and for by=cell 'cell_resolution'"
+        )
+    by = split.get("by", "random")
+    if by not in SPLIT_BY:
+        raise ValueError(f"split.by={by!r}: expected one of {', '.join(SPLIT_BY)}")
+    if by == "cell" and (lat is None or lon is None):
+        raise ValueError("split.by=cell needs the photos' locations")
     n_test = _split_count("test", split.get("test", 0), n)
     n_val = _split_count("val", split.get("val", 0), n)
     if n_test + n_val > n:
         raise IngestError(f"split: test={n_test} + val={n_val} photos asked but only {n} photos were kept")
     rng = np.random.default_rng(seed)
     out = np.full(n, SPLIT_IDS["train"], dtype=np.int8)
-    if not by_user:
+    if by == "random":
         perm = rng.permutation(n)
         out[perm[:n_test]] = SPLIT_IDS["test"]
         out[perm[n_test : n_test + n_val]] = SPLIT_IDS["val"]
         return out
-    n_users = int(user_index.max()) + 1 if n else 0
-    photos_per_user = np.bincount(user_index, minlength=n_users)
-    order = rng.permutation(n_users)
-    start = np.cumsum(photos_per_user[order]) - photos_per_user[order]  # photos before each user
-    user_split = np.full(n_users, SPLIT_IDS["train"], dtype=np.int8)
-    test_users = order[start < n_test]
-    user_split[test_users] = SPLIT_IDS["test"]
+    group = user_index if by == "user" else cell_index(lat, lon, split.get("cell_resolution", 2))
+    n_groups = int(group.max()) + 1 if n else 0
+    photos_per_group = np.bincount(group, minlength=n_groups)
+    order = rng.permutation(n_groups)
+    start = np.cumsum(photos_per_group[order]) - photos_per_group[order]  # photos before each group
+    group_split = np.full(n_groups, SPLIT_IDS["train"], dtype=np.int8)
+    group_split[order[start < n_test]] = SPLIT_IDS["test"]
     rest = order[start >= n_test]
-    rest_start = np.cumsum(photos_per_user[rest]) - photos_per_user[rest]
-    user_split[rest[rest_start < n_val]] = SPLIT_IDS["val"]
-    return user_split[user_index]
+    rest_start = np.cumsum(photos_per_group[rest]) - photos_per_group[rest]
+    group_split[rest[rest_start < n_val]] = SPLIT_IDS["val"]
+    return group_split[group]
 
 
 def select_vocabulary(counts: np.ndarray, names: Sequence[str], drop_top: int, vocab_size: int) -> np.ndarray:
@@ -307,9 +337,9 @@ def _keep_photos(parsed: _Parsed, remap: np.ndarray, min_tags: int, max_tags: in
     )
 
 
-def _splits(kept: _Kept, split: dict, seed: int, by_user: bool) -> np.ndarray:
+def _splits(kept: _Kept, split: dict, seed: int, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     n_kept = int(kept.keep.sum())
-    split_id = assign_splits(n_kept, kept.user_index, split, seed, by_user=by_user)
+    split_id = assign_splits(n_kept, kept.user_index, split, seed, lat=lat, lon=lon)
     # train must not be empty; val / test only when asked for (an explicit 0 is a store without that split)
     asked = {"train": True, **{name: bool(split.get(name, 0)) for name in ("val", "test")}}
     empty = [name for name, i in SPLIT_IDS.items() if asked[name] and not (split_id == i).any()]
@@ -332,7 +362,6 @@ def ingest(
     wordlist: str | os.PathLike | None = None,
     split: Mapping[str, float] | None = None,
     seed: int = 0,
-    split_by_user: bool = False,
     dedupe_tags: bool = False,
     strict: bool = False,
     overwrite: bool = False,
@@ -373,7 +402,6 @@ def ingest(
         wordlist=str(wordlist) if wordlist is not None else None,
         split=split,
         seed=seed,
-        split_by_user=split_by_user,
         dedupe_tags=dedupe_tags,
     )
 
@@ -383,8 +411,8 @@ def ingest(
     parsed = _parse(paths, words, strict, progress, dedupe_tags)
     vocab, vocab_count, remap = _vocabulary(parsed, drop_top, vocab_size, words)
     kept = _keep_photos(parsed, remap, min_tags, max_tags, len(vocab))
-    split_id = _splits(kept, split, seed, split_by_user)
     lat, lon = parsed.lat[kept.keep], parsed.lon[kept.keep]
+    split_id = _splits(kept, split, seed, lat, lon)
     placement = reverse_geocode(lat, lon)
     stats, n_kept = parsed.stats, len(split_id)
     assert stats.reasons[KEPT] == len(parsed.photo_id) and n_kept + sum(kept.reasons.values()) == stats.lines, (
@@ -482,7 +510,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--val", type=_count_or_fraction, default=PAPER_SPLIT["val"], help="val photos: count, or fraction if < 1"
     )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--split-by-user", action="store_true", help="no user in two splits")
+    ap.add_argument(
+        "--split-by", choices=SPLIT_BY, default="random", help="random photos | whole users | whole H3 cells"
+    )
+    ap.add_argument("--cell-resolution", type=int, default=2, help="H3 resolution of --split-by cell (2 ~ 87,000 km^2)")
     ap.add_argument("--dedupe-tags", action="store_true", help="count each tag once per photo")
     ap.add_argument("--strict", action="store_true", help="stop at the first malformed line")
     ap.add_argument("--overwrite", action="store_true")
@@ -496,9 +527,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_tags=a.min_tags,
         max_tags=a.max_tags,
         wordlist=a.wordlist,
-        split={"test": a.test, "val": a.val},
+        split={"test": a.test, "val": a.val, "by": a.split_by}
+        | ({"cell_resolution": a.cell_resolution} if a.split_by == "cell" else {}),
         seed=a.seed,
-        split_by_user=a.split_by_user,
         dedupe_tags=a.dedupe_tags,
         strict=a.strict,
         overwrite=a.overwrite,
