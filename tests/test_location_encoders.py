@@ -18,6 +18,8 @@ ENCODERS = sorted(p.stem for p in (CONF / "model" / "location_encoder").glob("*.
 
 @pytest.mark.parametrize("name", ENCODERS)
 def test_shape_and_antimeridian_continuity(name):
+    if name == "geoclip" and not _geoclip_installed():
+        pytest.skip("the optional geoclip wheel is not installed")
     torch.manual_seed(0)
     enc = instantiate(
         compose("train", ["experiment=locsens_paper", f"model/location_encoder={name}"]).model.location_encoder
@@ -28,7 +30,8 @@ def test_shape_and_antimeridian_continuity(name):
     lat = torch.tensor([[10.0, -33.9], [89.999, -90.0]])
     out = enc(lat, torch.tensor([[179.9999, -179.9999], [0.0, 45.0]]))
     assert out.shape == (2, 2, enc.out_dim) and out.dtype == torch.float32 and torch.isfinite(out).all()
-    if name != "latlon":  # the paper's normalised lat/lon is discontinuous there by construction
+    # the paper's normalised lat/lon and GeoCLIP's Equal Earth projection are planar: discontinuous there
+    if name not in ("latlon", "geoclip"):
         a, b = enc(torch.tensor([10.0]), torch.tensor([180.0])), enc(torch.tensor([10.0]), torch.tensor([-180.0]))
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)  # one meridian, one encoding
 
@@ -106,3 +109,58 @@ def test_spherical_harmonics_units_and_low_degrees_by_hand():
     a = enc(torch.tensor([10.0]), torch.tensor([180.0]))
     b = enc(torch.tensor([10.0]), torch.tensor([-180.0]))
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def _geoclip_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("geoclip") is not None
+
+
+@pytest.mark.skipif(not _geoclip_installed(), reason="the optional geoclip wheel is not installed (make setup)")
+def test_geoclip_encoder_matches_its_weights_by_hand_and_orders_distances():
+    """The pretrained encoder, loaded strictly from the wheel's file: equal to a numpy evaluation of the same
+    weights (Equal Earth -> random Fourier features -> 3 MLPs, summed), without importing geoclip; nearby
+    places closer than distant ones."""
+    import sys
+
+    import torch.nn.functional as F
+
+    from locsens.models.location_encoders import GeoCLIPLocationEncoder, geoclip_weights_path
+
+    enc = GeoCLIPLocationEncoder()
+    assert "geoclip" not in sys.modules and all(not p.requires_grad for p in enc.parameters())
+    w = {k: v.double().numpy() for k, v in torch.load(geoclip_weights_path(), weights_only=True).items()}
+    lat, lon = np.array([40.71, -33.87, 64.1]), np.array([-74.0, 151.2, -21.9])
+    a1, a2, a3, a4 = 1.340264, -0.081106, 0.000893, 0.003796
+    theta = np.arcsin(np.sqrt(3) / 2 * np.sin(np.radians(lat)))
+    x = (
+        2
+        * np.sqrt(3)
+        * np.radians(lon)
+        * np.cos(theta)
+        / (3 * (9 * a4 * theta**8 + 7 * a3 * theta**6 + 3 * a2 * theta**2 + a1))
+    )
+    y = a4 * theta**9 + a3 * theta**7 + a2 * theta**3 + a1 * theta
+    v = np.stack([x, y], 1) * 66.50336 / 180
+    want = 0
+    for i in range(3):
+        p = f"LocEnc{i}."
+        h = 2 * np.pi * v @ w[p + "capsule.0.b"].T
+        h = np.concatenate([np.cos(h), np.sin(h)], 1)
+        for layer in (1, 3, 5):
+            h = np.maximum(h @ w[f"{p}capsule.{layer}.weight"].T + w[f"{p}capsule.{layer}.bias"], 0)
+        want = want + h @ w[p + "head.0.weight"].T + w[p + "head.0.bias"]
+    with torch.no_grad():
+        got = enc(torch.tensor(lat), torch.tensor(lon)).double().numpy()
+    assert got.shape == (3, 512)
+    assert np.allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    g = torch.Generator().manual_seed(0)
+    lat_t, lon_t = torch.rand(100, generator=g) * 100 - 50, torch.rand(100, generator=g) * 300 - 150
+    with torch.no_grad():
+        here = F.normalize(enc(lat_t, lon_t), dim=-1)
+        near = F.normalize(enc(lat_t + 0.1, lon_t + 0.1), dim=-1)  # ~12 km
+        far = F.normalize(enc(-lat_t, lon_t + 120), dim=-1)  # thousands of km
+    assert ((here * near).sum(-1) > (here * far).sum(-1)).float().mean() > 0.9
+    fine_tuned = GeoCLIPLocationEncoder(frozen=False)
+    assert all(p.requires_grad for n, p in fine_tuned.named_parameters() if not n.endswith(".b"))

@@ -217,3 +217,22 @@ def test_locsens_with_prior_skip_trains_and_every_prior_is_evaluated(geo_prior_r
     assert (
         json.loads((tmp_path / "eval" / "results.json").read_text())["tagging"]["knn_prior"]["with_places"]["A@10"] > 0
     )
+
+
+def test_sampled_presence_only_loss_is_unbiased():
+    """The loss over a sample of the vocabulary (the batch's tags + uniform others, reweighted) averages to
+    the full loss over tag samples (the random locations held fixed)."""
+    from locsens.models.geo_prior import GeoPrior
+
+    torch.manual_seed(0)
+    model = GeoPrior(num_tags=300, width=16, depth=1, sampled_tags=40, pos_weight=5.0)
+    batch = {
+        "lat": torch.rand(32) * 120 - 60,
+        "lon": torch.rand(32) * 360 - 180,
+        "target": torch.randint(0, 300, (32, 3)).masked_fill(torch.rand(32, 3) < 0.3, -1),
+    }
+    with torch.no_grad():
+        full = float(model._loss(batch, 1, sample=False))
+        draws = [float(model._loss(batch, 1, sample=True, tag_seed=s)) for s in range(300)]
+    assert np.std(draws) > 0  # the sample varies
+    assert np.mean(draws) == pytest.approx(full, rel=0.02)

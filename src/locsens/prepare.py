@@ -126,7 +126,7 @@ def check_yfcc_inputs(cfg: DictConfig) -> None:
         )
 
 
-def _current_form(ingest: dict) -> dict:
+def current_ingest_form(ingest: dict) -> dict:
     """An ingest config as recorded by an older locsens in today's form: ``split_by_user`` became
     ``split.by`` (random | user | cell), absent meaning random."""
     ingest = dict(ingest)
@@ -158,7 +158,9 @@ def verify_pair(dataset_path: Path, features_path: Path, source: dict, ingest: d
         )
     if made_from.get("source") != source:
         problems.append(f"it was made from source {made_from.get('source')}, now {source} is requested")
-    recorded_ingest = _current_form({k: v for k, v in (made_from.get("ingest_config") or {}).items() if k != "inputs"})
+    recorded_ingest = current_ingest_form(
+        {k: v for k, v in (made_from.get("ingest_config") or {}).items() if k != "inputs"}
+    )
     if recorded_ingest != ingest:
         diff = sorted(k for k in set(recorded_ingest) | set(ingest) if recorded_ingest.get(k) != ingest.get(k))
         problems.append(

@@ -444,6 +444,14 @@ def evaluation_identity(ds: DatasetStore, methods: dict) -> dict:
     }
 
 
+def split_kind(dataset_path) -> dict:
+    """How the dataset's test split was drawn (``by``: random | user | cell, and the sizes), from its record."""
+    from locsens.prepare import current_ingest_form
+
+    ingest = read_identity(dataset_path)[1].get("ingest_config") or {}
+    return current_ingest_form(ingest).get("split", {}) if ingest else {"by": "unknown"}
+
+
 def finish(
     cfg: DictConfig,
     out_dir: Path,
@@ -465,6 +473,7 @@ def finish(
             "dataset": {"id": ds.content_id, "path": str(cfg.dataset_path)},
             "methods": {name: getattr(m, "lineage", {}) for name, m in methods.items()},
         },
+        "split": split_kind(cfg.dataset_path),
         "n_test_images": int(len(protocol.rows)),
         "n_retrieval_candidates": int(len(protocol.cand)),
         "n_location_queries": int(len(ret["queries"])),

@@ -35,6 +35,10 @@ def write_tables(path: Path, results: dict) -> str:
         f"{results['n_agnostic_queries']} tag queries; commit {results['git_commit'][:10]})\n",
         *([f"<!-- evaluation {results['evaluation_id']} -->\n"] if results.get("evaluation_id") else []),
     ]
+    split = results.get("split") or {}
+    if split.get("by") not in (None, "random"):
+        extra = f" (H3 resolution {split.get('cell_resolution')})" if split.get("by") == "cell" else ""
+        out.append(f"Test split drawn by {split['by']}{extra}: test photos share no {split['by']} with training.\n")
     ks = (results.get("config") or {}).get("tagging", {}).get("ks") or [1, 10, 50]  # the columns asked for
     mode = results.get("locsens_scoring")
     if mode and mode.get("pairs_scored"):

@@ -32,19 +32,31 @@ from torchmetrics import MeanMetric
 
 from locsens.checkpointing import record_model
 from locsens.metrics.tagging import TaggingAccuracy
-from locsens.models.optim import configure
+from locsens.models.optim import configure, scaled_parameter_groups
 
 DEFAULT_ENCODER = {"_target_": "locsens.models.location_encoders.SphereMultiScaleEncoder", "num_scales": 16}
 
 
 def presence_only_loss(
-    logits: torch.Tensor, present: torch.Tensor, random_logits: torch.Tensor, pos_weight: float
+    logits: torch.Tensor,
+    present: torch.Tensor,
+    random_logits: torch.Tensor,
+    pos_weight: float,
+    tag_weight: torch.Tensor | None = None,
+    num_tags: int | None = None,
 ) -> torch.Tensor:
     """SINR's full assume-negative loss (module docstring): ``logits [B, V]`` at the photos' locations,
-    ``present [B, V]`` bool (the photos' tags), ``random_logits [B', V]`` at uniform random locations."""
+    ``present [B, V]`` bool (the photos' tags), ``random_logits [B', V]`` at uniform random locations; the
+    mean over photos and tags.
+
+    With a sample of the vocabulary (columns = S tags), ``tag_weight [S]`` is each column's inverse
+    inclusion probability and ``num_tags`` the vocabulary size: the same mean, estimated without bias."""
     at_photos = torch.where(present, pos_weight * -F.logsigmoid(logits), -F.logsigmoid(-logits))
     at_random = -F.logsigmoid(-random_logits)
-    return (at_photos.sum() + at_random.sum()) / (logits.numel())
+    if tag_weight is None:
+        return (at_photos.sum() + at_random.sum()) / logits.numel()
+    total = (at_photos * tag_weight).sum() + (at_random * tag_weight).sum() * (len(logits) / max(1, len(random_logits)))
+    return total / (len(logits) * num_tags)
 
 
 def random_locations(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,6 +118,8 @@ class GeoPrior(L.LightningModule):
         num_tags: vocabulary size (filled from the data). location_encoder / width / depth: the net.
         pos_weight: weight of a present tag against an absent one (SINR's lambda; 2048 there).
         random_per_photo: uniform random pseudo-negative locations per training photo.
+        sampled_tags: None = every tag in every step (SINR); else each step's loss reads the batch's tags and
+            this many others drawn uniformly, reweighted to the full mean (unbiased; ~V / sampled_tags cheaper).
         optimizer / scheduler: config nodes (``locsens.models.optim``). val_ks: tagging cut-offs.
     """
 
@@ -117,6 +131,7 @@ class GeoPrior(L.LightningModule):
         depth: int = 4,
         pos_weight: float = 2048.0,
         random_per_photo: int = 1,
+        sampled_tags: int | None = None,
         optimizer: Any = None,
         scheduler: Any = None,
         val_ks: Sequence[int] = (1, 10, 50),
@@ -136,19 +151,36 @@ class GeoPrior(L.LightningModule):
         self.val_loss = MeanMetric()
         self.val_tagging = TaggingAccuracy(num_tags=num_tags, ks=val_ks)
 
-    def _loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        logits = self.net(batch["lat"], batch["lon"])
-        present = torch.zeros_like(logits, dtype=torch.bool)
+    def _loss(self, batch: dict, seed: int, sample: bool = True, tag_seed: int | None = None) -> torch.Tensor:
+        """The loss of a batch; its random locations from ``seed``, its tag sample from ``tag_seed``
+        (default ``seed + 1``)."""
         tags = batch["target"]
+        v = self.net.head.out_features
+        r_lat, r_lon = random_locations(len(tags) * self.hparams.random_per_photo, torch.Generator().manual_seed(seed))
+        generator = torch.Generator().manual_seed(seed + 1 if tag_seed is None else tag_seed)
+        feats = self.net.features(batch["lat"], batch["lon"])
+        r_feats = self.net.features(r_lat.to(feats.device), r_lon.to(feats.device))
+        m = self.hparams.sampled_tags
+        columns, weight, seen = None, None, None
+        if sample and m is not None and m < v:
+            seen = torch.unique(tags[tags >= 0])
+            drawn = torch.randint(0, v, (int(m),), generator=generator).to(seen.device)
+            others = drawn[~torch.isin(drawn, seen)].unique()
+            columns = torch.cat([seen, others])
+            # a batch tag is always in; any other with probability ~ |others| / (V - |seen|)
+            weight = torch.ones(len(columns), device=feats.device)
+            weight[len(seen) :] = (v - len(seen)) / max(1, len(others))
+        head_w = self.net.head.weight if columns is None else self.net.head.weight.index_select(0, columns)
+        head_b = self.net.head.bias if columns is None else self.net.head.bias.index_select(0, columns)
+        logits, random_logits = F.linear(feats, head_w, head_b), F.linear(r_feats, head_w, head_b)
+        present = torch.zeros_like(logits, dtype=torch.bool)
+        col = tags if columns is None else torch.searchsorted(seen, tags.clamp_min(0))  # seen: sorted, first
         rows = torch.arange(len(tags), device=tags.device)[:, None].expand_as(tags)
-        present[rows[tags >= 0], tags[tags >= 0]] = True
-        r_lat, r_lon = random_locations(len(tags) * self.hparams.random_per_photo, generator)
-        random_logits = self.net(r_lat.to(logits.device), r_lon.to(logits.device))
-        return presence_only_loss(logits, present, random_logits, self.hparams.pos_weight)
+        present[rows[tags >= 0], col[tags >= 0]] = True
+        return presence_only_loss(logits, present, random_logits, self.hparams.pos_weight, weight, v)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(int(batch["seed"]))
-        loss = self._loss(batch, gen)
+        loss = self._loss(batch, int(batch["seed"]))
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(batch["lat"]))
         return loss
 
@@ -156,8 +188,7 @@ class GeoPrior(L.LightningModule):
         self.val_tagging.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        gen = torch.Generator().manual_seed(int(batch["seed"]))
-        loss = self._loss(batch, gen)
+        loss = self._loss(batch, int(batch["seed"]), sample=False)  # validation: the exact loss over every tag
         self.val_loss.update(loss, weight=len(batch["lat"]))
         self.log("val/loss", self.val_loss, prog_bar=True, batch_size=len(batch["lat"]))
         self.val_tagging.update(self.net(batch["lat"], batch["lon"]), batch["target"])
@@ -168,7 +199,9 @@ class GeoPrior(L.LightningModule):
                 self.log(f"val/{name}", float(value), prog_bar=name == "A@10")
 
     def configure_optimizers(self):
-        return configure(self.optimizer_spec, self.scheduler_spec, self.parameters(), "GeoPrior")
+        return configure(
+            self.optimizer_spec, self.scheduler_spec, scaled_parameter_groups(self, self.optimizer_spec), "GeoPrior"
+        )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         record_model(self, checkpoint)

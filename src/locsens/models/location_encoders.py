@@ -33,11 +33,14 @@ trainable parameters may set ``lr_scale``: LocSens trains them at ``lr * lr_scal
 - ``spherical_harmonics`` -- real spherical harmonics up to degree L ((L + 1)^2 features, orthonormal on
   the sphere; Russwurm et al., ICLR 2024), by the normalised Legendre recurrences (stable at L >= 40,
   where closed forms overflow), optionally with a SIREN head. Degree L resolves ~20,000 km / L.
+- ``geoclip`` -- GeoCLIP's PRETRAINED location encoder (512-d), its weights read from the geoclip wheel
+  (an optional extra: ``pip install --no-deps geoclip``), frozen or fine-tuned.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -242,7 +245,103 @@ class SphericalHarmonicsEncoder(nn.Module):
         return h
 
 
+# --------------------------------------------------------------------------------------------
+# GeoCLIP's pretrained location encoder (Vivanco Cepeda et al., NeurIPS 2023), from the geoclip wheel's
+# weights file, in a module of our own (importing geoclip pulls transformers and its image encoder
+# downloads CLIP at run time)
+# --------------------------------------------------------------------------------------------
+GEOCLIP_WEIGHTS = ("model", "weights", "location_encoder_weights.pth")
+GEOCLIP_SIGMAS = (2.0**0, 2.0**4, 2.0**8)
+# Equal Earth projection constants (Savric et al. 2018), as GeoCLIP uses them
+_EE = (1.340264, -0.081106, 0.000893, 0.003796)
+_EE_SCALE = 66.50336
+
+
+def geoclip_weights_path() -> Path:
+    """The location encoder weights shipped in the ``geoclip`` wheel, found without importing geoclip."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("geoclip")  # a top-level spec: its __init__ is not run
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "model/location_encoder=geoclip reads the weights of the geoclip wheel: install it without its "
+            "dependencies (they would move the pinned torch): pip install --no-deps geoclip (make setup-geo)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*GEOCLIP_WEIGHTS)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the geoclip wheel's location encoder weights are missing")
+    return path
+
+
+def equal_earth(lat_deg: torch.Tensor, lon_deg: torch.Tensor) -> torch.Tensor:
+    """GeoCLIP's input: the Equal Earth projection of (lat, lon) degrees, scaled by ``66.50336 / 180``: [N, 2]."""
+    a1, a2, a3, a4 = _EE
+    lat, lon = torch.deg2rad(lat_deg.double()), torch.deg2rad(lon_deg.double())
+    theta = torch.asin(math.sqrt(3.0) / 2 * torch.sin(lat))
+    x = (
+        2
+        * math.sqrt(3.0)
+        * lon
+        * torch.cos(theta)
+        / (3 * (9 * a4 * theta**8 + 7 * a3 * theta**6 + 3 * a2 * theta**2 + a1))
+    )
+    y = a4 * theta**9 + a3 * theta**7 + a2 * theta**3 + a1 * theta
+    return torch.stack([x, y], dim=-1) * _EE_SCALE / 180
+
+
+class _FourierFeatures(nn.Module):
+    def __init__(self, encoded: int = 256):
+        super().__init__()
+        self.b = nn.Parameter(torch.zeros(encoded, 2), requires_grad=False)  # GeoCLIP's fixed random matrix
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        vp = 2 * math.pi * v.double() @ self.b.double().T  # phases reach ~1e3 rad at sigma 256: float64
+        return torch.cat([torch.cos(vp), torch.sin(vp)], dim=-1).float()
+
+
+class _Capsule(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.capsule = nn.Sequential(
+            _FourierFeatures(), nn.Linear(512, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
+            nn.Linear(1024, 1024), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Sequential(nn.Linear(1024, 512))
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return self.head(self.capsule(v))
+
+
+class GeoCLIPLocationEncoder(nn.Module):
+    """GeoCLIP's location encoder: random Fourier features of the Equal Earth projection at three scales
+    (sigma 1, 16, 256), each through its own 3-layer MLP, summed: 512-d. Weights loaded strictly from the
+    geoclip wheel (``weights``: ``wheel`` or a path to the same file). ``frozen``: no gradient reaches
+    it (a fixed pretrained encoder); else it is fine-tuned at ``lr * lr_scale``.
+
+    GeoCLIP was trained on MP-16, a subset of YFCC100M: at full scale its encoder may have seen test photos."""
+
+    out_dim = 512
+
+    def __init__(self, weights: str = "wheel", frozen: bool = True, lr_scale: float = 0.1):
+        super().__init__()
+        for i in range(len(GEOCLIP_SIGMAS)):
+            self.add_module(f"LocEnc{i}", _Capsule())
+        self.frozen, self.lr_scale = bool(frozen), float(lr_scale)
+        if not self.LocEnc0.head[0].weight.is_meta:  # on the meta device (shape checks) nothing is read
+            path = geoclip_weights_path() if weights == "wheel" else Path(weights)
+            self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        if self.frozen:
+            self.requires_grad_(False)
+
+    def forward(self, lat_deg: torch.Tensor, lon_deg: torch.Tensor) -> torch.Tensor:
+        shape = lat_deg.shape
+        v = equal_earth(lat_deg.reshape(-1), lon_deg.reshape(-1))
+        out = sum(self._modules[f"LocEnc{i}"](v) for i in range(len(GEOCLIP_SIGMAS)))
+        return out.reshape(*shape, self.out_dim)
+
+
 __all__ = [
+    "GeoCLIPLocationEncoder",
     "LatLonEncoder",
     "MultiResolutionGridEncoder",
     "SphereMultiScaleEncoder",
