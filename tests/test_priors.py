@@ -214,6 +214,7 @@ def test_locsens_with_prior_skip_trains_and_every_prior_is_evaluated(geo_prior_r
     assert results["tagging"]["town_frequency"]["place_consistency"]["wrong_country@10"] < 5
     tables = (tmp_path / "eval" / "tables.md").read_text()
     assert "Place consistency" in tables and "knn_prior" in tables
+    assert any(f.endswith("range_maps.png") for f in results["figures"])  # the learned prior's range maps
     assert (
         json.loads((tmp_path / "eval" / "results.json").read_text())["tagging"]["knn_prior"]["with_places"]["A@10"] > 0
     )

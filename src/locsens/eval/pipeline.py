@@ -311,9 +311,12 @@ def build_methods(cfg: DictConfig, ds: DatasetStore) -> dict:
         raise EvaluationError("no method to evaluate: every entry of methods is null and runs is empty")
     shortlists = {"tagging": _plain(cfg.tagging.get("shortlist")), "retrieval": _plain(cfg.retrieval.get("shortlist"))}
     methods = {}
-    for name, spec in specs.items():
-        methods[name] = build_method(name, spec, ds, methods, shortlists)
-    return methods
+    # a product of experts may name a method listed after it (a prior from runs=[...]): build it after
+    # the methods it names, keep the table in the listed order
+    later = [n for n, s in specs.items() if s.get("kind") == "product_of_experts"]
+    for name in [n for n in specs if n not in later] + later:
+        methods[name] = build_method(name, specs[name], ds, methods, shortlists)
+    return {name: methods[name] for name in specs}
 
 
 def _plain(node):

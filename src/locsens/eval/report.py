@@ -111,7 +111,47 @@ def write_figures(fig_dir: Path, results, methods, ds, q, candidates, ret_preds,
     loc_methods = [m for m in methods.values() if isinstance(m, LocSensMethod)]
     if loc_methods:
         paths += figures_qualitative(fig_dir, ds, candidates, loc_methods[0])
+    learned = [(n, m) for n, m in methods.items() if getattr(m, "net", None) is not None]
+    if learned:
+        paths.append(figure_range_maps(fig_dir, ds, *learned[0]))
     return paths
+
+
+def range_map_tags(ds, n: int = 6) -> list[int]:
+    """Tags worth a range map: the most frequent country name, town name and non-place tags."""
+    from locsens.metrics.places import PlaceGazetteer
+
+    gaz = PlaceGazetteer.from_dataset(ds)
+    is_place = gaz.is_place_name()
+    names = {lvl: np.diff(gaz.indptr[lvl]) > 0 for lvl in ("country", "town")}
+    out = []
+    for want in (names["country"], names["country"], names["town"], names["town"], ~is_place, ~is_place):
+        out.append(next(t for t in range(ds.num_tags) if want[t] and t not in out))  # frequency-ordered
+    return out[:n]
+
+
+def figure_range_maps(fig_dir: Path, ds, name: str, method, step_deg: float = 1.0) -> str:
+    """Per-tag range maps of a learned prior: sigmoid(logit_t(x)) over a lat/lon grid, the training photos
+    carrying the tag on top."""
+    tags = range_map_tags(ds)
+    lat = np.arange(-89.5, 90, step_deg)
+    lon = np.arange(-179.5, 180, step_deg)
+    glat, glon = np.meshgrid(lat, lon, indexing="ij")
+    net = method.net
+    with torch.no_grad():
+        feats = net.features(torch.from_numpy(glat.ravel()).float(), torch.from_numpy(glon.ravel()).float())
+        prob = torch.sigmoid(feats @ net.head.weight[tags].T + net.head.bias[tags]).numpy()
+    row_of = np.repeat(np.arange(len(ds)), np.diff(ds.tags_indptr))
+    in_train = ds.split[row_of] == 0
+    fig, axes = plt.subplots(2, 3, figsize=(15, 6.5))
+    for ax, t, p in zip(axes.ravel(), tags, prob.T):
+        im = ax.imshow(p.reshape(glat.shape), origin="lower", extent=(-180, 180, -90, 90), cmap="magma", vmin=0)
+        rows = np.unique(row_of[in_train & (ds.tags_indices == t)])
+        ax.scatter(ds.lon[rows], ds.lat[rows], s=1, c="cyan", alpha=0.3, linewidths=0)
+        ax.set(title=f"{ds.vocab[t]} ({len(rows)} training photos)", xticks=[], yticks=[])
+        fig.colorbar(im, ax=ax, shrink=0.7)
+    fig.suptitle(f"{name}: learned prior p(tag | location), training photos with the tag in cyan")
+    return _save(fig, fig_dir / "range_maps.png")
 
 
 def figure_p10_vs_frequency(fig_dir: Path, ds, candidates, agn_tags, agn_preds) -> str:
