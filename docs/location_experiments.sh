@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."  # the repository root
 O=outputs/location; D=${LOCSENS_LOG_DIR:-outputs}/demo-demo; mkdir -p $O
 PY=.venv/bin/python
 run() { dir=$1; shift; [ -f $dir/metrics.json ] && return; echo "=== $dir $(date +%T)"; $PY train.py hydra.run.dir=$dir trainer.enable_progress_bar=false "$@" > $dir.log 2>&1 || echo "FAILED $dir"; }
-best() { $PY -c "import json,sys; print(json.load(open('$1/metrics.json'))['best_checkpoint'])"; }
+best() { echo $1/$($PY -c "import json; print(json.load(open('$1/metrics.json'))['best_checkpoint'])"); }
 PRIORS='+methods.knn_prior={kind:prior,prior:knn,k:100} +methods.kde_prior={kind:prior,prior:kde,bandwidth_km:25}
  +methods.mcc_x_knn_prior={kind:product_of_experts,visual:mcc,prior:knn_prior}
  +methods.mcc_x_kde_prior={kind:product_of_experts,visual:mcc,prior:kde_prior}'

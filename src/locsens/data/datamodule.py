@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from locsens.data.sampling import EpochBatch, EpochBatchSampler, sample_draws
+from locsens.data.sampling import EpochBatch, epoch_loader, sample_draws
 from locsens.data.store import SPLIT_NAMES, DatasetStore, FeatureStore, require_paired
 from locsens.data.tagsets import padded
 
@@ -163,24 +163,9 @@ class AgnosticDataModule(L.LightningDataModule):
         return f"dataset store {self.dataset_path} + feature store {self.features_path}"
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        data = self.splits[split]
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-        sampler = EpochBatchSampler(
-            len(data),
-            self.batch_size if shuffle else self.eval_batch_size,
-            shuffle=shuffle,
-            seed=self.seed,
-            drop_last=shuffle,
-            rank=rank,
-            world_size=world,
-        )
-        return DataLoader(
-            data,
-            sampler=sampler,
-            batch_size=None,
-            num_workers=self.num_workers,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
-            pin_memory=False,
+        size = self.batch_size if shuffle else self.eval_batch_size
+        return epoch_loader(
+            self.splits[split], size, shuffle, self.seed, self.trainer, self.num_workers, self.persistent_workers
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from locsens.data.sampling import EpochBatch, EpochBatchSampler
+from locsens.data.sampling import EpochBatch, epoch_loader
 from locsens.data.store import DatasetStore
 from locsens.data.tagsets import padded
 
@@ -82,18 +82,8 @@ class LocationDataModule(L.LightningDataModule):
         return f"dataset store {self.dataset_path}"
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        data = self.splits[split]
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-        sampler = EpochBatchSampler(
-            len(data),
-            self.batch_size if shuffle else self.val_batch_size,
-            shuffle=shuffle,
-            seed=self.seed,
-            drop_last=shuffle,
-            rank=rank,
-            world_size=world,
-        )
-        return DataLoader(data, sampler=sampler, batch_size=None, num_workers=self.num_workers)
+        size = self.batch_size if shuffle else self.val_batch_size
+        return epoch_loader(self.splits[split], size, shuffle, self.seed, self.trainer, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

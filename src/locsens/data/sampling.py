@@ -112,3 +112,24 @@ def sample_draws(seed: int, epoch: int, rows: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["EpochBatch", "EpochBatchSampler", "sample_draws"]
+
+
+def epoch_loader(
+    data, batch_size: int, shuffle: bool, seed: int, trainer=None, num_workers: int = 0, persistent: bool = False
+):
+    """A DataLoader over a batch-level dataset (items: :class:`EpochBatch`) with this process's share of
+    seeded epochs: shuffled whole batches for training, every item exactly once otherwise."""
+    from torch.utils.data import DataLoader
+
+    rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+    sampler = EpochBatchSampler(
+        len(data), batch_size, shuffle=shuffle, seed=seed, drop_last=shuffle, rank=rank, world_size=world
+    )
+    return DataLoader(
+        data,
+        sampler=sampler,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=persistent and num_workers > 0,
+        pin_memory=False,
+    )
