@@ -21,10 +21,12 @@ for enc in latlon wrap sphere_multiscale spherical_harmonics geoclip; do
   run $O/enc_$enc experiment=locsens world=$W $EPOCHS model/location_encoder=$enc
 done
 run $O/enc_geoclip_finetuned experiment=locsens world=$W $EPOCHS model/location_encoder=geoclip model.location_encoder.frozen=false
+# the diagnosis: every negative a tag swap (or a location swap), so more absent tags are contrasted at a place
+run $O/all_tag_negatives experiment=locsens world=$W $EPOCHS data.tag_swap_prob=1.0
 echo "=== evaluate $W $(date +%T)"
 rm -rf $O/recipe; cp -r $D/locsens_raw $O/recipe
 $PY evaluate.py world=$W hydra.run.dir=$O/evaluation overwrite=true shortlist=cascade \
-  "runs=[$O/geo_prior,$O/recipe,$O/prior_skip,$O/enc_latlon,$O/enc_wrap,$O/enc_sphere_multiscale,$O/enc_spherical_harmonics,$O/enc_geoclip,$O/enc_geoclip_finetuned]" \
+  "runs=[$O/geo_prior,$O/recipe,$O/prior_skip,$O/enc_latlon,$O/enc_wrap,$O/enc_sphere_multiscale,$O/enc_spherical_harmonics,$O/enc_geoclip,$O/enc_geoclip_finetuned,$O/all_tag_negatives]" \
   $PRIORS "+methods.mcc_x_learned_prior={kind:product_of_experts,visual:mcc,prior:geo_prior}" \
   methods.mlc=null methods.her=null methods.global_frequency=null > $O/evaluation.log 2>&1 || echo "FAILED eval $W"
 
