@@ -10,7 +10,7 @@ export PYTHONHASHSEED := 0
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,vision]'
+	$(BIN)/python -m pip install -q -e '.[dev,vision,explorer]'
 	# GeoCLIP's pretrained location encoder weights (model/location_encoder=geoclip): the wheel only, without
 	# its dependencies (transformers, torchvision: they would move the pinned torch); locsens never imports it
 	$(BIN)/python -m pip install -q --no-deps 'geoclip==1.3.0'

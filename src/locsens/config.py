@@ -478,6 +478,30 @@ class ExtractConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
+@dataclass
+class ExploreConfig:
+    run: str = "???"
+    eval: list[str] = field(default_factory=list)
+    dataset_path: str | None = None
+    images: str | None = None
+    dtype: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8765
+
+
+@dataclass
+class TagConfig:
+    image: str = "???"
+    lat: float = "???"  # type: ignore[assignment]
+    lon: float = "???"  # type: ignore[assignment]
+    run: str = "???"
+    k: int = 10
+    compare: list[Any] = field(default_factory=list)
+    backbone: str | None = None
+    weights: str | None = None
+    dtype: str = "fp32"
+
+
 def _field_types(schema: type) -> dict[str, Any]:
     return typing.get_type_hints(schema)  # resolves the string annotations of `from __future__ import annotations`
 
@@ -748,3 +772,40 @@ __all__ = [
     "validate_prepare_config",
     "validate_train_config",
 ]
+
+
+def _check_dtype(cfg: DictConfig) -> None:
+    from locsens.scoring import DTYPES
+
+    if cfg.dtype not in DTYPES:
+        raise ConfigError(f"dtype={cfg.dtype!r}: expected one of {', '.join(DTYPES)}")
+
+
+def validate_explore_config(cfg: DictConfig) -> DictConfig:
+    typed = typed_config(cfg, ExploreConfig)
+    _check_dtype(typed)
+    if not 0 < typed.port < 65536:
+        raise ConfigError(f"port={typed.port}: expected a TCP port in 1..65535")
+    for key, value in (("run", typed.run), *((f"eval[{i}]", e) for i, e in enumerate(typed.eval))):
+        if not Path(str(value)).is_dir():
+            raise FileNotFoundError(f"{key}={value}: no such directory (a training run / an evaluation directory)")
+    return typed
+
+
+def validate_tag_config(cfg: DictConfig) -> DictConfig:
+    typed = typed_config(cfg, TagConfig)
+    _check_dtype(typed)
+    if typed.k < 1:
+        raise ConfigError(f"k={typed.k}: expected a positive number of tags")
+    places = [[typed.lat, typed.lon]] + list(OmegaConf.to_container(typed.compare, resolve=True))
+    for i, place in enumerate(places):
+        key = "lat/lon" if i == 0 else f"compare[{i - 1}]"
+        if not (isinstance(place, (list, tuple)) and len(place) == 2 and all(_is_number(v) for v in place)):
+            raise ConfigError(f"{key}={place!r}: expected a place [lat, lon] in degrees")
+        lat, lon = (float(v) for v in place)
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise ConfigError(f"{key}={place!r}: latitude must be in [-90, 90] and longitude in [-180, 180]")
+    require_file(typed.image, "image", "a photo (JPEG, PNG, ...)")
+    if not Path(str(typed.run)).is_dir():
+        raise FileNotFoundError(f"run={typed.run}: no such run directory (a LocSens training run)")
+    return typed

@@ -95,5 +95,13 @@ class NeighbourPrior:
         out = (counts + self.alpha * self.p_global[None, :]) / (total + self.alpha)
         return torch.from_numpy(out)
 
+    def prior_of(self, lat, lon, tag: int) -> np.ndarray:
+        """``p(tag | location)`` of one tag at many locations, float32 ``[N]``: the column ``tag`` of
+        :meth:`prior` without the dense ``[N, V]`` (a map of one tag over a grid of the globe)."""
+        w = self.weights(lat, lon)
+        count = np.asarray(w @ self.member[:, [int(tag)]].toarray()).ravel()
+        total = np.asarray(w @ np.asarray(self.member.sum(1))).ravel()
+        return ((count + self.alpha * self.p_global[int(tag)]) / (total + self.alpha)).astype(np.float32)
+
 
 __all__ = ["KINDS", "NeighbourPrior"]
