@@ -497,7 +497,7 @@ class TagConfig:
     run: str = "???"
     k: int = 10
     compare: list[Any] = field(default_factory=list)
-    backbone: str | None = None
+    backbone: BackboneConfig | None = None
     weights: str | None = None
     dtype: str = "fp32"
 

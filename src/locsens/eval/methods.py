@@ -64,6 +64,11 @@ class EmbeddingMethod(ScoreRanking):
     def tag_scores(self, rows: np.ndarray) -> torch.Tensor:
         return self.image[torch.as_tensor(rows)] @ self.tag.T
 
+    def scores_of(self, image: torch.Tensor) -> torch.Tensor:
+        """Tag scores ``[B, V]`` of new image embeddings ``[B, E]`` (a photo outside the store: tag.py)."""
+        image = torch.as_tensor(image, dtype=self.tag.dtype)
+        return (F.normalize(image, dim=-1) if self.store.similarity == "cosine" else image) @ self.tag.T
+
     def retrieve(self, tag_ids, lat, lon, candidate_rows, k: int) -> torch.Tensor:
         cand = self.image[torch.as_tensor(candidate_rows)]
         uniq, inverse = torch.unique(torch.as_tensor(tag_ids), return_inverse=True)

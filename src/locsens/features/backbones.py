@@ -289,3 +289,13 @@ def load_backbone(name: str, weights: str | Path | None = None) -> tuple[nn.Modu
     net.eval()
     extractor = f"{name} weights={path.name} sha256={file_sha256(path)}"
     return net, spec, extractor
+
+
+def parse_extractor(extractor: str) -> dict | None:
+    """The backbone a feature store's ``extractor`` record names (as :func:`load_backbone` writes it):
+    ``{"name", "weights", "sha256"}``, or None for features that no backbone made (a simulated world)."""
+    name, _, rest = str(extractor).partition(" ")
+    fields = dict(part.split("=", 1) for part in rest.split() if "=" in part)
+    if name not in BACKBONES or not {"weights", "sha256"} <= set(fields):
+        return None
+    return {"name": name, "weights": fields["weights"], "sha256": fields["sha256"]}
