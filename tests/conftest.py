@@ -322,3 +322,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def explored(tiny_locsens, tmp_path_factory):
+    """The tiny LocSens run, an evaluation of it, and the explorer serving both on a free port (fp32: exact):
+    the stores plus ``evaluation``, ``explorer`` and ``url``."""
+    pytest.importorskip("starlette", reason="needs the explorer extra (pip install -e '.[explorer]')")
+    pytest.importorskip("uvicorn", reason="needs the explorer extra (pip install -e '.[explorer]')")
+    from locsens.eval.pipeline import evaluate
+    from locsens.explore.server import BackgroundServer, create_app
+    from locsens.explore.session import Explorer
+
+    out = tmp_path_factory.mktemp("explorer_eval") / "evaluation"
+    evaluate(compose("evaluate", evaluate_overrides(tiny_locsens, out, f"runs=[{tiny_locsens['run']}]")))
+    explorer = Explorer(tiny_locsens["run"], [out], dtype="fp32")
+    with BackgroundServer(create_app(explorer)) as server:
+        yield {**tiny_locsens, "evaluation": out, "explorer": explorer, "url": server.url}

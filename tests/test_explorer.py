@@ -30,18 +30,6 @@ from locsens.metrics.tagging import ranked_topk  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def explored(tiny_locsens, tmp_path_factory):
-    """The tiny LocSens run, an evaluation of it, and the explorer serving both (fp32: exact)."""
-    from locsens.eval.pipeline import evaluate
-
-    out = tmp_path_factory.mktemp("explorer_eval") / "evaluation"
-    evaluate(compose("evaluate", evaluate_overrides(tiny_locsens, out, f"runs=[{tiny_locsens['run']}]")))
-    explorer = Explorer(tiny_locsens["run"], [out], dtype="fp32")
-    with BackgroundServer(create_app(explorer)) as server:
-        yield {**tiny_locsens, "evaluation": out, "explorer": explorer, "url": server.url}
-
-
 def get(url: str) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(url, timeout=30) as r:
