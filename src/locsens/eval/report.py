@@ -14,6 +14,7 @@ import torch  # noqa: E402
 from locsens.files import atomic_path, write_text_atomic  # noqa: E402
 from locsens.geo import geodesic_km  # noqa: E402
 from locsens.metrics.retrieval import location_sensitive_precision, precision_at_k  # noqa: E402
+from locsens.worldmap import draw_world  # noqa: E402
 
 
 def _fmt(x) -> str:
@@ -106,11 +107,14 @@ def write_figures(fig_dir: Path, results, methods, ds, q, candidates, ret_preds,
     aware = {n: ids for n, ids in ret_preds.items() if getattr(methods.get(n), "location_aware", False)} or ret_preds
     if aware:
         paths.append(figure_continents(fig_dir, results, ds, q, candidates, aware))
-    from locsens.eval.methods import LocSensMethod
+    from locsens.eval.methods import EmbeddingMethod, LocSensMethod
 
     loc_methods = [m for m in methods.values() if isinstance(m, LocSensMethod)]
     if loc_methods:
-        paths += figures_qualitative(fig_dir, ds, candidates, loc_methods[0])
+        embedded = [m for m in methods.values() if isinstance(m, EmbeddingMethod)]
+        # the agnostic model beside LocSens: MCC (the paper's best) where evaluated, else the first one
+        agnostic = next((m for m in embedded if m.name == "mcc"), embedded[0] if embedded else None)
+        paths += figures_qualitative(fig_dir, ds, candidates, loc_methods[0], agnostic)
     learned = [(n, m) for n, m in methods.items() if getattr(m, "net", None) is not None]
     if learned:
         paths.append(figure_range_maps(fig_dir, ds, *learned[0]))
@@ -198,48 +202,116 @@ def figure_continents(fig_dir: Path, results, ds, q, candidates, aware: dict) ->
     return _save(fig, fig_dir / "continents.png")
 
 
-def figures_qualitative(fig_dir: Path, ds, candidates, m) -> list[str]:
-    """Qualitative tagging (paper Fig. 5: the top-5 tags of one image at three faked locations) and retrieval
-    (paper Fig. 1, 2: for a tag, the top result at several locations) of the LocSens method ``m``."""
-    paths = []
+def figures_qualitative(fig_dir: Path, ds, candidates, m, agnostic=None, n_photos: int = 2, k: int = 5) -> list[str]:
+    """Qualitative figures of the LocSens method ``m`` as maps.
+
+    Tagging (paper Fig. 5): ``n_photos`` test photos, each on a world map scored at its own place and at
+    three far-apart probe places, every place labelled with its top-``k`` tags (place names in blue,
+    the photo's true tags in bold green). Retrieval (paper Fig. 1, 2): for one tag, the query places and
+    the top-``k`` photos for each, with their distances; LocSens beside the agnostic method ``agnostic``
+    (an :class:`~locsens.eval.methods.EmbeddingMethod`, e.g. MCC), which returns one list wherever the query is.
+    """
+    from locsens.metrics.tagging import place_name_mask
+
+    is_place = place_name_mask(ds.vocab, ds.place_names).numpy()
     sites = far_apart_sites(ds, 3)
     cand = candidates.rows.numpy()
-    rows = cand[:4]
-    fig, ax = plt.subplots(figsize=(10, 1 + 0.9 * len(rows)))
-    ax.axis("off")
-    lines = []
-    for r in rows:
-        true = ", ".join(ds.vocab[t] for t in ds.tags_of(r)[:6])
-        lines.append(f"image {ds.photo_id[r]} (true tags: {true})")
-        for name, la, lo in sites:
-            s = m.tag_scores(np.array([r]), lat=[la], lon=[lo])
-            top = torch.topk(s[0], 5).indices.tolist()
-            lines.append(f"    at {name:<20s}: " + ", ".join(ds.vocab[t] for t in top))
-    ax.text(0, 1, "\n".join(lines), family="monospace", va="top", fontsize=8)
-    ax.set_title(f"{m.name}: top-5 tags of the same image at three locations")
-    paths.append(_save(fig, fig_dir / "qualitative_tagging.png"))
+    rows = cand[: min(n_photos, len(cand))]
+    fig = plt.figure(figsize=(12, 6.3 * len(rows)))
+    grid = fig.add_gridspec(2 * len(rows), 1, height_ratios=[3.6, 1.1] * len(rows), hspace=0.1)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.97, bottom=0.02)
+    for j, r in enumerate(rows):
+        ax, below = fig.add_subplot(grid[2 * j]), fig.add_subplot(grid[2 * j + 1])
+        truth = set(ds.tags_of(r).tolist())
+        here = f"{ds.places['town'][ds.place_index['town'][r]]} (taken here)"
+        probes = [(here, float(ds.lat[r]), float(ds.lon[r]))] + sites
+        scores = m.tag_scores(np.full(len(probes), r), lat=[p[1] for p in probes], lon=[p[2] for p in probes])
+        draw_world(ax)
+        ax.set_ylim(-60, 85)
+        below.axis("off")
+        for i, ((name, la, lo), s) in enumerate(zip(probes, scores)):
+            top = torch.topk(s, k).indices.tolist()
+            ax.plot(
+                lo,
+                la,
+                marker="*" if i == 0 else "o",
+                ms=15 if i == 0 else 9,
+                color="#c62828",
+                mec="white",
+                zorder=4 - (i > 0),
+            )
+            ax.annotate(str(i + 1), (lo, la), xytext=(6, 5), textcoords="offset points", fontsize=10, weight="bold")
+            lines = [(f"{i + 1}. {name}", {"color": "black", "weight": "bold"})]
+            lines += [(ds.vocab[t], _tag_style(t in truth, bool(is_place[t]))) for t in top]
+            _text_column(below, i / len(probes), lines)
+        true = ", ".join(ds.vocab[t] for t in ds.tags_of(r)[:8])
+        ax.set_title(f"photo {ds.photo_id[r]} (true tags: {true}): top-{k} tags of {m.name} at each place", fontsize=10)
+    fig.text(0.01, 0.005, "blue: place names; bold green: the photo's true tags", fontsize=8, color="#455a64")
+    paths = [_save(fig, fig_dir / "qualitative_tagging.png", tight=False)]
 
-    # Qualitative retrieval (paper Fig. 1, 2): for a tag, the top result at several locations
     tag_name = next((t for t in ("beach", "temple", "bridge", "snow") if t in ds.vocab), ds.vocab[0])
     t = ds.vocab.index(tag_name)
-    ids = m.retrieve(
-        torch.full((len(sites),), t), torch.tensor([s[1] for s in sites]), torch.tensor([s[2] for s in sites]), cand, 1
-    )
-    fig, ax = plt.subplots(figsize=(10, 1 + 0.6 * len(sites)))
-    ax.axis("off")
-    lines = []
-    for (name, la, lo), i in zip(sites, ids[:, 0].tolist()):
-        r = cand[i]
-        d = float(geodesic_km(la, lo, ds.lat[r], ds.lon[r]))
-        where = f"{ds.places['town'][ds.place_index['town'][r]]}, {ds.places['country'][ds.place_index['country'][r]]}"
-        lines.append(
-            f"query '{tag_name}' near {name:<16s} -> {ds.photo_id[r]} in {where} ({d:.0f} km): "
-            + ", ".join(ds.vocab[x] for x in ds.tags_of(r)[:6])
+    n = len(sites)
+    q_tag, q_lat, q_lon = torch.full((n,), t), torch.tensor([p[1] for p in sites]), torch.tensor([p[2] for p in sites])
+    panels = [(m.name, m.retrieve(q_tag, q_lat, q_lon, cand, k))]
+    if agnostic is not None:
+        panels.append(
+            (f"{agnostic.name} (the same list for every place)", agnostic.retrieve(q_tag, q_lat, q_lon, cand, k))
         )
-    ax.text(0, 1, "\n".join(lines), family="monospace", va="top", fontsize=8)
-    ax.set_title(f"{m.name}: top result for '{tag_name}' at several locations")
+    fig, axes = plt.subplots(1, len(panels), figsize=(9.5 * len(panels), 5.4), squeeze=False)
+    colours = ["#d81b60", "#1e88e5", "#43a047", "#fb8c00"]
+    for p, (ax, (name, ids)) in enumerate(zip(axes[0], panels)):
+        draw_world(ax)
+        ax.set_ylim(-60, 85)
+        shared = p > 0  # the agnostic list is one list: its photos in one neutral colour
+        notes = []
+        for j, ((site, la, lo), got) in enumerate(zip(sites, ids.tolist())):
+            c = colours[j % len(colours)]
+            ax.plot(lo, la, marker="*", ms=16, color=c, mec="black", mew=0.6, zorder=4)
+            found = [cand[i] for i in got if i >= 0]
+            km = [float(geodesic_km(la, lo, ds.lat[r], ds.lon[r])) for r in found]
+            dot = "#546e7a" if shared else c
+            for r in found:
+                carries = t in ds.tags_of(r)
+                ax.plot([lo, ds.lon[r]], [la, ds.lat[r]], color=c, lw=0.6, alpha=0.6, zorder=2)
+                ax.plot(ds.lon[r], ds.lat[r], "o", ms=7, color=dot if carries else "white", mec=dot, mew=1.5, zorder=3)
+            marks = ", ".join(f"{d:.0f}{'' if t in ds.tags_of(r) else chr(0x2717)}" for r, d in zip(found, km))
+            notes.append((f"near {site} (km): {marks}", c))
+        for j, (text, c) in enumerate(notes):
+            ax.text(
+                0.01,
+                0.02 + 0.06 * j,
+                text,
+                transform=ax.transAxes,
+                fontsize=8,
+                color=c,
+                va="bottom",
+                bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1},
+            )
+        ax.set_title(f"{name}: top-{k} photos for '{tag_name}' near each star", fontsize=10)
+    fig.text(
+        0.01,
+        0.005,
+        f"filled: the photo carries '{tag_name}'; hollow (and {chr(0x2717)}): it does not; distances to the query place",
+        fontsize=8,
+        color="#455a64",
+    )
     paths.append(_save(fig, fig_dir / "qualitative_retrieval.png"))
     return paths
+
+
+def _tag_style(true: bool, place: bool) -> dict:
+    return {"color": "#2e7d32" if true else "#1565c0" if place else "#263238", "weight": "bold" if true else "normal"}
+
+
+def _text_column(ax, x: float, lines: list[tuple[str, dict]]) -> None:
+    """Coloured lines stacked top-down at axes fraction ``x`` (one column of a legend-like panel)."""
+    from matplotlib.offsetbox import AnchoredOffsetbox, TextArea, VPacker
+
+    box = VPacker(children=[TextArea(text, textprops={"fontsize": 9, **style}) for text, style in lines], pad=0, sep=2)
+    ax.add_artist(
+        AnchoredOffsetbox("upper left", child=box, bbox_to_anchor=(x, 1.0), bbox_transform=ax.transAxes, frameon=False)
+    )
 
 
 def far_apart_sites(ds, n: int) -> list[tuple[str, float, float]]:
@@ -253,8 +325,9 @@ def far_apart_sites(ds, n: int) -> list[tuple[str, float, float]]:
     return sites
 
 
-def _save(fig, path: Path) -> str:
-    fig.tight_layout()
+def _save(fig, path: Path, tight: bool = True) -> str:
+    if tight:
+        fig.tight_layout()
     try:
         with atomic_path(path, suffix=".png") as tmp:
             fig.savefig(tmp, dpi=110)

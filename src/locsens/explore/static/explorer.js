@@ -259,7 +259,7 @@ function colour(t) {
   return RAMP[i].map((c, j) => Math.round(c + f * (RAMP[i + 1][j] - c)));
 }
 async function drawHeat() {
-  const params = { tag: $("heat-tag").value.trim(), step: 2 };
+  const params = { tag: $("heat-tag").value.trim(), step: 3 };
   if ($("heat-mode").value === "locsens") {
     if (!state.photo) return showError("the LocSens map fixes a photo: pick one in 'Tag a photo' first, or choose the prior");
     params.photo = state.photo.photo_id;
