@@ -24,7 +24,9 @@ with h5py.File(f"{evaluation}/predictions.h5") as f:
 gaz = PlaceGazetteer.from_dataset(ds)
 _, wrong, _ = place_consistency(top, Photos.of_rows(ds, rows), gaz)
 in_other = (top[:, :, None] == top_other[:, None, :]).any(-1)
-print(f"{method}: {wrong.sum()} wrong place names in {len(rows)} top-10s; {100 * (wrong & in_other).sum() / wrong.sum():.1f}% also in {other}'s top-10")
+print(
+    f"{method}: {wrong.sum()} wrong place names in {len(rows)} top-10s; {100 * (wrong & in_other).sum() / wrong.sum():.1f}% also in {other}'s top-10"
+)
 for level in LEVELS:
     names = np.diff(gaz.indptr[level]) > 0
     print(f"  naming a {level}: {100 * (wrong & names[np.clip(top, 0, None)]).sum() / wrong.sum():.1f}%")

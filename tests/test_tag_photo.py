@@ -183,3 +183,25 @@ def test_tag_py_names_what_it_cannot_do(photo_world, tiny_locsens, tmp_path):
         proc = run_cli("tag.py", *args, timeout=300)
         assert proc.returncode != 0, args
         assert message in proc.stderr + proc.stdout, (args, proc.stderr[-1500:])
+
+
+def test_explorer_serves_the_photos_the_features_came_from(photo_world, tmp_path):
+    """images= must be the inputs the feature store records; then the page gets each photo's file."""
+    import shutil
+    import urllib.request
+
+    pytest.importorskip("starlette", reason="needs the explorer extra")
+    from locsens.explore.server import BackgroundServer, create_app
+    from locsens.explore.session import Explorer
+
+    explorer = Explorer(photo_world["run"], images=photo_world["folder"], dtype="fp32")
+    with BackgroundServer(create_app(explorer)) as server:
+        with urllib.request.urlopen(f"{server.url}/image/1003") as r:
+            assert r.read() == (photo_world["folder"] / "1003.jpg").read_bytes()
+        with urllib.request.urlopen(f"{server.url}/api/photo?photo=1003") as r:
+            assert b'"image":true' in r.read().replace(b" ", b"")
+    other = tmp_path / "photos"
+    shutil.copytree(photo_world["folder"], other)
+    (other / "1003.jpg").unlink()  # another set of inputs than extraction's
+    with pytest.raises(ValueError, match="not the images the feature store"):
+        Explorer(photo_world["run"], images=other)

@@ -141,6 +141,7 @@ def main(argv: list[str]) -> None:
     print(f"\nDemo done in {(time.time() - t0) / 60:.1f} min. Tables: {eval_dir / 'tables.md'}")
     print("Figures:\n  " + "\n  ".join(results["figures"]))
     print(f"Notebook: LOCSENS_EVAL_DIRS={eval_dir} jupyter lab notebooks/analysis.ipynb")
+    print(f"Explorer: python explore.py run={runs[0]} eval=[{eval_dir}]   (then open http://127.0.0.1:8765/)")
 
 
 if __name__ == "__main__":

@@ -108,6 +108,7 @@ class Explorer:
         self.evaluations = [self._open_evaluation(Path(e)) for e in evaluations]
         self.image_paths = self._open_images(Path(images), store) if images else {}
         self._prior = None
+        self._exact = self.locsens.engine if self.locsens.engine.dtype_used == "fp32" else None
 
     # ------------------------------------------------------------------------------------------
     # inputs
@@ -128,7 +129,8 @@ class Explorer:
         from locsens.features.extract import inputs_sha256, read_inputs
 
         features_path = (store.made_from.get("features") or {}).get("path")
-        recorded = FeatureStore(features_path).attrs.get("inputs_sha256") if features_path else None
+        # extraction records the sha256 of its inputs (photo ids and paths) as the store's made_from "images"
+        recorded = FeatureStore(features_path).made_from.get("images") if features_path else None
         if not recorded:
             raise ValueError(
                 f"images={images}: the run's features ({features_path}) were not extracted from image files "
@@ -335,8 +337,12 @@ class Explorer:
         if photo_id not in (None, ""):
             r = self.row(photo_id)
             image = self.locsens.image[[r]].expand(len(flat_lat), -1)
+            if self._exact is None:  # a map shows small differences between places: fp32, not bf16's rounding
+                from locsens.scoring import ScoringEngine
+
+                self._exact = ScoringEngine(self.locsens.model, dtype="fp32", tag_embeddings=self.locsens.tag)
             with torch.no_grad():
-                values = self.locsens.engine.score_tags(
+                values = self._exact.score_tags(
                     image, flat_lat, flat_lon, candidates=torch.full((len(flat_lat), 1), t)
                 )[:, 0]
             source = f"{self.locsens.name}: score of tag {self.ds.vocab[t]!r} for photo {int(self.ds.photo_id[r])}"

@@ -37,7 +37,7 @@ function el(name, attrs = {}, parent = null) {
   if (parent) parent.appendChild(node);
   return node;
 }
-function makeMap(container, onPick) {
+function makeMap(container, onPick, outlinesOnTop = false) {
   const svg = el("svg", { viewBox: "-180 -90 360 180", preserveAspectRatio: "xMidYMid meet" });
   const plane = el("g", { transform: "scale(1,-1)" }, svg);
   const land = el("g", {}, plane);
@@ -46,6 +46,7 @@ function makeMap(container, onPick) {
     el("path", { d, class: "land" }, land).appendChild(Object.assign(document.createElementNS(SVG, "title"), { textContent: country.name }));
   }
   const layers = { under: el("g", {}, plane), marks: el("g", {}, plane) };
+  if (outlinesOnTop) layers.marks.appendChild(Object.assign(land.cloneNode(true), { id: "" })).setAttribute("class", "outline");
   container.replaceChildren(svg);
   const toLonLat = (event) => {
     const p = svg.createSVGPoint();
@@ -349,7 +350,7 @@ async function start() {
   state.maps.tag = makeMap($("tag-map"), (lat, lon, final) => moveMarker(lat, lon, final));
   state.maps["ret-locsens"] = makeMap($("ret-map-locsens"), pickQueryPlace);
   state.maps["ret-agnostic"] = makeMap($("ret-map-agnostic"), pickQueryPlace);
-  state.maps.heat = makeMap($("heat-map"), null);
+  state.maps.heat = makeMap($("heat-map"), null, true);
   $("query-km").replaceChildren(...info.distances_km.map((km) => Object.assign(document.createElement("option"), { value: km, textContent: km, selected: km === 200 })));
   for (const tab of document.querySelectorAll(".tab")) tab.onclick = () => showView(tab.dataset.view);
   $("photo-search-go").onclick = searchPhotos;
