@@ -4,7 +4,7 @@
         [--eval outputs/demo-demo/evaluation] [--out docs/explorer]
 
 Serves the explorer on a free port and drives headless Chromium (Playwright, Debian's chromium) through
-the four views: a photo tagged where it was taken, a retrieval near Paris, where a tag is used, and the
+the four views: a photo tagged where it was taken, a retrieval where the tag's photos cluster, where a tag is used, and the
 comparison of the evaluation's methods. Each PNG is written to a temporary name and renamed into place.
 """
 
@@ -65,6 +65,11 @@ def main() -> None:
         ),
         common,
     )
+    # the retrieval's place: where the test photos of that tag cluster most (the town with most of them)
+    with_tag = explorer.test_rows[ds.rows_with_any(np.arange(ds.num_tags) == explorer.tag_id[tag])[explorer.test_rows]]
+    town = np.bincount(ds.place_index["town"][with_tag]).argmax()
+    at = with_tag[ds.place_index["town"][with_tag] == town]
+    place = float(ds.lat[at].mean()), float(ds.lon[at].mean())
     with BackgroundServer(create_app(explorer)) as server, sync_playwright() as p:
         browser = launch(p)
         page = browser.new_page(viewport={"width": 1440, "height": 900})
@@ -75,7 +80,7 @@ def main() -> None:
         page.click("button[data-view=retrieve]")
         page.fill("#query-tag", tag)
         page.select_option("#query-km", "750")
-        page.mouse.click(*pixel(page, "#ret-map-locsens svg", 48.86, 2.35))
+        page.mouse.click(*pixel(page, "#ret-map-locsens svg", *place))
         page.wait_for_function("document.querySelectorAll('#ret-map-locsens circle.result').length === 10")
         shoot(page, out / "retrieve.png")
         page.click("button[data-view=heat]")

@@ -58,6 +58,12 @@ def ranked(page, list_id: str) -> tuple[list[str], str, str]:
     )
 
 
+def open_view(page, url: str, view: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("body[data-ready=true]", timeout=30000)
+    page.click(f"button[data-view={view}]")
+
+
 def wait_ranked_at(page, lat: float, lon: float) -> None:
     page.wait_for_function(
         "([lat, lon]) => { const ol = document.getElementById('locsens-tags');"
@@ -101,9 +107,7 @@ def test_drag_the_marker_across_continents(explored, page, tmp_path):
 
 
 def test_retrieve_shows_ten_images_for_each_method(explored, page, tmp_path):
-    page.goto(explored["url"])
-    page.wait_for_selector("body[data-ready=true]", timeout=30000)
-    page.click("button[data-view=retrieve]")
+    open_view(page, explored["url"], "retrieve")
     page.fill("#query-tag", "paris")
     page.select_option("#query-km", "750")
     x, y = pixel(page, "#ret-map-locsens svg", *PARIS)
@@ -132,9 +136,7 @@ def test_an_unknown_photo_shows_the_apis_error(explored, page, tmp_path):
 
 
 def test_heat_map_and_sortable_comparison(explored, page, tmp_path):
-    page.goto(explored["url"])
-    page.wait_for_selector("body[data-ready=true]", timeout=30000)
-    page.click("button[data-view=heat]")
+    open_view(page, explored["url"], "heat")
     page.fill("#heat-tag", "kyoto")
     page.select_option("#heat-mode", "prior")
     page.click("#heat-go")

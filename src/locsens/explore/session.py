@@ -109,6 +109,7 @@ class Explorer:
         self.image_paths = self._open_images(Path(images), store) if images else {}
         self._prior = None
         self._exact = self.locsens.engine if self.locsens.engine.dtype_used == "fp32" else None
+        self.rank_tags(int(ds.photo_id[self.test_rows[0]]), 0.0, 0.0, 1)  # warm: the engine's vocabulary block
 
     # ------------------------------------------------------------------------------------------
     # inputs

@@ -270,10 +270,13 @@ async function drawHeat() {
   const rows = heat.values.length, cols = heat.values[0].length;
   const canvas = Object.assign(document.createElement("canvas"), { width: cols, height: rows });
   const ctx = canvas.getContext("2d"), img = ctx.createImageData(cols, rows);
-  const span = heat.max - heat.min || 1;
+  // colours span the 2nd to 98th percentile: a few extreme cells (an ocean, a pole) would wash out the rest
+  const sorted = heat.values.flat().sort((a, b) => a - b);
+  const low = sorted[Math.floor(0.02 * (sorted.length - 1))], high = sorted[Math.ceil(0.98 * (sorted.length - 1))];
+  const span = high - low || 1;
   for (let r = 0; r < rows; r++)
     for (let c = 0; c < cols; c++) {
-      const [R, G, B] = colour((heat.values[r][c] - heat.min) / span), at = 4 * ((rows - 1 - r) * cols + c);
+      const [R, G, B] = colour((heat.values[r][c] - low) / span), at = 4 * ((rows - 1 - r) * cols + c);
       img.data.set([R, G, B, 170], at);
     }
   ctx.putImageData(img, 0, 0);
@@ -289,7 +292,11 @@ async function drawHeat() {
     bctx.fillStyle = `rgb(${colour(x / 239).join(",")})`;
     bctx.fillRect(x, 0, 1, 12);
   }
-  legend.replaceChildren(document.createTextNode(heat.min.toPrecision(3)), bar, document.createTextNode(heat.max.toPrecision(3)));
+  legend.replaceChildren(
+    document.createTextNode(`<= ${low.toPrecision(3)}`),
+    bar,
+    document.createTextNode(`>= ${high.toPrecision(3)} (2nd-98th percentile; all: ${heat.min.toPrecision(3)} to ${heat.max.toPrecision(3)})`)
+  );
 }
 
 // ---------------------------------------------------------------- compare runs
