@@ -271,6 +271,7 @@ def test_refuses_what_does_not_belong_together(tiny_locsens, tmp_path):
 def test_explore_cli_serves_and_refuses_bad_config(tiny_locsens):
     for args, message in (
         ([f"run={tiny_locsens['run']}", "port=0"], "port=0"),
+        ([], "run is required"),
         (["run=/nonexistent/run"], "run=/nonexistent/run: no such directory"),
         ([f"run={tiny_locsens['run']}", "+evals=[x]"], "did you mean 'eval'"),
         ([f"run={tiny_locsens['run']}", "dtype=fp16"], "dtype='fp16'"),

@@ -173,6 +173,7 @@ def test_tag_py_names_what_it_cannot_do(photo_world, tiny_locsens, tmp_path):
         ([f"image={photo}", "lat=100", "lon=2", f"run={photo_world['run']}"], "latitude must be in [-90, 90]"),
         ([f"image={photo}", "lat=1", "lon=2", f"run={photo_world['run']}", "compare=[[1]]"], "compare[0]"),
         ([f"image={photo}", "lat=1", "lon=2", f"run={photo_world['run']}", "k=0"], "k=0"),
+        ([f"image={photo}", "lat=1", f"run={photo_world['run']}"], "lon is required"),
         ([f"image={photo}", "lat=1", "lon=2", f"run={photo_world['run']}", "+topk=3"], "topk"),
         (
             [f"image={photo}", "lat=1", "lon=2", f"run={photo_world['mcc'].rsplit('/checkpoints', 1)[0]}"],
@@ -205,3 +206,5 @@ def test_explorer_serves_the_photos_the_features_came_from(photo_world, tmp_path
     (other / "1003.jpg").unlink()  # another set of inputs than extraction's
     with pytest.raises(ValueError, match="not the images the feature store"):
         Explorer(photo_world["run"], images=other)
+    with pytest.raises(ValueError, match="is a MCC, not LocSens"):
+        Explorer(str(photo_world["mcc"]).rsplit("/checkpoints", 1)[0])

@@ -781,8 +781,16 @@ def _check_dtype(cfg: DictConfig) -> None:
         raise ConfigError(f"dtype={cfg.dtype!r}: expected one of {', '.join(DTYPES)}")
 
 
+def _require_set(cfg: DictConfig, keys: dict[str, str]) -> None:
+    """Each of ``keys`` (key -> what it is) has a value, not the config's ``???``."""
+    for key, what in keys.items():
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(f"{key} is required ({what}): add {key}=... to the command")
+
+
 def validate_explore_config(cfg: DictConfig) -> DictConfig:
     typed = typed_config(cfg, ExploreConfig)
+    _require_set(typed, {"run": "a LocSens training run directory"})
     _check_dtype(typed)
     if not 0 < typed.port < 65536:
         raise ConfigError(f"port={typed.port}: expected a TCP port in 1..65535")
@@ -794,6 +802,15 @@ def validate_explore_config(cfg: DictConfig) -> DictConfig:
 
 def validate_tag_config(cfg: DictConfig) -> DictConfig:
     typed = typed_config(cfg, TagConfig)
+    _require_set(
+        typed,
+        {
+            "image": "a photo file",
+            "lat": "the latitude where it was taken, degrees",
+            "lon": "the longitude where it was taken, degrees",
+            "run": "a LocSens training run directory",
+        },
+    )
     _check_dtype(typed)
     if typed.k < 1:
         raise ConfigError(f"k={typed.k}: expected a positive number of tags")

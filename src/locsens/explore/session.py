@@ -83,7 +83,7 @@ class Explorer:
         if "embeddings" not in made_from:
             raise ValueError(
                 f"run={run}: its checkpoint {checkpoint} is a {record['model_class'].rsplit('.', 1)[-1]}, not LocSens "
-                "(the explorer moves a photo around the globe: give it a LocSens run, e.g. outputs/demo/locsens_raw)"
+                "(the explorer moves a photo around the globe: give it a LocSens run, e.g. outputs/demo-demo/locsens_raw)"
             )
         dataset_path = Path(dataset_path or made_from["dataset"]["path"])
         embeddings_path = Path(made_from["embeddings"]["path"])
