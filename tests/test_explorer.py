@@ -186,16 +186,27 @@ def test_search_vocab_compare_and_stored_predictions(explored):
     [
         ("/api/tags?photo=1&lat=0&lon=0", 404, "unknown photo id 1"),
         ("/api/tags?photo=abc&lat=0&lon=0", 400, "is not a photo id"),
+        ("/api/vocab", 200, ""),
         ("/api/tags?photo={pid}&lat=91&lon=0", 400, "lat=91 is out of range"),
         ("/api/tags?photo={pid}&lat=0&lon=-181", 400, "lon=-181 is out of range"),
-        ("/api/tags?photo={pid}&lat=nan&lon=0", 400, "lat=nan is out of range"),
+        ("/api/tags?photo={pid}&lat=nan&lon=0", 400, "lat=nan is not a finite number"),
         ("/api/tags?photo={pid}&lat=0", 400, "missing parameter 'lon'"),
         ("/api/tags?photo={pid}&lat=0&lng=0", 400, "unknown parameter 'lng' (did you mean 'lon'?)"),
         ("/api/retrieve?tag=kyotoo&lat=0&lon=0", 404, "unknown tag 'kyotoo'"),
         ("/api/retrieve?tag=kyoto&lat=0&lon=0&km=-1", 400, "km=-1 is out of range"),
         ("/api/search?q=zzzz", 404, "unknown tag 'zzzz'"),
-        ("/api/heatmap?tag=kyoto&step=0", 400, "step=0 is out of range"),
+        ("/api/heatmap?tag=kyoto&step=0.5", 400, "step=0.5 is out of range"),
+        ("/api/tags?photo={pid}&lat=0&lon=0&lat=5", 400, "parameter 'lat' given more than once"),
+        ("/api/tags?photo={pid}&lat=%D9%A3&lon=0", 400, "is not a number"),  # an Arabic-Indic digit
+        ("/api/tags?photo={pid}&lat=1_0&lon=0", 400, "lat=1_0 is not a number"),
+        ("/api/tags?photo={pid}&lat=inf&lon=0", 400, "lat=inf is not a finite number"),
+        ("/api/tags?photo=%EF%BC%98&lat=0&lon=0", 400, "is not a photo id"),  # a fullwidth digit
+        ("/api/retrieve?tag=%20&lat=0&lon=0", 400, "tag is empty"),
+        ("/api/heatmap?tag=kyoto&step=7", 400, "step=7 must divide 180"),
+        ("/api/search?q=" + "x" * 5000, 404, "(5000 characters)"),
+        ("/api/world?x=1", 400, "unknown parameter 'x'"),
         ("/api/tagz", 404, "unknown API route /api/tagz (did you mean 'tags'?)"),
+        ("/api", 404, "no such page /api"),
         ("/figure/0/../../results.json", 404, ""),
         ("/figure/0/nothere.png", 404, "has no figure 'nothere.png'"),
         ("/image/{pid}", 404, "has no image"),
@@ -217,7 +228,25 @@ def test_only_get(explored):
     request = urllib.request.Request(f"{explored['url']}/api/info", method="POST", data=b"")
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(request, timeout=10)
-    assert e.value.code == 405
+    assert e.value.code == 405 and "GET only" in json.loads(e.value.read())["error"]
+
+
+def test_a_slow_question_does_not_stall_the_page(explored):
+    """A heat map runs off the event loop: the page's files are served meanwhile."""
+    import threading
+
+    ds = DatasetStore(explored["dataset"])
+    slow = threading.Thread(
+        target=get, args=(f"{explored['url']}/api/heatmap?tag=kyoto&step=1&photo={ds.photo_id[0]}",)
+    )
+    slow.start()
+    time.sleep(0.2)
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(f"{explored['url']}/static/explorer.css", timeout=30) as r:
+        assert r.status == 200
+    served = time.perf_counter() - t0
+    slow.join()
+    assert served < 1.0
 
 
 def tree_digest(*roots) -> dict:
@@ -271,6 +300,7 @@ def test_refuses_what_does_not_belong_together(tiny_locsens, tmp_path):
 def test_explore_cli_serves_and_refuses_bad_config(tiny_locsens):
     for args, message in (
         ([f"run={tiny_locsens['run']}", "port=0"], "port=0"),
+        ([f"run={tiny_locsens['run']}", "host=no.such.host.invalid"], "cannot serve there"),
         ([], "run is required"),
         (["run=/nonexistent/run"], "run=/nonexistent/run: no such directory"),
         ([f"run={tiny_locsens['run']}", "+evals=[x]"], "did you mean 'eval'"),

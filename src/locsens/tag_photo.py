@@ -63,18 +63,24 @@ def tag_photo(image, places, run, k: int = 10, backbone=None, weights=None, dtyp
     if "embeddings" not in made_from:
         raise TagPhotoError(f"run={run}: {checkpoint} is not a LocSens checkpoint (it records no embeddings store)")
     dataset = DatasetStore(made_from["dataset"]["path"])
+    if k > dataset.num_tags:
+        raise TagPhotoError(f"k={k}: the vocabulary has {dataset.num_tags} tags")
     embeddings_path = made_from["embeddings"]["path"]
     store = EmbeddingStore(embeddings_path)
     exported = store.made_from
     features_path = (exported.get("features") or {}).get("path")
     agnostic_ckpt = (exported.get("checkpoint") or {}).get("path")
-    if features_path and Path(features_path).is_file():  # first what the photo cannot go through at all
-        net, spec, extractor = _backbone_of(features_path, backbone, weights)
-    if not features_path or not agnostic_ckpt or not Path(agnostic_ckpt).is_file():
+    if not features_path or not Path(features_path).is_file():
         raise TagPhotoError(
-            f"{embeddings_path} does not name an existing agnostic checkpoint and feature store it was exported "
-            f"from (checkpoint {agnostic_ckpt!r}, features {features_path!r}): a photo cannot be embedded like the "
-            "training photos; export the embeddings with python export.py checkpoint=<MCC run>"
+            f"{embeddings_path} was exported from the feature store {features_path!r}, which does not exist: "
+            "its extractor record says which backbone to run on a photo; restore it"
+        )
+    net, spec, extractor = _backbone_of(features_path, backbone, weights)  # refuses simulated features first
+    if not agnostic_ckpt or not Path(agnostic_ckpt).is_file():
+        raise TagPhotoError(
+            f"{embeddings_path} does not name an existing agnostic checkpoint it was exported from ({agnostic_ckpt!r}): "
+            "a photo cannot be embedded like the training photos; export the embeddings with python export.py "
+            "checkpoint=<MCC run>"
         )
     if file_ref(agnostic_ckpt)["sha256"] != exported["checkpoint"].get("sha256"):
         raise TagPhotoError(

@@ -72,3 +72,20 @@ def draw_world(ax, land: str = "#e4e4e0", edge: str = "#b8b8b0") -> None:
     ax.set_facecolor("#f4f8fb")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def link(ax, lon1: float, lat1: float, lon2: float, lat2: float, **style) -> None:
+    """A line between two places the short way round: across the antimeridian (Tokyo to California over the
+    Pacific) it leaves one edge of the map and comes back at the other."""
+    if abs(lon2 - lon1) <= 180:
+        ax.plot([lon1, lon2], [lat1, lat2], **style)
+        return
+    lon2_unwrapped = lon2 - 360 if lon2 > lon1 else lon2 + 360
+    ax.plot([lon1, lon2_unwrapped], [lat1, lat2], **style)
+    ax.plot([lon1 + (lon2 - lon2_unwrapped), lon2], [lat1, lat2], **style)
+
+
+def fit_latitudes(ax, lats, south: float = -60.0, north: float = 85.0) -> None:
+    """Show the inhabited latitudes, widened to every place in ``lats`` (no point falls off the map)."""
+    lats = np.asarray(lats, dtype=float)
+    ax.set_ylim(min(south, lats.min() - 5) if len(lats) else south, max(north, lats.max() + 5) if len(lats) else north)

@@ -14,7 +14,7 @@ import torch  # noqa: E402
 from locsens.files import atomic_path, write_text_atomic  # noqa: E402
 from locsens.geo import geodesic_km  # noqa: E402
 from locsens.metrics.retrieval import location_sensitive_precision, precision_at_k  # noqa: E402
-from locsens.worldmap import draw_world  # noqa: E402
+from locsens.worldmap import draw_world, fit_latitudes, link  # noqa: E402
 
 
 def _fmt(x) -> str:
@@ -227,7 +227,7 @@ def figures_qualitative(fig_dir: Path, ds, candidates, m, agnostic=None, n_photo
         probes = [(here, float(ds.lat[r]), float(ds.lon[r]))] + sites
         scores = m.tag_scores(np.full(len(probes), r), lat=[p[1] for p in probes], lon=[p[2] for p in probes])
         draw_world(ax)
-        ax.set_ylim(-60, 85)
+        fit_latitudes(ax, [p[1] for p in probes])
         below.axis("off")
         for i, ((name, la, lo), s) in enumerate(zip(probes, scores)):
             top = torch.topk(s, k).indices.tolist()
@@ -262,7 +262,8 @@ def figures_qualitative(fig_dir: Path, ds, candidates, m, agnostic=None, n_photo
     colours = ["#d81b60", "#1e88e5", "#43a047", "#fb8c00"]
     for p, (ax, (name, ids)) in enumerate(zip(axes[0], panels)):
         draw_world(ax)
-        ax.set_ylim(-60, 85)
+        shown = [la for _, la, _ in sites] + [float(ds.lat[cand[i]]) for i in ids.flatten().tolist() if i >= 0]
+        fit_latitudes(ax, shown)
         shared = p > 0  # the agnostic list is one list: its photos in one neutral colour
         notes = []
         for j, ((site, la, lo), got) in enumerate(zip(sites, ids.tolist())):
@@ -273,7 +274,7 @@ def figures_qualitative(fig_dir: Path, ds, candidates, m, agnostic=None, n_photo
             dot = "#546e7a" if shared else c
             for r in found:
                 carries = t in ds.tags_of(r)
-                ax.plot([lo, ds.lon[r]], [la, ds.lat[r]], color=c, lw=0.6, alpha=0.6, zorder=2)
+                link(ax, lo, la, float(ds.lon[r]), float(ds.lat[r]), color=c, lw=0.6, alpha=0.6, zorder=2)
                 ax.plot(ds.lon[r], ds.lat[r], "o", ms=7, color=dot if carries else "white", mec=dot, mew=1.5, zorder=3)
             marks = ", ".join(f"{d:.0f}{'' if t in ds.tags_of(r) else chr(0x2717)}" for r, d in zip(found, km))
             notes.append((f"near {site} (km): {marks}", c))

@@ -23,6 +23,7 @@ STATIC = Path(__file__).parent / "static"
 # route -> (Explorer method, its query parameters)
 API = {
     "info": ("info", ()),
+    "world": (None, ()),
     "photo": ("photo", ("photo",)),
     "random": ("random_photo", ("seed",)),
     "search": ("search", ("q",)),
@@ -45,6 +46,8 @@ REQUIRED = {
 def create_app(explorer: Explorer):
     try:
         from starlette.applications import Starlette
+        from starlette.concurrency import run_in_threadpool
+        from starlette.exceptions import HTTPException
         from starlette.responses import FileResponse, JSONResponse, Response
         from starlette.routing import Mount, Route
         from starlette.staticfiles import StaticFiles
@@ -59,12 +62,14 @@ def create_app(explorer: Explorer):
 
     async def api(request):
         name = request.path_params["name"]
-        if name == "world":
-            return JSONResponse({"countries": world})
         if name not in API:
-            return error(f"unknown API route /api/{name}" + _hint(name, list(API) + ["world"]), 404)
+            return error(f"unknown API route /api/{name}" + _hint(name, API), 404)
         method, params = API[name]
-        given = dict(request.query_params)
+        items = request.query_params.multi_items()
+        given = dict(items)
+        repeated = sorted({p for p, _ in items if sum(q == p for q, _ in items) > 1})
+        if repeated:
+            return error(f"/api/{name}: parameter {repeated[0]!r} given more than once", 400)
         unknown = [p for p in given if p not in params]
         if unknown:
             return error(
@@ -75,10 +80,12 @@ def create_app(explorer: Explorer):
         missing = [p for p in REQUIRED.get(name, ()) if not given.get(p)]
         if missing:
             return error(f"/api/{name}: missing parameter {missing[0]!r} (it takes {', '.join(params)})", 400)
+        if method is None:
+            return JSONResponse({"countries": world})
         args = {("photo_id" if p == "photo" else "query" if p == "q" else p): v for p, v in given.items()}
-        async with lock:
+        async with lock:  # one at a time, off the event loop: a heat map does not stall the page's files
             try:
-                return JSONResponse(getattr(explorer, method)(**args))
+                return JSONResponse(await run_in_threadpool(getattr(explorer, method), **args))
             except ExplorerError as e:
                 return error(str(e), e.status)
             except Exception as e:  # a bug, not bad input: say so, keep serving
@@ -103,7 +110,13 @@ def create_app(explorer: Explorer):
     async def no_icon(request):
         return Response(status_code=204)
 
+    async def http_error(request, exc):
+        # not-found and method errors as JSON too: the page shows every error's message the same way
+        detail = {404: f"no such page {request.url.path}", 405: "the explorer answers GET only (it never writes)"}
+        return error(detail.get(exc.status_code, str(exc.detail)), exc.status_code)
+
     return Starlette(
+        exception_handlers={HTTPException: http_error},
         routes=[
             Route("/", index),
             Route("/favicon.ico", no_icon),
@@ -111,13 +124,24 @@ def create_app(explorer: Explorer):
             Route("/figure/{index}/{name}", figure),
             Route("/image/{photo}", image),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
-        ]
+        ],
     )
 
 
 def _hint(word: str, choices) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a host that does not resolve or a port already taken, naming them."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+    except OSError as e:
+        raise OSError(
+            f"host={host} port={port}: cannot serve there ({e.strerror or e}); choose another port="
+        ) from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:

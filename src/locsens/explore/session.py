@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import time
 from pathlib import Path
 
@@ -42,24 +43,35 @@ def _did_you_mean(word: str, choices) -> str:
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
+NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")  # ASCII digits only: no "1_0", no "٣"
+INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _shown(value, limit: int = 60) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def parse_float(name: str, value, low: float, high: float) -> float:
     """A query parameter as a finite float in [low, high], or a 400 naming it."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ExplorerError(f"{name}={value} is not a number") from None
+    text = str(value).strip()
+    if text.lower() in ("nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"):
+        raise ExplorerError(f"{name}={_shown(value)} is not a finite number")
+    if not NUMBER.fullmatch(text):
+        raise ExplorerError(f"{name}={_shown(value)} is not a number")
+    x = float(text)
     if not math.isfinite(x) or not low <= x <= high:
-        raise ExplorerError(f"{name}={value} is out of range: expected a number in [{low:g}, {high:g}]")
+        raise ExplorerError(f"{name}={_shown(value)} is out of range: expected a number in [{low:g}, {high:g}]")
     return x
 
 
 def parse_int(name: str, value, low: int, high: int) -> int:
-    try:
-        x = int(str(value))
-    except (TypeError, ValueError):
-        raise ExplorerError(f"{name}={value} is not an integer") from None
+    text = str(value).strip()
+    if not INTEGER.fullmatch(text):
+        raise ExplorerError(f"{name}={_shown(value)} is not an integer")
+    x = int(text)
     if not low <= x <= high:
-        raise ExplorerError(f"{name}={value} is out of range: expected an integer in [{low}, {high}]")
+        raise ExplorerError(f"{name}={_shown(value)} is out of range: expected an integer in [{low}, {high}]")
     return x
 
 
@@ -146,19 +158,21 @@ class Explorer:
         return {int(p): Path(f) for p, f in zip(photo_id, paths)}
 
     def row(self, photo_id) -> int:
-        try:
-            pid = int(str(photo_id).strip())
-        except ValueError:
-            raise ExplorerError(f"photo={photo_id!r} is not a photo id (an integer)") from None
+        text = str(photo_id).strip()
+        if not text.isascii() or not text.isdigit():
+            raise ExplorerError(f"photo={_shown(photo_id)} is not a photo id (digits)")
+        pid = int(text)
         if pid not in self.row_of:
             raise ExplorerError(f"unknown photo id {pid}: not in the dataset store {self.ds.path}", 404)
         return self.row_of[pid]
 
     def tag(self, name) -> int:
         name = str(name).strip().lower()
+        if not name:
+            raise ExplorerError("tag is empty: type a tag of the vocabulary")
         if name not in self.tag_id:
             raise ExplorerError(
-                f"unknown tag {name!r}: not in the vocabulary of {self.ds.num_tags} tags"
+                f"unknown tag {_shown(name)!r}: not in the vocabulary of {self.ds.num_tags} tags"
                 + _did_you_mean(name, self.ds.vocab),
                 404,
             )
@@ -233,15 +247,15 @@ class Explorer:
         if not query:
             raise ExplorerError("q is empty: type a photo id or a tag")
         ids = self.ds.photo_id[self.test_rows]
-        if query.isdigit():
+        if query.isascii() and query.isdigit():
             hits = self.test_rows[np.char.startswith(ids.astype(str), query)]
             if len(hits) == 0:
-                raise ExplorerError(f"no test photo id starts with {query!r}", 404)
+                raise ExplorerError(f"no test photo id starts with {_shown(query)!r}", 404)
         else:
             t = self.tag(query)
             hits = self.test_rows[self.ds.rows_with_any(np.arange(self.ds.num_tags) == t)[self.test_rows]]
             if len(hits) == 0:
-                raise ExplorerError(f"no test photo carries the tag {query!r}", 404)
+                raise ExplorerError(f"no test photo carries the tag {_shown(query)!r}", 404)
         return {"query": query, "count": len(hits), "photos": [self._brief(r) for r in hits[:limit]]}
 
     def _brief(self, r: int) -> dict:
@@ -258,8 +272,8 @@ class Explorer:
         r = int(np.random.default_rng(seed).choice(self.test_rows))
         return self.photo(self.ds.photo_id[r])
 
-    def vocabulary(self, prefix, limit: int = 20) -> dict:
-        """Autocomplete: tags starting with ``prefix``, most used in test first (queryable: >= 1 test photo)."""
+    def vocabulary(self, prefix="", limit: int = 20) -> dict:
+        """Autocomplete: tags starting with ``prefix``, those on most test photos first."""
         prefix = str(prefix or "").strip().lower()
         hits = [t for t, name in enumerate(self.ds.vocab) if name.startswith(prefix)]
         hits.sort(key=lambda t: -self.test_count[t])
@@ -327,12 +341,16 @@ class Explorer:
         return out
 
     def heatmap(self, tag, photo_id=None, step=3.0) -> dict:
-        """A tag's score over a lat/lon grid: LocSens with the photo's image fixed, or (no photo) the
-        training photos' k-nearest-neighbour prior p(tag | location) (locsens.priors)."""
+        """A tag's score over a lat/lon grid of ``step`` degree cells (a divisor of 180; at least 1: 64,800
+        cells): LocSens with the photo's image fixed, or (no photo) the training photos'
+        k-nearest-neighbour prior p(tag | location) (locsens.priors)."""
         t = self.tag(tag)
-        step = parse_float("step", step, 0.5, 30.0)
-        lat = np.arange(-90 + step / 2, 90, step)
-        lon = np.arange(-180 + step / 2, 180, step)
+        step = parse_float("step", step, 1.0, 30.0)
+        rows = 180 / step
+        if abs(rows - round(rows)) > 1e-9:
+            raise ExplorerError(f"step={step:g} must divide 180 degrees (e.g. 1, 2, 3, 5, 10)")
+        lat = -90 + step * (np.arange(round(rows)) + 0.5)  # cell centres: the grid covers the whole globe
+        lon = -180 + step * (np.arange(2 * round(rows)) + 0.5)
         glat, glon = np.meshgrid(lat, lon, indexing="ij")
         flat_lat, flat_lon = torch.from_numpy(glat.ravel()), torch.from_numpy(glon.ravel())
         if photo_id not in (None, ""):
@@ -359,6 +377,7 @@ class Explorer:
             "tag": self.ds.vocab[t],
             "source": source,
             "step": step,
+            "extent": [-180.0, -90.0, 180.0, 90.0],  # west, south, east, north: rows south to north
             "lat0": float(lat[0]),
             "lon0": float(lon[0]),
             "min": float(values.min()),

@@ -10,7 +10,7 @@ const state = { info: null, world: null, photo: null, marker: null, queryPlace: 
 async function api(route, params = {}) {
   const query = new URLSearchParams(params).toString();
   const response = await fetch(`/api/${route}${query ? "?" + query : ""}`);
-  const body = await response.json();
+  const body = await response.json().catch(() => ({ error: `${route}: HTTP ${response.status} ${response.statusText}` }));
   if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
   return body;
 }
@@ -19,10 +19,11 @@ function showError(err) {
   box.textContent = err ? String(err.message || err) : "";
   box.hidden = !err;
 }
-async function guarded(fn) {
+// an action's error stays until the next action succeeds; a background call (autocomplete) clears nothing
+async function guarded(fn, clears = true) {
   try {
     const out = await fn();
-    showError(null);
+    if (clears) showError(null);
     return out;
   } catch (err) {
     showError(err);
@@ -82,9 +83,15 @@ function geodesicCircle(lat, lon, km) {
     const b = (2 * Math.PI * i) / 96;
     const la2 = Math.asin(Math.sin(la) * Math.cos(d) + Math.cos(la) * Math.sin(d) * Math.cos(b));
     const lo2 = lo + Math.atan2(Math.sin(b) * Math.sin(d) * Math.cos(la), Math.cos(d) - Math.sin(la) * Math.sin(la2));
-    out.push([((((lo2 * 180) / Math.PI + 540) % 360) - 180).toFixed(3), ((la2 * 180) / Math.PI).toFixed(3)]);
+    out.push([(((lo2 * 180) / Math.PI + 540) % 360) - 180, (la2 * 180) / Math.PI]);
   }
-  return out;
+  // a circle across the antimeridian wraps: cut it where it jumps, into pieces that each stay on the map
+  const pieces = [[]];
+  out.forEach((p, i) => {
+    if (i && Math.abs(p[0] - out[i - 1][0]) > 180) pieces.push([]);
+    pieces[pieces.length - 1].push(p);
+  });
+  return pieces;
 }
 const fmt = (x, n = 3) => Number(x).toFixed(n);
 
@@ -114,7 +121,10 @@ async function openPhoto(photo) {
   const info = $("photo-info");
   info.replaceChildren();
   const head = document.createElement("p");
-  head.innerHTML = `<b>photo ${photo.photo_id}</b> (${photo.split}) taken in ${photo.place.town}, ${photo.place.region}, ${photo.place.country} (${fmt(photo.lat)}, ${fmt(photo.lon)})`;
+  head.append(
+    Object.assign(document.createElement("b"), { textContent: `photo ${photo.photo_id}` }),
+    ` (${photo.split}) taken in ${photo.place.town}, ${photo.place.region}, ${photo.place.country} (${fmt(photo.lat)}, ${fmt(photo.lon)})`
+  );
   info.appendChild(head);
   if (photo.image) info.appendChild(Object.assign(document.createElement("img"), { src: `/image/${photo.photo_id}`, className: "photo-image", alt: `photo ${photo.photo_id}` }));
   const tags = document.createElement("p");
@@ -205,7 +215,7 @@ async function searchPhotos() {
 
 // ---------------------------------------------------------------- retrieve
 async function updateTagOptions(prefix) {
-  const vocab = await guarded(() => api("vocab", { prefix }));
+  const vocab = await guarded(() => api("vocab", { prefix }), false);
   if (!vocab) return;
   $("tag-options").replaceChildren(
     ...vocab.tags.map((t) => Object.assign(document.createElement("option"), { value: t.tag, label: `${t.tag} (${t.test_photos} test photos)` }))
@@ -221,8 +231,8 @@ function drawQueryPlace(map) {
   map.layers.under.replaceChildren();
   if (!state.queryPlace) return;
   const [lat, lon] = state.queryPlace;
-  const ring = geodesicCircle(lat, lon, Number($("query-km").value));
-  el("polyline", { points: ring.map((p) => p.join(",")).join(" "), fill: "none", stroke: "#1e88e5", "stroke-width": 0.5, "stroke-dasharray": "2 1" }, map.layers.under);
+  for (const piece of geodesicCircle(lat, lon, Number($("query-km").value)))
+    el("polyline", { points: piece.map((p) => `${p[0].toFixed(3)},${p[1].toFixed(3)}`).join(" "), fill: "none", stroke: "#1e88e5", "stroke-width": 0.5, "stroke-dasharray": "2 1", class: "distance" }, map.layers.under);
   el("path", { d: `M${lon - 3},${lat}L${lon + 3},${lat}M${lon},${lat - 3}L${lon},${lat + 3}`, stroke: "#1e88e5", "stroke-width": 1, class: "query-place" }, map.layers.under);
 }
 async function retrieve() {
@@ -331,15 +341,18 @@ async function showCompare() {
   });
 }
 function sortTable(table, column) {
+  // numbers best first on the first click, names A to Z; a missing value ("-") always last
   const tbody = table.tBodies[0];
-  const descending = table.dataset.sorted !== `${column}:desc`;
-  const value = (tr) => {
-    const text = tr.cells[column].textContent;
-    return column === 0 ? text : text === "-" ? -Infinity : Number(text);
-  };
-  const rows = [...tbody.rows].sort((a, b) => (value(a) < value(b) ? 1 : value(a) > value(b) ? -1 : 0) * (descending ? 1 : -1));
+  const flip = table.dataset.sorted === `${column}:first`;
+  const key = (tr) => tr.cells[column].textContent;
+  const rows = [...tbody.rows].sort((a, b) => {
+    const x = key(a), y = key(b);
+    if (x === "-" || y === "-") return (x === "-") - (y === "-");
+    const order = column === 0 ? x.localeCompare(y) : Number(y) - Number(x);
+    return flip ? -order : order;
+  });
   tbody.replaceChildren(...rows);
-  table.dataset.sorted = `${column}:${descending ? "desc" : "asc"}`;
+  table.dataset.sorted = `${column}:${flip ? "second" : "first"}`;
 }
 
 // ---------------------------------------------------------------- start
