@@ -164,25 +164,20 @@ class Scorer(nn.Module):
             return torch.index_select(x, 0, flat[name])
 
         first = self.layers[0]
-        terms, rows, start, offset = [], [], 0, 0
+        h, start = first.bias, 0
         for name, width in self.blocks().items():
-            w = first.weight[:, start : start + width]
-            start += width
             if isinstance(name, str):
-                term, row = F.linear(parts[name], w), flat[name]
-            else:
-                # a group's negatives repeat most of the positive's pairs (a swapped tag keeps loc*img, a swapped
-                # place keeps img*tag): each distinct pair's product and first-layer term is computed once
-                a, b = name
-                n_b = len(parts[b])
-                pairs, row = torch.unique(flat[a] * n_b + flat[b], return_inverse=True)
-                term = F.linear(parts[a].index_select(0, pairs // n_b) * parts[b].index_select(0, pairs % n_b), w)
-            terms.append(term)
-            rows.append(row + offset)
-            offset += len(term)
-        # every triplet's first layer = the sum of its blocks' terms: one gather-and-sum over the stacked terms
-        # (embedding_bag: one pass forward, one scatter backward, instead of a gather and an add per block)
-        h = F.embedding_bag(torch.stack(rows, 1), torch.cat(terms), mode="sum") + first.bias
+                h = h + gather(F.linear(parts[name], first.weight[:, start : start + width]), name)
+                start += width
+        for (a, b), width in ((p, w) for p, w in self.blocks().items() if isinstance(p, tuple)):
+            # a group's negatives repeat most of the positive's pairs (a swapped tag keeps loc*img, a swapped
+            # place keeps img*tag): each distinct pair's product and first-layer term is computed once
+            n_b = len(parts[b])
+            pairs, inverse = torch.unique(flat[a] * n_b + flat[b], return_inverse=True)
+            product = parts[a].index_select(0, pairs // n_b) * parts[b].index_select(0, pairs % n_b)
+            term = F.linear(product, first.weight[:, start : start + width])
+            h = h + term.index_select(0, inverse)
+            start += width
         scores = self.layers[1:](h).view(shape)
         if self.skip is not None:
             if img_raw is None or tag_raw is None:
