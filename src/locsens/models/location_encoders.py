@@ -150,22 +150,30 @@ class MultiResolutionGridEncoder(nn.Module):
     def forward(self, lat_deg: torch.Tensor, lon_deg: torch.Tensor) -> torch.Tensor:
         shape = lat_deg.shape
         lat, lon = lat_deg.reshape(-1).double(), lon_deg.reshape(-1).double()
-        out = []
+        rows, weights = [], []
         for level, (n_lat, n_lon) in enumerate(zip(self.n_lat, self.n_lon)):
             y = ((lat + 90.0) / 180.0 * n_lat).clamp(0.0, n_lat)
             x = torch.remainder((lon + 180.0) / 360.0 * n_lon, n_lon)
             i0 = y.floor().clamp(max=n_lat - 1).long()
             j0 = x.floor().long().clamp(max=n_lon - 1)
-            wy, wx = (y - i0).float()[:, None], (x - j0).float()[:, None]
+            wy, wx = (y - i0).float(), (x - j0).float()
             i1, j1 = i0 + 1, torch.remainder(j0 + 1, n_lon)
-            t = self.tables[level]
-            out.append(
-                t[self._rows(level, i0, j0)] * (1 - wy) * (1 - wx)
-                + t[self._rows(level, i0, j1)] * (1 - wy) * wx
-                + t[self._rows(level, i1, j0)] * wy * (1 - wx)
-                + t[self._rows(level, i1, j1)] * wy * wx
-            )
-        return torch.cat(out, dim=-1).reshape(*shape, self.out_dim)
+            base = level * self.table_size
+            for i, j, w in (
+                (i0, j0, (1 - wy) * (1 - wx)),
+                (i0, j1, (1 - wy) * wx),
+                (i1, j0, wy * (1 - wx)),
+                (i1, j1, wy * wx),
+            ):
+                rows.append(base + self._rows(level, i, j))
+                weights.append(w)
+        # one gather over every level's four corners: indexing each level's table apart made its backward
+        # zero-fill a gradient of the whole [levels, table, features] parameter once per level
+        flat = self.tables.reshape(-1, self.tables.shape[-1])
+        n, levels = len(lat), len(self.n_lat)
+        corners = torch.index_select(flat, 0, torch.stack(rows, 1).reshape(-1)).view(n, levels, 4, -1)
+        out = (corners * torch.stack(weights, 1).view(n, levels, 4, 1)).sum(2)
+        return out.reshape(*shape, self.out_dim)
 
 
 def real_spherical_harmonics(lat_deg: torch.Tensor, lon_deg: torch.Tensor, degree: int) -> torch.Tensor:
