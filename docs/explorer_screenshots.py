@@ -23,8 +23,13 @@ def pixel(page, selector: str, lat: float, lon: float) -> tuple[float, float]:
 
 
 def shoot(page, path: Path, **options) -> None:
+    """A screenshot, quantised to 256 colours (a third of the bytes for a flat page), renamed into place."""
+    from PIL import Image
+
     tmp = path.with_name(f".{path.stem}.tmp.png")
     page.screenshot(path=tmp, **options)
+    with Image.open(tmp) as image:
+        image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(tmp, optimize=True)
     os.replace(tmp, path)
     print(path)
 
