@@ -47,8 +47,8 @@ def main() -> None:
     parser.add_argument("--out", default="docs/explorer")
     args = parser.parse_args()
     out = Path(args.out)
+    explorer = Explorer(args.run, [args.eval] if args.eval else [])  # refuses bad inputs before any write
     out.mkdir(parents=True, exist_ok=True)
-    explorer = Explorer(args.run, [args.eval] if args.eval else [])
     ds = explorer.ds
     # a test photo that carries its town's name: the place names LocSens should bring in where it was taken
     town_name = {i: n.lower().replace(" ", "") for i, n in enumerate(ds.places["town"])}

@@ -691,7 +691,7 @@ def validate_evaluate_config(cfg: DictConfig) -> DictConfig:
             "limit_test_images": (positive_int_or_null, "a positive integer or null (the whole test split)"),
             "retrieval.limit_candidates": (positive_int_or_null, "a positive integer or null (the tagging images)"),
             "wandb.mode": _one_of(WANDB_MODES),
-            "locsens_dtype": _one_of(("auto", "fp32", "bf16", "int8")),
+            "locsens_dtype": _one_of(_engine_dtypes()),
             **{
                 f"{task}.shortlist.{part}": (_is_non_negative_int, "an integer >= 0")
                 for task, parts in (("tagging", ("agnostic", "prior")), ("retrieval", ("agnostic", "nearest")))
@@ -774,11 +774,10 @@ __all__ = [
 ]
 
 
-def _check_dtype(cfg: DictConfig) -> None:
-    from locsens.scoring import DTYPES
+def _engine_dtypes() -> tuple[str, ...]:
+    from locsens.scoring import DTYPES  # the scoring engine's own list (torch is imported lazily here)
 
-    if cfg.dtype not in DTYPES:
-        raise ConfigError(f"dtype={cfg.dtype!r}: expected one of {', '.join(DTYPES)}")
+    return DTYPES
 
 
 def _require_set(cfg: DictConfig, keys: dict[str, str]) -> None:
@@ -791,9 +790,10 @@ def _require_set(cfg: DictConfig, keys: dict[str, str]) -> None:
 def validate_explore_config(cfg: DictConfig) -> DictConfig:
     typed = typed_config(cfg, ExploreConfig)
     _require_set(typed, {"run": "a LocSens training run directory"})
-    _check_dtype(typed)
-    if not 0 < typed.port < 65536:
-        raise ConfigError(f"port={typed.port}: expected a TCP port in 1..65535")
+    _check_rules(
+        typed,
+        {"dtype": _one_of(_engine_dtypes()), "port": (lambda v: 0 < v < 65536, "a TCP port in 1..65535")},
+    )
     for key, value in (("run", typed.run), *((f"eval[{i}]", e) for i, e in enumerate(typed.eval))):
         if not Path(str(value)).is_dir():
             raise FileNotFoundError(f"{key}={value}: no such directory (a training run / an evaluation directory)")
@@ -811,9 +811,7 @@ def validate_tag_config(cfg: DictConfig) -> DictConfig:
             "run": "a LocSens training run directory",
         },
     )
-    _check_dtype(typed)
-    if typed.k < 1:
-        raise ConfigError(f"k={typed.k}: expected a positive number of tags")
+    _check_rules(typed, {"dtype": _one_of(_engine_dtypes()), "k": (positive_int, "a positive number of tags")})
     places = [[typed.lat, typed.lon]] + list(OmegaConf.to_container(typed.compare, resolve=True))
     for i, place in enumerate(places):
         key = "lat/lon" if i == 0 else f"compare[{i - 1}]"

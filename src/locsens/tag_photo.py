@@ -13,10 +13,9 @@ from pathlib import Path
 
 import torch
 
-from locsens.artifacts import RunLayout, file_ref, short
-from locsens.checkpointing import checkpoint_record
-from locsens.data.store import DatasetStore, EmbeddingStore, FeatureStore
-from locsens.eval.methods import EmbeddingMethod, LocSensMethod
+from locsens.artifacts import file_ref, short
+from locsens.data.store import FeatureStore
+from locsens.eval.methods import open_locsens_run
 from locsens.metrics.tagging import place_name_mask, ranked_topk
 
 
@@ -56,18 +55,11 @@ def tag_photo(image, places, run, k: int = 10, backbone=None, weights=None, dtyp
     from locsens.export import load_tagger
     from locsens.features.extract import load_image
 
-    layout = RunLayout(Path(run))
-    checkpoint = layout.best_checkpoint()
-    record = checkpoint_record(checkpoint)
-    made_from = record.get("made_from") or {}
-    if "embeddings" not in made_from:
-        raise TagPhotoError(f"run={run}: {checkpoint} is not a LocSens checkpoint (it records no embeddings store)")
-    dataset = DatasetStore(made_from["dataset"]["path"])
+    opened = open_locsens_run(run, dtype=dtype)  # refuses a run that is not LocSens, or stores that moved
+    dataset, locsens, agnostic = opened.dataset, opened.locsens, opened.agnostic
     if k > dataset.num_tags:
         raise TagPhotoError(f"k={k}: the vocabulary has {dataset.num_tags} tags")
-    embeddings_path = made_from["embeddings"]["path"]
-    store = EmbeddingStore(embeddings_path)
-    exported = store.made_from
+    embeddings_path, exported = locsens.store.path, locsens.store.made_from
     features_path = (exported.get("features") or {}).get("path")
     agnostic_ckpt = (exported.get("checkpoint") or {}).get("path")
     if not features_path or not Path(features_path).is_file():
@@ -93,8 +85,6 @@ def tag_photo(image, places, run, k: int = 10, backbone=None, weights=None, dtyp
     with torch.no_grad():
         features = net.features(pixels[None])
         embedding = agnostic_model.image_embedding(features).float()
-    locsens = LocSensMethod(layout.name(), dataset, str(checkpoint), embeddings_path, dtype)
-    agnostic = EmbeddingMethod(str(store.attrs.get("model", "agnostic")), dataset, embeddings_path)
     is_place = place_name_mask(dataset.vocab, dataset.place_names).numpy()
 
     def entries(ids, scores):

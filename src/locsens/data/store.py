@@ -505,6 +505,13 @@ class DatasetStore(_Identity):
             raise KeyError(f"unknown split {split!r}; expected one of {SPLIT_NAMES}")
         return np.flatnonzero(self.split == SPLIT_IDS[split])
 
+    def tag_counts(self, split: str | None = None) -> np.ndarray:
+        """Photos carrying each tag ``[V]`` (int64), in one split or (None) in all."""
+        entries = self.tags_indices
+        if split is not None:
+            entries = entries[np.repeat(self.split == SPLIT_IDS[split], np.diff(self.tags_indptr))]
+        return np.bincount(entries, minlength=self.num_tags)
+
     def rows_with_any(self, tag_mask: np.ndarray) -> np.ndarray:
         """Bool per row: does the image carry a tag of the bool mask ``tag_mask`` [V]?"""
         hit = np.zeros(len(self), dtype=bool)

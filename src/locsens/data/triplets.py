@@ -284,11 +284,7 @@ class TripletDataModule(L.LightningDataModule):
         has_tags = np.diff(ds.tags_indptr) > 0
         tag_cdf = None
         if hp.tag_negative_power > 0:  # negative tags drawn ~ (training count + 1) ** power (word2vec uses 0.75)
-            in_train = np.zeros(len(ds.tags_indptr) - 1, dtype=bool)
-            in_train[ds.split_rows("train")] = True
-            row_of_entry = np.repeat(np.arange(len(in_train)), np.diff(ds.tags_indptr))
-            counts = np.bincount(ds.tags_indices[in_train[row_of_entry]], minlength=ds.num_tags)
-            weights = (counts + 1.0) ** hp.tag_negative_power
+            weights = (ds.tag_counts("train") + 1.0) ** hp.tag_negative_power
             tag_cdf = np.cumsum(weights) / weights.sum()
 
         def triplets(split: str) -> TripletBatches:

@@ -58,7 +58,7 @@ def data_statistics(ds: DatasetStore) -> dict[str, float]:
     town = ds.place_index["town"]
     train_per_town = np.bincount(town[train & (town >= 0)], minlength=len(ds.places["town"]))
     test_town_photos = np.where(town[test] >= 0, train_per_town[np.maximum(town[test], 0)], 0)
-    tag_count = np.bincount(ds.tags_indices, minlength=ds.num_tags)
+    tag_count = ds.tag_counts()
     # how much of a test image's town statistics its own user made (a town frequency that memorises users)
     n_users = len(ds.users) + 1
     key = np.where(town >= 0, town, len(ds.places["town"])).astype(np.int64) * n_users + ds.user_index

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from locsens.artifacts import file_ref, require_made_from
+from locsens.artifacts import RunLayout, file_ref, require_made_from
 from locsens.data.store import DatasetStore, EmbeddingStore
 from locsens.metrics.tagging import ranked_topk
 
@@ -42,9 +43,9 @@ class EmbeddingMethod(ScoreRanking):
 
     location_aware = False
 
-    def __init__(self, name: str, dataset: DatasetStore, path: str):
+    def __init__(self, name: str, dataset: DatasetStore, path: str, store: EmbeddingStore | None = None):
         self.name = name
-        self.store = EmbeddingStore(path, dataset)
+        self.store = store if store is not None else EmbeddingStore(path, dataset)  # an opened one: no re-read
         require_made_from(
             f"embeddings store {path}",
             self.store.made_from.get("dataset"),
@@ -330,6 +331,47 @@ class LocSensMethod:
                 shortlist=shortlist,
             )
         return _padded(ids, k)
+
+
+@dataclass
+class LocSensRun:
+    """A trained LocSens run opened with what it was trained on: its dataset store, the LocSens method
+    (the exact engine) and the agnostic method of the embeddings it was trained on (e.g. MCC)."""
+
+    layout: RunLayout
+    dataset: DatasetStore
+    locsens: LocSensMethod
+    agnostic: EmbeddingMethod
+
+
+def open_locsens_run(run, dataset_path=None, dtype: str = "auto") -> LocSensRun:
+    """The run directory ``run`` (its best checkpoint) with the stores its checkpoint records, or
+    ``dataset_path`` instead (refused unless it is the same store by content id); the explorer's and
+    tag.py's way in."""
+    from locsens.checkpointing import checkpoint_record
+
+    layout = RunLayout(Path(run))
+    if not layout.path.is_dir():
+        raise FileNotFoundError(f"run={run}: no such run directory")
+    checkpoint = layout.best_checkpoint()
+    record = checkpoint_record(checkpoint)
+    made_from = record.get("made_from") or {}
+    if "embeddings" not in made_from:
+        raise ValueError(
+            f"run={run}: its checkpoint {checkpoint} is a {record['model_class'].rsplit('.', 1)[-1]}, not LocSens, "
+            "so not a LocSens run (give one, e.g. outputs/demo-demo/locsens_raw)"
+        )
+    dataset_path = Path(dataset_path or made_from["dataset"]["path"])
+    embeddings_path = Path(made_from["embeddings"]["path"])
+    for what, path in (("dataset store", dataset_path), ("embeddings store", embeddings_path)):
+        if not path.is_file():
+            raise FileNotFoundError(f"run={run} was trained on the {what} {path}, which does not exist")
+    dataset = DatasetStore(dataset_path)
+    # refuses a checkpoint, store or dataset that do not belong together (content ids, not paths)
+    locsens = LocSensMethod(layout.name(), dataset, str(checkpoint), str(embeddings_path), dtype)
+    model = str(locsens.store.attrs.get("model", "agnostic"))
+    agnostic = EmbeddingMethod(model, dataset, str(embeddings_path), store=locsens.store)
+    return LocSensRun(layout, dataset, locsens, agnostic)
 
 
 def _padded(ids: torch.Tensor, k: int) -> torch.Tensor:

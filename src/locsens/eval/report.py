@@ -160,8 +160,7 @@ def figure_range_maps(fig_dir: Path, ds, name: str, method, step_deg: float = 1.
 
 def figure_p10_vs_frequency(fig_dir: Path, ds, candidates, agn_tags, agn_preds) -> str:
     """Fig. 3 (supp.): location-agnostic P@10 as a function of the query tag's training frequency."""
-    in_train = np.repeat(ds.split == 0, np.diff(ds.tags_indptr))
-    train_count = np.bincount(ds.tags_indices[in_train], minlength=ds.num_tags)
+    train_count = ds.tag_counts("train")
     fig, ax = plt.subplots(figsize=(6, 4))
     freq = train_count[agn_tags.numpy()]
     edges = np.unique(np.geomspace(max(freq.min(), 1), max(freq.max(), 2) + 1, 7).astype(int))

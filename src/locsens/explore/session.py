@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from locsens.artifacts import EvaluationLayout, RunLayout
-from locsens.checkpointing import checkpoint_record
-from locsens.data.store import DatasetStore, EmbeddingStore, FeatureStore
-from locsens.eval.methods import EmbeddingMethod, LocSensMethod
+from locsens.artifacts import EvaluationLayout
+from locsens.data.store import SPLIT_NAMES, EmbeddingStore, FeatureStore
+from locsens.eval.methods import open_locsens_run
 from locsens.geo import geodesic_km
 from locsens.metrics.tagging import place_name_mask, ranked_topk
 
@@ -86,39 +85,18 @@ class Explorer:
         images: str | Path | None = None,
         dtype: str = "auto",
     ):
-        layout = RunLayout(Path(run))
-        if not layout.path.is_dir():
-            raise FileNotFoundError(f"run={run}: no such run directory")
-        checkpoint = layout.best_checkpoint()
-        record = checkpoint_record(checkpoint)
-        made_from = record.get("made_from") or {}
-        if "embeddings" not in made_from:
-            raise ValueError(
-                f"run={run}: its checkpoint {checkpoint} is a {record['model_class'].rsplit('.', 1)[-1]}, not LocSens "
-                "(the explorer moves a photo around the globe: give it a LocSens run, e.g. outputs/demo-demo/locsens_raw)"
-            )
-        dataset_path = Path(dataset_path or made_from["dataset"]["path"])
-        embeddings_path = Path(made_from["embeddings"]["path"])
-        for what, path in (("dataset store", dataset_path), ("embeddings store", embeddings_path)):
-            if not path.is_file():
-                raise FileNotFoundError(f"run={run} was trained on the {what} {path}, which does not exist")
-        self.run = layout
-        self.ds = ds = DatasetStore(dataset_path)
-        # both refuse a checkpoint, store or dataset that do not belong together (content ids, not paths)
-        self.locsens = LocSensMethod(layout.name(), ds, str(checkpoint), str(embeddings_path), dtype)
-        store = EmbeddingStore(embeddings_path, ds)
-        self.agnostic = EmbeddingMethod(str(store.attrs.get("model", "agnostic")), ds, str(embeddings_path))
+        opened = open_locsens_run(run, dataset_path, dtype)
+        self.run, self.ds, self.locsens, self.agnostic = opened.layout, opened.dataset, opened.locsens, opened.agnostic
+        ds = self.ds
         self.is_place = place_name_mask(ds.vocab, ds.place_names).numpy()
         self.tag_id = {t: i for i, t in enumerate(ds.vocab)}
         self.row_of = {int(p): r for r, p in enumerate(ds.photo_id)}
         self.test_rows = ds.split_rows("test")
         if len(self.test_rows) == 0:
-            raise ValueError(f"{dataset_path}: the test split is empty; the explorer shows test photos")
-        self.test_count = np.bincount(
-            ds.tags_indices[np.repeat(ds.split == 2, np.diff(ds.tags_indptr))], minlength=ds.num_tags
-        )
+            raise ValueError(f"{ds.path}: the test split is empty; the explorer shows test photos")
+        self.test_count = ds.tag_counts("test")
         self.evaluations = [self._open_evaluation(Path(e)) for e in evaluations]
-        self.image_paths = self._open_images(Path(images), store) if images else {}
+        self.image_paths = self._open_images(Path(images), self.locsens.store) if images else {}
         self._prior = None
         self._exact = self.locsens.engine if self.locsens.engine.dtype_used == "fp32" else None
         self.rank_tags(int(ds.photo_id[self.test_rows[0]]), 0.0, 0.0, 1)  # warm: the engine's vocabulary block
@@ -136,7 +114,13 @@ class Explorer:
                 f"{self.ds.content_id[:12]} ({self.ds.path}); give an evaluation of this dataset"
             )
         figures = {Path(p).name: layout.figures_dir / Path(p).name for p in results.get("figures", [])}
-        return {"path": path, "results": results, "predictions": layout.predictions_path, "figures": figures}
+        predictions, rows = layout.predictions_path, np.zeros(0, np.int64)
+        if predictions.is_file():
+            import h5py
+
+            with h5py.File(predictions, "r") as f:
+                rows = f["tagging/rows"][:]  # read once: each photo's answer reads only its own predictions
+        return {"path": path, "results": results, "predictions": predictions, "rows": rows, "figures": figures}
 
     def _open_images(self, images: Path, store: EmbeddingStore) -> dict:
         from locsens.features.extract import inputs_sha256, read_inputs
@@ -201,7 +185,7 @@ class Explorer:
         ds = self.ds
         out = {
             "photo_id": int(ds.photo_id[r]),
-            "split": ["train", "val", "test"][int(ds.split[r])],
+            "split": SPLIT_NAMES[int(ds.split[r])],
             "lat": float(ds.lat[r]),
             "lon": float(ds.lon[r]),
             "tags": [self._tag_entry(t) for t in ds.tags_of(r)],
@@ -225,13 +209,10 @@ class Explorer:
 
         out = []
         for e in self.evaluations:
-            if not e["predictions"].is_file():
+            at = np.searchsorted(e["rows"], r)
+            if at >= len(e["rows"]) or e["rows"][at] != r:
                 continue
             with h5py.File(e["predictions"], "r") as f:
-                rows = f["tagging/rows"][:]
-                at = np.searchsorted(rows, r)
-                if at >= len(rows) or rows[at] != r:
-                    continue
                 truth = set(self.ds.tags_of(r).tolist())
                 methods = {
                     name: [self._tag_entry(int(t), truth=truth) for t in f[f"tagging/{name}/top50"][at, :k] if t >= 0]
